@@ -1,0 +1,98 @@
+"""Composition root: the only place that wires config, stream, storage and metrics together."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import aiohttp
+import structlog
+
+from ingestor.config import Settings
+from ingestor.domain.groups import make_groups
+from ingestor.logs import register_secret
+from ingestor.metrics import Metrics
+from ingestor.storage import db
+from ingestor.storage.migrations import head_revision
+from ingestor.storage.writer import Writer, WriterQueue
+from ingestor.stream.worker import StreamWorker, WorkerSettings
+from ingestor.supervisor import Supervisor
+from ingestor.web import make_app, start
+
+log = structlog.get_logger("ingestor.app")
+
+
+def _worker_settings(settings: Settings) -> WorkerSettings:
+    return WorkerSettings(
+        base_url=settings.api_base_url,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        max_event_bytes=settings.max_event_bytes,
+        stall_timeout_s=settings.stall_timeout_s,
+        connect_timeout_s=settings.connect_timeout_s,
+        reconnect_initial_s=settings.reconnect_initial_s,
+        reconnect_max_s=settings.reconnect_max_s,
+    )
+
+
+async def run_daemon(settings: Settings) -> int:
+    """Start everything, run until SIGTERM/SIGINT, drain, and return the exit code."""
+    dsn = settings.database_url.get_secret_value()
+    register_secret(settings.api_key.get_secret_value() if settings.api_key else None)
+    groups = make_groups(settings.streams, settings.leagues_per_connection)
+    conn = await db.connect_with_wait(dsn, settings.database_wait_s)
+    try:
+        await db.check_schema(conn, head_revision())
+        committed = await db.register_groups(conn, groups)
+    finally:
+        await conn.close()
+
+    metrics = Metrics()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # The handler only sets the event: draining happens in the supervisor, in order.
+        loop.add_signal_handler(sig, stop.set)
+
+    queue: WriterQueue = asyncio.Queue(maxsize=settings.queue_max_events)
+    writer = Writer(
+        dsn,
+        queue,
+        metrics,
+        batch_max_rows=settings.writer_batch_max_rows,
+        retry_max_s=settings.flush_retry_max_s,
+        committed=committed,
+    )
+
+    async def ready() -> str | None:
+        return None
+
+    runner = await start(make_app(metrics, ready), settings.metrics_host, settings.metrics_port)
+    log.info(
+        "daemon_started",
+        groups=[g.key for g in groups],
+        api_base_url=settings.api_base_url,
+        metrics_port=settings.metrics_port,
+        resumed_cursors=len(committed),
+    )
+    try:
+        async with aiohttp.ClientSession(auto_decompress=True) as session:
+            worker_settings = _worker_settings(settings)
+            workers = [
+                StreamWorker(g, session, worker_settings, queue, metrics, committed, stop)
+                for g in groups
+            ]
+            supervisor = Supervisor(
+                writer,
+                workers,
+                metrics,
+                stop,
+                shutdown_timeout_s=settings.shutdown_timeout_s,
+                restart_max_s=settings.worker_restart_max_s,
+            )
+            code = await supervisor.run()
+    finally:
+        await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("daemon_stopped", exit_code=code)
+    return code

@@ -1,0 +1,173 @@
+"""Settings: one TOML file plus environment overrides (prefix ``INGESTOR_``)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_PATH = Path("config/ingestor.toml")
+MAX_SPORTSBOOKS = 5
+
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message names the offending key."""
+
+
+class StreamConfig(BaseModel):
+    """One configured feed: a sport on the copilot or regular odds stream."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["copilot", "odds"]
+    sport: NonEmptyStr
+    leagues: list[NonEmptyStr] = Field(min_length=1)
+    markets: list[NonEmptyStr] | None = None
+    sportsbooks: list[NonEmptyStr] | None = None
+    fixture_ids: list[NonEmptyStr] | None = None
+    is_main: bool | None = None
+    is_live: bool | None = None
+    include_fixture_updates: bool = True
+    odds_format: NonEmptyStr | None = None
+
+    @field_validator("leagues")
+    @classmethod
+    def _unique_leagues(cls, leagues: list[str]) -> list[str]:
+        # A league listed twice would open a second connection carrying the same odds.
+        if len(set(leagues)) != len(leagues):
+            raise ValueError("leagues must not repeat")
+        return leagues
+
+    @model_validator(mode="after")
+    def _sportsbooks_match_kind(self) -> StreamConfig:
+        if self.kind == "copilot" and self.sportsbooks is not None:
+            raise ValueError("sportsbooks is only accepted on kind = 'odds' streams")
+        if self.kind == "odds":
+            if not self.sportsbooks:
+                raise ValueError("kind = 'odds' needs sportsbooks (1 to 5)")
+            if len(self.sportsbooks) > MAX_SPORTSBOOKS:
+                raise ValueError(
+                    f"sportsbooks has {len(self.sportsbooks)} entries; the vendor accepts "
+                    f"at most {MAX_SPORTSBOOKS}"
+                )
+        return self
+
+
+class Settings(BaseSettings):
+    """Every knob of the daemon; environment variables override the TOML file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INGESTOR_", extra="forbid", populate_by_name=True, frozen=True
+    )
+
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
+    api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPTICODDS_API_KEY", "INGESTOR_API_KEY")
+    )
+    api_base_url: str = "https://api.opticodds.com/api/v3"
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    leagues_per_connection: int = Field(default=10, ge=1, le=100)
+    writer_batch_max_rows: int = Field(default=5000, ge=1, le=1_000_000)
+    queue_max_events: int = Field(default=2000, ge=1, le=1_000_000)
+    max_event_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+
+    reconnect_initial_s: float = Field(default=1.0, gt=0)
+    reconnect_max_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    stall_timeout_s: float = Field(default=15.0, gt=0)
+    flush_retry_max_s: float = Field(default=30.0, gt=0)
+    database_wait_s: float = Field(default=60.0, ge=0)
+    shutdown_timeout_s: float = Field(default=10.0, gt=0)
+    worker_restart_max_s: float = Field(default=30.0, gt=0)
+
+    streams: list[StreamConfig] = Field(min_length=1)
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _pg_url(cls, url: SecretStr) -> SecretStr:
+        if not url.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return url
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment first, then the TOML file (passed as init arguments)."""
+        return (env_settings, init_settings)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _describe(exc: ValidationError, path: Path) -> str:
+    lines = [f"invalid configuration in {path}:"]
+    for err in exc.errors(include_url=False, include_input=False):
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read the TOML file (``INGESTOR_CONFIG`` or the default path) and apply env overrides."""
+    path = path or Path(os.environ.get("INGESTOR_CONFIG", DEFAULT_CONFIG_PATH))
+    data = _read_toml(path)
+    _read_api_key_file(data)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def _read_api_key_file(data: dict[str, Any]) -> None:
+    """Support ``OPTICODDS_API_KEY_FILE`` (Docker and Kubernetes secrets)."""
+    key_file = os.environ.get("OPTICODDS_API_KEY_FILE")
+    if not key_file or os.environ.get("OPTICODDS_API_KEY"):
+        return
+    try:
+        data["api_key"] = Path(key_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"OPTICODDS_API_KEY_FILE={key_file} cannot be read: {exc.strerror}"
+        ) from None

@@ -1,0 +1,216 @@
+"""Decoding of the vendor's SSE payloads into rows (strict on types, lenient on extras)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ingestor.domain.events import (
+    DecodedEvent,
+    EntryIdError,
+    FixtureRow,
+    Kind,
+    OddRow,
+    order_key,
+    parse_entry_id,
+)
+
+ODDS_EVENTS: dict[str, Kind] = {
+    "copilot-odds": Kind.ODDS,
+    "odds": Kind.ODDS,
+    "copilot-locked-odds": Kind.LOCKED,
+    "locked-odds": Kind.LOCKED,
+    "copilot-settled-odds": Kind.SETTLED,
+}
+FIXTURE_EVENT = "fixture-status"
+CONTROL_EVENTS = frozenset({"connected", "ping"})
+DATA_EVENTS = frozenset({*ODDS_EVENTS, FIXTURE_EVENT})
+
+
+class DecodeError(ValueError):
+    """A data event that cannot be stored; ``reason`` is a short stable label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def _text(obj: Mapping[str, Any], key: str, *, blank_is_null: bool = False) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise DecodeError("wrong_type", f"{key} must be a string, got {type(value).__name__}")
+    if "\x00" in value:
+        # PostgreSQL text cannot hold NUL; refusing here keeps one odd from failing a batch.
+        raise DecodeError("nul_in_text", f"{key} contains a NUL character")
+    if blank_is_null and not value:
+        return None
+    return value
+
+
+def _number(obj: Mapping[str, Any], key: str) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DecodeError("wrong_type", f"{key} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _flag(obj: Mapping[str, Any], key: str) -> bool | None:
+    value = obj.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise DecodeError("wrong_type", f"{key} must be a boolean, got {type(value).__name__}")
+
+
+def _integer(obj: Mapping[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**63:
+        raise DecodeError("wrong_type", f"{key} must be a 64-bit integer")
+    return value
+
+
+def _when(obj: Mapping[str, Any], key: str) -> datetime | None:
+    """ISO date-time; one without an offset is taken as UTC (the vendor omits it at times)."""
+    value = _text(obj, key, blank_is_null=True)
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise DecodeError(
+            "bad_datetime", f"{key} is not an ISO date-time: {value[:40]!r}"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _source_time(obj: Mapping[str, Any], entry_ms: int) -> tuple[datetime, int]:
+    """The odd's ``timestamp`` (Unix seconds) as datetime and µs; the entry id's time if absent."""
+    seconds = _number(obj, "timestamp")
+    micros = entry_ms * 1000 if seconds is None else round(seconds * 1_000_000)
+    if not 0 <= micros < 253_402_300_800_000_000:  # year 10000
+        raise DecodeError("bad_timestamp", f"timestamp {seconds!r} is out of range")
+    return datetime.fromtimestamp(micros / 1_000_000, UTC), micros
+
+
+def _payload(data: bytes) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError("invalid_json", str(exc)) from None
+    if not isinstance(payload, dict):
+        raise DecodeError("wrong_type", "event data must be a JSON object")
+    return payload
+
+
+def _entry_id(payload: Mapping[str, Any], event_id: str) -> tuple[str, int]:
+    entry = _text(payload, "entry_id", blank_is_null=True) or event_id
+    if not entry:
+        raise DecodeError("missing_id", "event has neither entry_id nor an SSE id")
+    try:
+        ms, _ = parse_entry_id(entry)
+    except EntryIdError as exc:
+        raise DecodeError("bad_entry_id", str(exc)) from None
+    return entry, ms
+
+
+def decode_odd(
+    item: Any, kind: Kind, stream: str, entry_id: str, entry_ms: int, event_id: str
+) -> OddRow:
+    """One element of an odds event's ``data`` array."""
+    if not isinstance(item, dict):
+        raise DecodeError("wrong_type", "each element of data must be an object")
+    odd_uid = _text(item, "id", blank_is_null=True)
+    if odd_uid is None:
+        raise DecodeError("missing_id", "odd has no id")
+    source_ts, micros = _source_time(item, entry_ms)
+    return OddRow(
+        id=odd_uid,
+        kind=kind,
+        stream=stream,
+        odd_id=_text(item, "odd_id"),
+        sportsbook=_text(item, "sportsbook", blank_is_null=True),
+        fixture_id=_text(item, "fixture_id"),
+        game_id=_text(item, "game_id"),
+        sport=_text(item, "sport"),
+        league=_text(item, "league"),
+        market=_text(item, "market"),
+        name=_text(item, "name"),
+        selection=_text(item, "selection"),
+        selection_line=_text(item, "selection_line"),
+        player_id=_text(item, "player_id", blank_is_null=True),
+        team_id=_text(item, "team_id", blank_is_null=True),
+        version_id=_integer(item, "version_id"),
+        points=_number(item, "points"),
+        price=_number(item, "price"),
+        is_main=_flag(item, "is_main"),
+        is_live=_flag(item, "is_live"),
+        grouping_key=_text(item, "grouping_key"),
+        settlement=_text(item, "settlement") if kind is Kind.SETTLED else None,
+        settled_at=_when(item, "settled_at") if kind is Kind.SETTLED else None,
+        source_ts=source_ts,
+        entry_id=entry_id,
+        event_id=event_id,
+        order_key=order_key(micros, entry_id, kind),
+    )
+
+
+def decode_fixture(
+    payload: Mapping[str, Any], entry_id: str, entry_ms: int, event_id: str
+) -> FixtureRow:
+    """The body of a ``fixture-status`` event (``data``, or ``data.data`` in some specs)."""
+    body = payload.get("data")
+    if isinstance(body, dict) and "fixture_id" not in body and isinstance(body.get("data"), dict):
+        body = body["data"]
+    if not isinstance(body, dict):
+        raise DecodeError("wrong_type", "fixture-status data must be an object")
+    fixture = body.get("fixture") or {}
+    if not isinstance(fixture, dict):
+        raise DecodeError("wrong_type", "fixture must be an object")
+    fixture_id = _text(body, "fixture_id", blank_is_null=True) or _text(fixture, "id")
+    if not fixture_id:
+        raise DecodeError("missing_id", "fixture-status has no fixture_id")
+    source_ts, micros = _source_time(body, entry_ms)
+    new_start = _when(body, "new_start_date")
+    return FixtureRow(
+        fixture_id=fixture_id,
+        game_id=_text(body, "game_id") or _text(fixture, "game_id"),
+        sport=_text(body, "sport"),
+        league=_text(body, "league"),
+        home_team_display=_text(fixture, "home_team_display"),
+        away_team_display=_text(fixture, "away_team_display"),
+        start_date=new_start or _when(fixture, "start_date"),
+        old_status=_text(body, "old_status"),
+        new_status=_text(body, "new_status"),
+        old_start_date=_when(body, "old_start_date"),
+        new_start_date=new_start,
+        source_ts=source_ts,
+        entry_id=entry_id,
+        event_id=event_id,
+        order_key=order_key(micros, entry_id, 0),
+    )
+
+
+def decode_event(
+    group_key: str, stream: str, event_type: str, data: bytes, event_id: str, received_at: datetime
+) -> DecodedEvent:
+    """Decode one data event (a type in ``DATA_EVENTS``) or raise ``DecodeError``."""
+    payload = _payload(data)
+    entry_id, entry_ms = _entry_id(payload, event_id)
+    event = DecodedEvent(group_key, event_type, entry_id, event_id, received_at)
+    if event_type == FIXTURE_EVENT:
+        event.fixtures.append(decode_fixture(payload, entry_id, entry_ms, event_id))
+        return event
+    kind = ODDS_EVENTS[event_type]
+    items = payload.get("data")
+    if not isinstance(items, list):
+        raise DecodeError("wrong_type", "odds event data must be an array")
+    event.odds = [decode_odd(i, kind, stream, entry_id, entry_ms, event_id) for i in items]
+    return event

@@ -1,0 +1,132 @@
+"""Row types that flow from the stream decoder to the writer, and their ordering."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+
+# Order keys are big-endian byte strings so that Postgres compares them with plain bytea
+# ordering (memcmp): (source time in µs, entry ms, entry seq, kind rank).
+_ORDER = struct.Struct(">QQQB")
+_CURSOR = struct.Struct(">QQ")
+
+
+class Kind(IntEnum):
+    """What an odds event says about an odd; the value is its rank on equal keys."""
+
+    ODDS = 0
+    LOCKED = 1
+    SETTLED = 2
+
+    @property
+    def label(self) -> str:
+        """The kind as stored in ``odds_history.kind``."""
+        return _KIND_LABELS[self]
+
+    @property
+    def status(self) -> str:
+        """The ``odds.status`` an event of this kind leaves behind."""
+        return _KIND_STATUS[self]
+
+
+_KIND_LABELS = ("odds", "locked", "settled")
+_KIND_STATUS = ("open", "locked", "settled")
+
+
+class EntryIdError(ValueError):
+    """An entry id that is not ``<milliseconds>-<sequence>``."""
+
+
+def parse_entry_id(entry_id: str) -> tuple[int, int]:
+    """Split a Redis-stream style id ``1730079534820-2`` into (ms, seq)."""
+    ms, sep, seq = entry_id.partition("-")
+    try:
+        return int(ms), int(seq) if sep else 0
+    except ValueError:
+        raise EntryIdError(f"entry_id {entry_id!r} is not <milliseconds>-<sequence>") from None
+
+
+def cursor_key(entry_id: str) -> bytes:
+    """Sortable key of an entry id alone (used for the group cursor)."""
+    ms, seq = parse_entry_id(entry_id)
+    return _CURSOR.pack(ms, seq)
+
+
+def order_key(source_us: int, entry_id: str, kind: int) -> bytes:
+    """Sortable key: source time first, then entry id numerically, then kind."""
+    ms, seq = parse_entry_id(entry_id)
+    return _ORDER.pack(max(source_us, 0), ms, seq, kind)
+
+
+@dataclass(slots=True)
+class OddRow:
+    """One odd as carried by one odds, locked or settled event."""
+
+    id: str
+    kind: Kind
+    stream: str
+    odd_id: str | None
+    sportsbook: str | None
+    fixture_id: str | None
+    game_id: str | None
+    sport: str | None
+    league: str | None
+    market: str | None
+    name: str | None
+    selection: str | None
+    selection_line: str | None
+    player_id: str | None
+    team_id: str | None
+    version_id: int | None
+    points: float | None
+    price: float | None
+    is_main: bool | None
+    is_live: bool | None
+    grouping_key: str | None
+    settlement: str | None
+    settled_at: datetime | None
+    source_ts: datetime
+    entry_id: str
+    event_id: str
+    order_key: bytes
+
+
+@dataclass(slots=True)
+class FixtureRow:
+    """One ``fixture-status`` event."""
+
+    fixture_id: str
+    game_id: str | None
+    sport: str | None
+    league: str | None
+    home_team_display: str | None
+    away_team_display: str | None
+    start_date: datetime | None
+    old_status: str | None
+    new_status: str | None
+    old_start_date: datetime | None
+    new_start_date: datetime | None
+    source_ts: datetime
+    entry_id: str
+    event_id: str
+    order_key: bytes
+
+
+@dataclass(slots=True)
+class DecodedEvent:
+    """Everything one SSE data event contributes to one flush."""
+
+    group_key: str
+    event_type: str
+    entry_id: str
+    event_id: str
+    received_at: datetime
+    odds: list[OddRow] = field(default_factory=list)
+    fixtures: list[FixtureRow] = field(default_factory=list)
+
+    @property
+    def row_count(self) -> int:
+        """Rows this event adds to a batch (the writer's batch cap counts these)."""
+        return len(self.odds) + len(self.fixtures) or 1

@@ -1,0 +1,89 @@
+"""Prometheus metrics (prefix ``ingestor_``); names match the log event names."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
+
+
+class Metrics:
+    """All collectors of one daemon, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_received = Counter(
+            "ingestor_events_received",
+            "SSE events received, by connection group and event type",
+            ["group", "event_type"],
+            registry=r,
+        )
+        self.events_rejected = Counter(
+            "ingestor_events_rejected",
+            "Data events that could not be decoded, by group and reason",
+            ["group", "reason"],
+            registry=r,
+        )
+        self.rows_written = Counter(
+            "ingestor_rows_written",
+            "Rows committed, by table (history tables count inserted rows)",
+            ["table"],
+            registry=r,
+        )
+        self.stream_reconnects = Counter(
+            "ingestor_stream_reconnects",
+            "Stream reconnects, by group and reason",
+            ["group", "reason"],
+            registry=r,
+        )
+        self.stream_connected = Gauge(
+            "ingestor_stream_connected", "1 while the group's stream is open", ["group"], registry=r
+        )
+        self.stream_consecutive_failures = Gauge(
+            "ingestor_stream_consecutive_failures",
+            "Failed connection attempts in a row, by group",
+            ["group"],
+            registry=r,
+        )
+        self.last_data_event = Gauge(
+            "ingestor_last_data_event_timestamp_seconds",
+            "Unix time of the last data event received, by group",
+            ["group"],
+            registry=r,
+        )
+        self.lag = Histogram(
+            "ingestor_lag_seconds",
+            "Commit time minus the odd's source timestamp",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "ingestor_writer_queue_depth", "Events waiting for the writer", registry=r
+        )
+        self.batch_rows = Histogram(
+            "ingestor_batch_rows", "Odds rows per flush", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.flush_duration = Histogram(
+            "ingestor_flush_duration_seconds",
+            "Time of one flush transaction",
+            buckets=FLUSH_BUCKETS,
+            registry=r,
+        )
+        self.db_errors = Counter(
+            "ingestor_db_errors", "Failed flush attempts, by error class", ["error"], registry=r
+        )
+        self.worker_restarts = Counter(
+            "ingestor_worker_restarts",
+            "Workers restarted after an unexpected crash, by group",
+            ["group"],
+            registry=r,
+        )
+        self.unknown_events = Counter(
+            "ingestor_unknown_events",
+            "Events of a type the daemon does not know, by group and type",
+            ["group", "event_type"],
+            registry=r,
+        )

@@ -1,0 +1,127 @@
+"""Turns a list of decoded events into the COPY records of one flush."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ingestor.domain.events import DecodedEvent, FixtureRow, Kind, OddRow, cursor_key
+
+Record = tuple[Any, ...]
+
+
+@dataclass(slots=True)
+class CursorAdvance:
+    """The newest entry a batch holds for one connection group."""
+
+    group_key: str
+    entry_id: str
+    event_id: str
+    key: bytes
+    event_at: datetime
+
+
+@dataclass(slots=True)
+class FlushBatch:
+    """Everything one transaction writes."""
+
+    odds_history: list[Record] = field(default_factory=list)
+    odds: list[Record] = field(default_factory=list)
+    fixture_history: list[Record] = field(default_factory=list)
+    fixtures: list[Record] = field(default_factory=list)
+    cursors: list[CursorAdvance] = field(default_factory=list)
+    odd_rows: list[OddRow] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Current:
+    """The newest state of one odd within a batch, one part per order key."""
+
+    latest: OddRow
+    priced: OddRow | None
+    settled: OddRow | None
+
+
+def _current_record(cur: _Current) -> Record:
+    r, p, s = cur.latest, cur.priced, cur.settled
+    return (
+        r.id, r.odd_id, r.stream, r.sportsbook, r.fixture_id, r.game_id, r.sport, r.league,
+        r.market, r.name, r.selection, r.selection_line, r.player_id, r.team_id, r.version_id,
+        p.points if p else None, p.price if p else None, p.is_main if p else None,
+        p.is_live if p else None, p.grouping_key if p else None,
+        s.settlement if s else None, s.settled_at if s else None,
+        r.kind.status, r.source_ts, r.entry_id,
+        r.order_key, p.order_key if p else None, s.order_key if s else None,
+    )  # fmt: skip
+
+
+def _history_record(r: OddRow, group_key: str, received_at: datetime) -> Record:
+    return (
+        r.id, r.kind.label, r.stream, r.fixture_id, r.price, r.points, r.is_main, r.kind.status,
+        r.settlement, r.settled_at, r.source_ts, r.entry_id, r.event_id, group_key, received_at,
+    )  # fmt: skip
+
+
+def _fixture_records(rows: list[tuple[FixtureRow, str, datetime]]) -> tuple[list[Record], ...]:
+    history: list[Record] = []
+    latest: dict[str, FixtureRow] = {}
+    status: dict[str, FixtureRow] = {}
+    for f, group_key, received_at in rows:
+        history.append((
+            f.fixture_id, f.game_id, f.sport, f.league, f.old_status, f.new_status,
+            f.old_start_date, f.new_start_date, f.source_ts, f.entry_id, group_key, received_at,
+        ))  # fmt: skip
+        seen = latest.get(f.fixture_id)
+        if seen is None or f.order_key >= seen.order_key:
+            latest[f.fixture_id] = f
+        if f.new_status is not None:
+            seen = status.get(f.fixture_id)
+            if seen is None or f.order_key >= seen.order_key:
+                status[f.fixture_id] = f
+    current: list[Record] = []
+    for fid, f in latest.items():
+        st = status.get(fid)
+        current.append((
+            fid, f.game_id, f.sport, f.league, f.home_team_display, f.away_team_display,
+            f.start_date, st.new_status.lower() if st and st.new_status else None,
+            f.source_ts, f.entry_id, f.order_key, st.order_key if st else None,
+        ))  # fmt: skip
+    return history, current
+
+
+def _advance(cursors: dict[str, CursorAdvance], ev: DecodedEvent) -> None:
+    key = cursor_key(ev.entry_id)
+    seen = cursors.get(ev.group_key)
+    if seen is None or key >= seen.key:
+        cursors[ev.group_key] = CursorAdvance(
+            ev.group_key, ev.entry_id, ev.event_id, key, ev.received_at
+        )
+
+
+def build_batch(events: list[DecodedEvent]) -> FlushBatch:
+    """History records for every row, one current record per odd/fixture, one cursor per group."""
+    batch = FlushBatch()
+    current: dict[str, _Current] = {}
+    fixture_rows: list[tuple[FixtureRow, str, datetime]] = []
+    cursors: dict[str, CursorAdvance] = {}
+    for ev in events:
+        _advance(cursors, ev)
+        fixture_rows.extend((f, ev.group_key, ev.received_at) for f in ev.fixtures)
+        for r in ev.odds:
+            batch.odds_history.append(_history_record(r, ev.group_key, ev.received_at))
+            batch.odd_rows.append(r)
+            cur = current.get(r.id)
+            if cur is None:
+                cur = current[r.id] = _Current(r, None, None)
+            elif r.order_key >= cur.latest.order_key:
+                cur.latest = r
+            if r.kind is Kind.SETTLED:
+                if cur.settled is None or r.order_key >= cur.settled.order_key:
+                    cur.settled = r
+            elif cur.priced is None or r.order_key >= cur.priced.order_key:
+                cur.priced = r
+    batch.odds = [_current_record(c) for c in current.values()]
+    batch.fixture_history, batch.fixtures = _fixture_records(fixture_rows)
+    batch.cursors = list(cursors.values())
+    return batch

@@ -1,0 +1,156 @@
+"""Every SQL statement the daemon runs, by name. Column lists are the COPY layouts."""
+
+from __future__ import annotations
+
+# --- staging -------------------------------------------------------------------------------
+# Temporary tables live per connection and are emptied at commit, so the single writer
+# connection creates them once and every flush COPYs into empty tables.
+
+STAGE_ODDS_HISTORY = "stage_odds_history"
+STAGE_ODDS = "stage_odds"
+STAGE_FIXTURE_HISTORY = "stage_fixture_history"
+STAGE_FIXTURES = "stage_fixtures"
+
+ODDS_HISTORY_COLUMNS = (
+    "id", "kind", "stream", "fixture_id", "price", "points", "is_main", "status",
+    "settlement", "settled_at", "source_ts", "entry_id", "event_id", "group_key", "received_at",
+)  # fmt: skip
+
+# Columns of `odds` that any newer event may refresh (kept when the newer event lacks them).
+ODDS_DESCRIPTIVE = (
+    "odd_id", "stream", "sportsbook", "fixture_id", "game_id", "sport", "league", "market",
+    "name", "selection", "selection_line", "player_id", "team_id", "version_id",
+)  # fmt: skip
+# Columns only odds and locked events carry: a settlement must never null them.
+ODDS_PRICED = ("points", "price", "is_main", "is_live", "grouping_key")
+ODDS_SETTLED = ("settlement", "settled_at")
+ODDS_LATEST = ("status", "source_ts", "entry_id")
+ODDS_COLUMNS = (
+    "id", *ODDS_DESCRIPTIVE, *ODDS_PRICED, *ODDS_SETTLED, *ODDS_LATEST,
+    "order_key", "price_order_key", "settle_order_key",
+)  # fmt: skip
+
+FIXTURE_HISTORY_COLUMNS = (
+    "fixture_id", "game_id", "sport", "league", "old_status", "new_status", "old_start_date",
+    "new_start_date", "source_ts", "entry_id", "group_key", "received_at",
+)  # fmt: skip
+FIXTURE_DESCRIPTIVE = (
+    "game_id", "sport", "league", "home_team_display", "away_team_display", "start_date",
+)  # fmt: skip
+FIXTURE_COLUMNS = (
+    "fixture_id", *FIXTURE_DESCRIPTIVE, "status", "source_ts", "entry_id",
+    "order_key", "status_order_key",
+)  # fmt: skip
+
+CREATE_STAGING = f"""
+CREATE TEMP TABLE IF NOT EXISTS {STAGE_ODDS_HISTORY}
+    (LIKE odds_history INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+ALTER TABLE {STAGE_ODDS_HISTORY} DROP COLUMN IF EXISTS history_id;
+CREATE TEMP TABLE IF NOT EXISTS {STAGE_ODDS}
+    (LIKE odds INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS {STAGE_FIXTURE_HISTORY}
+    (LIKE fixture_status_history INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+ALTER TABLE {STAGE_FIXTURE_HISTORY} DROP COLUMN IF EXISTS history_id;
+CREATE TEMP TABLE IF NOT EXISTS {STAGE_FIXTURES}
+    (LIKE fixtures INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+"""
+
+
+def _cols(columns: tuple[str, ...]) -> str:
+    return ", ".join(columns)
+
+
+def _when_newer(columns: tuple[str, ...], key: str, table: str, *, keep_old: bool) -> str:
+    """SET items that take the incoming value only when its ``key`` is not older."""
+    items = []
+    for col in columns:
+        new = f"COALESCE(EXCLUDED.{col}, {table}.{col})" if keep_old else f"EXCLUDED.{col}"
+        items.append(
+            f"{col} = CASE WHEN EXCLUDED.{key} >= COALESCE({table}.{key}, ''::bytea) "
+            f"THEN {new} ELSE {table}.{col} END"
+        )
+    return ",\n    ".join(items)
+
+
+# --- odds ------------------------------------------------------------------------------------
+
+INSERT_ODDS_HISTORY = f"""
+INSERT INTO odds_history ({_cols(ODDS_HISTORY_COLUMNS)})
+SELECT {_cols(ODDS_HISTORY_COLUMNS)} FROM {STAGE_ODDS_HISTORY}
+ON CONFLICT (id, entry_id, kind) DO NOTHING
+"""
+
+# The writer collapses a batch to one row per odd before this statement, because
+# ON CONFLICT DO UPDATE refuses to touch the same row twice in one command. Each column
+# group follows its own order key, so a batch holding an update and then a settlement
+# keeps the update's price, and a late older event changes nothing.
+MERGE_ODDS = f"""
+INSERT INTO odds AS o ({_cols(ODDS_COLUMNS)}, updated_at)
+SELECT {_cols(ODDS_COLUMNS)}, now() FROM {STAGE_ODDS}
+ON CONFLICT (id) DO UPDATE SET
+    {_when_newer(ODDS_DESCRIPTIVE, "order_key", "o", keep_old=True)},
+    {_when_newer(ODDS_LATEST, "order_key", "o", keep_old=False)},
+    {_when_newer(ODDS_PRICED, "price_order_key", "o", keep_old=False)},
+    {_when_newer(ODDS_SETTLED, "settle_order_key", "o", keep_old=False)},
+    order_key = GREATEST(EXCLUDED.order_key, o.order_key),
+    price_order_key = GREATEST(EXCLUDED.price_order_key, o.price_order_key),
+    settle_order_key = GREATEST(EXCLUDED.settle_order_key, o.settle_order_key),
+    updated_at = now()
+WHERE EXCLUDED.order_key > o.order_key
+   OR EXCLUDED.price_order_key > COALESCE(o.price_order_key, ''::bytea)
+   OR EXCLUDED.settle_order_key > COALESCE(o.settle_order_key, ''::bytea)
+"""
+
+# --- fixtures --------------------------------------------------------------------------------
+
+INSERT_FIXTURE_HISTORY = f"""
+INSERT INTO fixture_status_history ({_cols(FIXTURE_HISTORY_COLUMNS)})
+SELECT {_cols(FIXTURE_HISTORY_COLUMNS)} FROM {STAGE_FIXTURE_HISTORY}
+ON CONFLICT (fixture_id, entry_id) DO NOTHING
+"""
+
+MERGE_FIXTURES = f"""
+INSERT INTO fixtures AS f ({_cols(FIXTURE_COLUMNS)}, updated_at)
+SELECT {_cols(FIXTURE_COLUMNS)}, now() FROM {STAGE_FIXTURES}
+ON CONFLICT (fixture_id) DO UPDATE SET
+    {_when_newer(FIXTURE_DESCRIPTIVE, "order_key", "f", keep_old=True)},
+    {_when_newer(("source_ts", "entry_id"), "order_key", "f", keep_old=False)},
+    {_when_newer(("status",), "status_order_key", "f", keep_old=False)},
+    order_key = GREATEST(EXCLUDED.order_key, f.order_key),
+    status_order_key = GREATEST(EXCLUDED.status_order_key, f.status_order_key),
+    updated_at = now()
+WHERE EXCLUDED.order_key > f.order_key
+   OR EXCLUDED.status_order_key > COALESCE(f.status_order_key, ''::bytea)
+"""
+
+# --- cursors ---------------------------------------------------------------------------------
+
+REGISTER_GROUP = """
+INSERT INTO stream_cursors (group_key, stream, sport, leagues)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (group_key) DO UPDATE SET stream = EXCLUDED.stream, sport = EXCLUDED.sport,
+    leagues = EXCLUDED.leagues
+RETURNING last_entry_id, last_event_id
+"""
+
+# A cursor only moves forward: out-of-order entry ids seen live must not pull it back.
+ADVANCE_CURSORS = """
+INSERT INTO stream_cursors AS c
+    (group_key, stream, sport, leagues, last_entry_id, last_event_id, cursor_key,
+     last_event_at, updated_at)
+SELECT g, '', '', '{}', e, s, k, t, now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::timestamptz[])
+     AS u(g, e, s, k, t)
+ON CONFLICT (group_key) DO UPDATE SET
+    last_entry_id = CASE WHEN EXCLUDED.cursor_key >= COALESCE(c.cursor_key, ''::bytea)
+                         THEN EXCLUDED.last_entry_id ELSE c.last_entry_id END,
+    last_event_id = CASE WHEN EXCLUDED.cursor_key >= COALESCE(c.cursor_key, ''::bytea)
+                         THEN EXCLUDED.last_event_id ELSE c.last_event_id END,
+    cursor_key = GREATEST(EXCLUDED.cursor_key, c.cursor_key),
+    last_event_at = GREATEST(EXCLUDED.last_event_at, c.last_event_at),
+    updated_at = now()
+RETURNING group_key, last_entry_id
+"""
+
+SCHEMA_REVISION = "SELECT version_num FROM alembic_version"
+PING = "SELECT 1"

@@ -1,0 +1,193 @@
+"""The single writer: drains the queue into one transaction per batch, retrying until it lands."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import structlog
+
+from ingestor.domain.events import DecodedEvent
+from ingestor.metrics import Metrics
+from ingestor.storage import sql
+from ingestor.storage.batch import FlushBatch, build_batch
+
+log = structlog.get_logger("ingestor.writer")
+
+# Errors after which the same batch is tried again on a fresh connection.
+RETRYABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+WriterQueue = asyncio.Queue[DecodedEvent | None]
+
+
+def _count(status: str) -> int:
+    """Row count of an ``INSERT 0 n`` command status."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class Writer:
+    """Consumes decoded events; ``None`` on the queue means: flush what came before, then stop."""
+
+    def __init__(
+        self,
+        dsn: str,
+        queue: WriterQueue,
+        metrics: Metrics,
+        *,
+        batch_max_rows: int,
+        retry_max_s: float,
+        committed: dict[str, str],
+    ) -> None:
+        self._dsn = dsn
+        self.queue = queue
+        self._metrics = metrics
+        self._batch_max_rows = batch_max_rows
+        self._retry_max_s = retry_max_s
+        self._conn: Any = None
+        # group key -> last committed entry id; workers read it when they reconnect.
+        self.committed = committed
+        self.flushes = 0
+
+    async def run(self) -> None:
+        """Flush as soon as the previous flush returned; no linger, capped at the row limit."""
+        try:
+            while True:
+                first = await self.queue.get()
+                if first is None:
+                    return
+                events, stop = self._take_more([first])
+                await self._flush_until_committed(events)
+                if stop:
+                    return
+        finally:
+            await self._close()
+
+    def _take_more(self, events: list[DecodedEvent]) -> tuple[list[DecodedEvent], bool]:
+        rows = events[0].row_count
+        while rows < self._batch_max_rows:
+            try:
+                item = self.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if item is None:
+                return events, True
+            events.append(item)
+            rows += item.row_count
+        self._metrics.queue_depth.set(self.queue.qsize())
+        return events, False
+
+    async def _connect(self) -> Any:
+        if self._conn is None or self._conn.is_closed():
+            conn = await asyncpg.connect(
+                self._dsn,
+                timeout=10,
+                server_settings={"application_name": "ingestor-writer", "jit": "off"},
+            )
+            try:
+                await conn.execute(sql.CREATE_STAGING)
+            except BaseException:
+                await conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    async def _close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await asyncio.wait_for(conn.close(), timeout=2)
+            except (*RETRYABLE, asyncio.CancelledError):
+                conn.terminate()
+
+    async def _flush_until_committed(self, events: list[DecodedEvent]) -> None:
+        batch = build_batch(events)
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                conn = await self._connect()
+                written = await self._write(conn, batch)
+            except RETRYABLE as exc:
+                attempt += 1
+                delay = random.uniform(0, min(self._retry_max_s, 0.05 * 2**attempt))
+                self._metrics.db_errors.labels(type(exc).__name__).inc()
+                log.warning(
+                    "flush_failed",
+                    error=type(exc).__name__,
+                    detail=str(exc)[:300],
+                    attempt=attempt,
+                    retry_in_s=round(delay, 3),
+                    rows=len(batch.odds_history) + len(batch.fixture_history),
+                )
+                await self._close()
+                await asyncio.sleep(delay)
+                continue
+            self._after_commit(batch, written, time.perf_counter() - started, attempt)
+            return
+
+    async def _write(self, conn: Any, batch: FlushBatch) -> dict[str, int]:
+        written: dict[str, int] = {}
+        async with conn.transaction():
+            if batch.odds_history:
+                await conn.copy_records_to_table(
+                    sql.STAGE_ODDS_HISTORY,
+                    records=batch.odds_history,
+                    columns=sql.ODDS_HISTORY_COLUMNS,
+                )
+                written["odds_history"] = _count(await conn.execute(sql.INSERT_ODDS_HISTORY))
+                await conn.copy_records_to_table(
+                    sql.STAGE_ODDS, records=batch.odds, columns=sql.ODDS_COLUMNS
+                )
+                written["odds"] = _count(await conn.execute(sql.MERGE_ODDS))
+            if batch.fixture_history:
+                await conn.copy_records_to_table(
+                    sql.STAGE_FIXTURE_HISTORY,
+                    records=batch.fixture_history,
+                    columns=sql.FIXTURE_HISTORY_COLUMNS,
+                )
+                written["fixture_status_history"] = _count(
+                    await conn.execute(sql.INSERT_FIXTURE_HISTORY)
+                )
+                await conn.copy_records_to_table(
+                    sql.STAGE_FIXTURES, records=batch.fixtures, columns=sql.FIXTURE_COLUMNS
+                )
+                written["fixtures"] = _count(await conn.execute(sql.MERGE_FIXTURES))
+            cursors = batch.cursors
+            stored = await conn.fetch(
+                sql.ADVANCE_CURSORS,
+                [c.group_key for c in cursors],
+                [c.entry_id for c in cursors],
+                [c.event_id for c in cursors],
+                [c.key for c in cursors],
+                [c.event_at for c in cursors],
+            )
+        for rec in stored:
+            self.committed[rec["group_key"]] = rec["last_entry_id"]
+        return written
+
+    def _after_commit(
+        self, batch: FlushBatch, written: dict[str, int], seconds: float, attempts: int
+    ) -> None:
+        m = self._metrics
+        self.flushes += 1
+        m.flush_duration.observe(seconds)
+        m.batch_rows.observe(len(batch.odds_history))
+        for table, n in written.items():
+            m.rows_written.labels(table).inc(n)
+        now = datetime.now(UTC)
+        observe = m.lag.observe
+        for row in batch.odd_rows:
+            observe((now - row.source_ts).total_seconds())
+        m.queue_depth.set(self.queue.qsize())
+        log.debug(
+            "batch_flushed",
+            groups=len(batch.cursors),
+            odds=len(batch.odds_history),
+            fixtures=len(batch.fixture_history),
+            seconds=round(seconds, 4),
+            attempts=attempts + 1,
+        )

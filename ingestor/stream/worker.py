@@ -1,0 +1,184 @@
+"""One connection group: connect, parse, decode, hand to the writer, reconnect forever."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiohttp
+import structlog
+
+from ingestor.domain.decode import CONTROL_EVENTS, DATA_EVENTS, DecodeError, decode_event
+from ingestor.domain.events import DecodedEvent
+from ingestor.domain.groups import Group
+from ingestor.metrics import Metrics
+from ingestor.stream.client import StreamHTTPError, open_stream
+from ingestor.stream.sse import EventTooLarge, SSEEvent, SSEParser
+
+log = structlog.get_logger("ingestor.stream")
+
+WorkerQueue = asyncio.Queue[DecodedEvent | None]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """The knobs one worker needs."""
+
+    base_url: str
+    api_key: str | None
+    max_event_bytes: int
+    stall_timeout_s: float
+    connect_timeout_s: float
+    reconnect_initial_s: float
+    reconnect_max_s: float
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep, waking early when ``stop`` is set; True when stopping."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+class StreamWorker:
+    """Holds one SSE connection for a group and reconnects it with backoff."""
+
+    def __init__(
+        self,
+        group: Group,
+        session: aiohttp.ClientSession,
+        settings: WorkerSettings,
+        queue: WorkerQueue,
+        metrics: Metrics,
+        committed: Mapping[str, str],
+        stop: asyncio.Event,
+    ) -> None:
+        self.group = group
+        self._session = session
+        self._s = settings
+        self._queue = queue
+        self._metrics = metrics
+        self._committed = committed
+        self._stop = stop
+        self._parser = SSEParser(settings.max_event_bytes)
+        self.failures = 0
+        self._data_events = 0
+        self._received = metrics.events_received
+
+    def _retry_floor_s(self) -> float:
+        retry = self._parser.retry_ms
+        return 0.0 if retry is None else retry / 1000
+
+    def _backoff_s(self) -> float:
+        """Full jitter, exponential in consecutive failures, never under the server's retry."""
+        ceiling = min(self._s.reconnect_max_s, self._s.reconnect_initial_s * 2**self.failures)
+        jitter = random.uniform(0, ceiling) if self.failures else 0.0
+        return max(self._retry_floor_s(), jitter)
+
+    async def run(self) -> None:
+        """Until ``stop`` is set (or the task is cancelled)."""
+        key = self.group.key
+        while not self._stop.is_set():
+            reason = await self._session_once()
+            if self._stop.is_set():
+                return
+            self.failures = 0 if self._data_events else self.failures + 1
+            self._metrics.stream_consecutive_failures.labels(key).set(self.failures)
+            self._metrics.stream_reconnects.labels(key, reason).inc()
+            delay = self._backoff_s()
+            log.info("stream_reconnect", group=key, reason=reason, delay_s=round(delay, 3))
+            if await sleep_or_stop(self._stop, delay):
+                return
+
+    async def _session_once(self) -> str:
+        """One connection from open to close; returns the reconnect reason."""
+        key = self.group.key
+        last_entry_id = self._committed.get(key)
+        self._data_events = 0
+        self._parser.reset()
+        try:
+            resp = await open_stream(
+                self._session,
+                self._s.base_url,
+                self.group,
+                api_key=self._s.api_key,
+                last_entry_id=last_entry_id,
+                connect_timeout_s=self._s.connect_timeout_s,
+            )
+        except StreamHTTPError as exc:
+            log.error("stream_http_error", group=key, status=exc.status, vendor_message=exc.message)
+            return exc.reason
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.warning("stream_connect_failed", group=key, error=type(exc).__name__)
+            return "connect_error"
+        self._metrics.stream_connected.labels(key).set(1)
+        log.info("stream_connected", group=key, last_entry_id=last_entry_id)
+        try:
+            return await self._read(resp)
+        except aiohttp.ClientPayloadError:
+            return "payload_error"
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("stream_read_failed", group=key, error=type(exc).__name__)
+            return "read_error"
+        finally:
+            self._metrics.stream_connected.labels(key).set(0)
+            resp.release()
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> str:
+        stall = self._s.stall_timeout_s
+        while True:
+            try:
+                # The watchdog covers the socket read only: time spent blocked on a full
+                # queue (backpressure) is not a stall of the feed.
+                async with asyncio.timeout(stall):
+                    chunk = await resp.content.readany()
+            except TimeoutError:
+                log.warning("stream_stalled", group=self.group.key, stall_timeout_s=stall)
+                return "stall"
+            if not chunk:
+                return "eof"
+            try:
+                events = self._parser.feed(chunk)
+            except EventTooLarge as exc:
+                self._reject("too_large", "", str(exc))
+                events = exc.events
+            for event in events:
+                await self._handle(event)
+
+    def _reject(self, reason: str, event_type: str, detail: str) -> None:
+        self._metrics.events_rejected.labels(self.group.key, reason).inc()
+        log.warning(
+            "event_rejected",
+            group=self.group.key,
+            reason=reason,
+            event_type=event_type,
+            detail=detail[:300],
+        )
+
+    async def _handle(self, event: SSEEvent) -> None:
+        etype = event.event
+        self._received.labels(self.group.key, etype).inc()
+        if etype in CONTROL_EVENTS:
+            return
+        if etype not in DATA_EVENTS:
+            self._metrics.unknown_events.labels(self.group.key, etype[:64]).inc()
+            log.warning("event_unknown", group=self.group.key, event_type=etype[:64])
+            return
+        now = datetime.now(UTC)
+        try:
+            decoded = decode_event(
+                self.group.key, self.group.stream.kind, etype, event.data, event.id, now
+            )
+        except DecodeError as exc:
+            self._reject(exc.reason, etype, str(exc))
+            return
+        self._data_events += 1
+        self._metrics.last_data_event.labels(self.group.key).set(time.time())
+        # Blocks while the writer is behind: the socket is not read meanwhile (backpressure).
+        await self._queue.put(decoded)
