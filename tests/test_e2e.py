@@ -1,0 +1,178 @@
+"""The real daemon, as a subprocess with a real config file, against the local feed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.conftest import free_port, wait_until
+from tests.fakefeed import API_KEY, SEED_EVENTS, FakeFeed, odd, odds_frame
+
+pytestmark = pytest.mark.e2e
+
+GROUP = "copilot:basketball:NBA"
+SEED_ODD = "1:-1:4825158B6424:1st_half_total_points:over_104_5"
+SEED_SETTLED = "1:-1:D86AB59E8025:team_total:miami_heat_over_105_5"
+
+
+class Daemon:
+    """``python -m ingestor run`` with its output collected."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, metrics_port: int) -> None:
+        self.proc = proc
+        self.metrics_port = metrics_port
+        self.lines: list[bytes] = []
+        self._reader = asyncio.create_task(self._collect())
+
+    async def _collect(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every log line parsed as JSON (fails the test on a line that is not)."""
+        return [orjson.loads(line) for line in self.lines]
+
+    async def metrics(self) -> str:
+        """The /metrics page."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        async with aiohttp.ClientSession() as s, s.get(url) as resp:
+            assert resp.status == 200
+            return await resp.text()
+
+    async def stop(self, timeout_s: float = 15) -> int:
+        """SIGTERM and wait for the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(self.proc.wait(), timeout_s)
+        await self._reader
+        return code
+
+
+def write_config(path: Path, base_url: str, metrics_port: int, **extra: Any) -> Path:
+    """A real TOML config for one copilot stream."""
+    lines = [
+        f'api_base_url = "{base_url}"',
+        f"metrics_port = {metrics_port}",
+        'metrics_host = "127.0.0.1"',
+        "reconnect_initial_s = 0.05",
+        "reconnect_max_s = 0.5",
+        *(f"{k} = {orjson.dumps(v).decode()}" for k, v in extra.items()),
+        "",
+        "[[streams]]",
+        'kind = "copilot"',
+        'sport = "basketball"',
+        'leagues = ["NBA"]',
+        "include_fixture_updates = true",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def start_daemon(config: Path, database_url: str, metrics_port: int) -> Daemon:
+    """Spawn the daemon with the key and database in its environment."""
+    env = {**os.environ, "INGESTOR_DATABASE_URL": database_url, "OPTICODDS_API_KEY": API_KEY}
+    env.pop("INGESTOR_CONFIG", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ingestor", "run", "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    return Daemon(proc, metrics_port)
+
+
+@pytest.fixture
+async def feed() -> AsyncIterator[FakeFeed]:
+    """A started local feed."""
+    f = FakeFeed()
+    await f.start()
+    yield f
+    await f.stop()
+
+
+async def test_daemon_fills_every_table_from_the_stream(
+    feed: FakeFeed, database_url: str, pg: Any, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "ingestor.toml", feed.base_url, port)
+    daemon = await start_daemon(config, database_url, port)
+    try:
+        await feed.wait_connections(1, timeout_s=20)
+        # The vendor's page, verbatim, then a story of one odd told out of order.
+        feed.send(SEED_EVENTS.read_bytes())
+        x = "1:-1:FIXE2E:point_spread:home_-3_5"
+        feed.send(
+            odds_frame("copilot-odds", "1800000000000-0", [odd(x, price=-110, ts=1_800_000_000)]),
+            odds_frame("copilot-odds", "1800000001000-0", [odd(x, price=-115, ts=1_800_000_001)]),
+            odds_frame("copilot-locked-odds", "1800000002000-0",
+                       [odd(x, price=-118, ts=1_800_000_002)]),
+            odds_frame("copilot-odds", "1800000000500-0", [odd(x, price=-999, ts=1_800_000_000.5)]),
+        )  # fmt: skip
+        started = time.monotonic()
+        await wait_until(
+            lambda: pg.fetchval(
+                "SELECT last_entry_id = '1800000002000-0' FROM stream_cursors WHERE group_key=$1",
+                GROUP,
+            ),
+            timeout_s=20,
+        )
+        elapsed = time.monotonic() - started
+        metrics = await daemon.metrics()
+    finally:
+        code = await daemon.stop()
+    assert code == 0, b"".join(daemon.lines).decode()
+
+    # odds: the seed odd as sent; the seed lock+settlement (same key) ends settled.
+    seed = await pg.fetchrow("SELECT * FROM odds WHERE id = $1", SEED_ODD)
+    assert (seed["price"], seed["points"], seed["is_main"], seed["status"]) == (
+        -196, 104.5, False, "open",
+    )  # fmt: skip
+    assert seed["grouping_key"] == "default:104.5" and seed["sportsbook"] is None
+    settled = await pg.fetchrow("SELECT * FROM odds WHERE id = $1", SEED_SETTLED)
+    assert (settled["status"], settled["settlement"], settled["price"]) == ("settled", "Won", -103)
+    assert settled["team_id"] == "26BB4DC5722F" and settled["player_id"] is None
+    story = await pg.fetchrow("SELECT * FROM odds WHERE id = $1", x)
+    assert (story["status"], story["price"], story["entry_id"]) == (
+        "locked", -118, "1800000002000-0",
+    )  # fmt: skip
+    assert await pg.fetchval("SELECT count(*) FROM odds_history") == 7
+    assert await pg.fetchval("SELECT count(*) FROM odds_history WHERE id = $1", x) == 4
+
+    fixtures = {r["fixture_id"]: r for r in await pg.fetch("SELECT * FROM fixtures")}
+    assert fixtures["E145B23767E0"]["status"] == "cancelled"
+    assert fixtures["FB0D30DCDD6C"]["start_date"].isoformat() == "2024-08-28T20:30:00+00:00"
+    assert fixtures["FB0D30DCDD6C"]["home_team_display"] == "Miomir Kecmanovic"
+    assert await pg.fetchval("SELECT count(*) FROM fixture_status_history") == 2
+
+    # The request: key in the header only; lists as repeated keys.
+    first = feed.requests[0]
+    assert first.headers["X-Api-Key"] == API_KEY and API_KEY not in first.raw_url
+    assert ("league", "NBA") in first.query and ("include_fixture_updates", "true") in first.query
+
+    for name in (
+        'ingestor_events_received_total{event_type="copilot-odds",group="copilot:basketball:NBA"}',
+        'ingestor_rows_written_total{table="odds"}',
+        'ingestor_stream_connected{group="copilot:basketball:NBA"} 1.0',
+        "ingestor_lag_seconds_bucket",
+        "ingestor_last_data_event_timestamp_seconds",
+        "ingestor_writer_queue_depth",
+        "ingestor_batch_rows_bucket",
+        "ingestor_flush_duration_seconds_bucket",
+        "ingestor_db_errors_total",
+        "ingestor_stream_reconnects_total",
+    ):
+        assert name in metrics or name.split("{")[0] in metrics, name
+
+    events = daemon.events()
+    names = [e["event"] for e in events]
+    assert "stream_connected" in names and "shutdown_complete" in names
+    assert all(API_KEY not in line.decode() for line in daemon.lines)
+    print(f"e2e: 9 data events committed {elapsed:.3f}s after they were sent")

@@ -1,0 +1,182 @@
+"""The write path against real PostgreSQL: newer wins, history without duplicates, cursors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ingestor.metrics import Metrics
+from tests.fakefeed import odd
+from tests.helpers import GROUP, event, write_batches
+
+A = "1:-1:FIX1:moneyline:team_a"
+B = "1:-1:FIX1:moneyline:team_b"
+
+
+async def _odds(pg: Any, uid: str = A) -> Any:
+    return await pg.fetchrow("SELECT * FROM odds WHERE id = $1", uid)
+
+
+async def _history(pg: Any, uid: str = A) -> list[tuple[str, str, float | None]]:
+    rows = await pg.fetch(
+        "SELECT kind, entry_id, price FROM odds_history WHERE id = $1 ORDER BY history_id", uid
+    )
+    return [(r["kind"], r["entry_id"], r["price"]) for r in rows]
+
+
+async def test_update_lock_settle_in_separate_flushes(database_url: str, pg: Any) -> None:
+    await write_batches(
+        database_url,
+        [event("copilot-odds", "100-0", [odd(A, price=-110, ts=10)])],
+        [event("copilot-odds", "101-0", [odd(A, price=-120, ts=11)])],
+        [event("copilot-locked-odds", "102-0", [odd(A, price=-125, ts=12)])],
+        [event("copilot-settled-odds", "103-0", [_settled(A, ts=13)])],
+    )
+    row = await _odds(pg)
+    assert (row["status"], row["price"], row["settlement"]) == ("settled", -125, "Won")
+    assert row["entry_id"] == "103-0"
+    assert row["settled_at"].isoformat() == "2024-07-16T22:00:00+00:00"
+    assert row["player_id"] is None and row["team_id"] is None  # "" is stored as null
+    assert await _history(pg) == [
+        ("odds", "100-0", -110),
+        ("odds", "101-0", -120),
+        ("locked", "102-0", -125),
+        ("settled", "103-0", None),
+    ]
+
+
+def _settled(uid: str, ts: float, value: str = "Won") -> dict[str, Any]:
+    item = odd(uid, ts=ts, settlement=value, settled_at="2024-07-16T22:00:00+00:00")
+    for key in ("price", "points", "is_main", "is_live", "grouping_key"):
+        del item[key]
+    return item
+
+
+async def test_older_update_after_newer_changes_nothing(database_url: str, pg: Any) -> None:
+    await write_batches(
+        database_url,
+        [event("copilot-odds", "200-0", [odd(A, price=-150, ts=20)])],
+        [event("copilot-odds", "150-0", [odd(A, price=-105, ts=15)])],
+    )
+    row = await _odds(pg)
+    assert (row["price"], row["entry_id"]) == (-150, "200-0")
+    # The late event is still history: it happened, it just is not the current state.
+    assert sorted(await _history(pg)) == [("odds", "150-0", -105), ("odds", "200-0", -150)]
+
+
+async def test_entry_ids_compare_numerically(database_url: str, pg: Any) -> None:
+    # Same source time: "9-0" is older than "10-0" although it sorts later as text.
+    await write_batches(
+        database_url,
+        [event("copilot-odds", "10-0", [odd(A, price=-200, ts=5)])],
+        [event("copilot-odds", "9-0", [odd(A, price=-300, ts=5)])],
+        [event("copilot-odds", "10-1", [odd(B, price=1, ts=5)])],
+        [event("copilot-odds", "10-0", [odd(B, price=2, ts=5)])],
+    )
+    assert (await _odds(pg, A))["price"] == -200
+    assert (await _odds(pg, B))["price"] == 1
+
+
+async def test_same_key_settlement_beats_lock(database_url: str, pg: Any) -> None:
+    # The vendor's own examples: lock and settlement share timestamp and entry_id.
+    await write_batches(
+        database_url,
+        [event("copilot-settled-odds", "300-0", [_settled(A, ts=30, value="Lost")])],
+        [event("copilot-locked-odds", "300-0", [odd(A, price=-103, ts=30)])],
+    )
+    row = await _odds(pg)
+    assert (row["status"], row["settlement"], row["price"]) == ("settled", "Lost", -103)
+    assert sorted(await _history(pg)) == [("locked", "300-0", -103), ("settled", "300-0", None)]
+
+
+async def test_many_updates_of_one_odd_in_one_batch(database_url: str, pg: Any) -> None:
+    batch = [
+        event("copilot-odds", f"{400 + i}-0", [odd(A, price=-100 - i, ts=40 + i)])
+        for i in range(50)
+    ]
+    batch.reverse()  # out of order inside the batch, too
+    batch.append(event("copilot-odds", "449-0", [odd(A, price=-149, ts=89)]))  # duplicate
+    await write_batches(database_url, batch)
+    row = await _odds(pg)
+    assert (row["price"], row["entry_id"], row["status"]) == (-149, "449-0", "open")
+    assert await pg.fetchval("SELECT count(*) FROM odds_history WHERE id = $1", A) == 50
+
+
+async def test_update_then_settlement_in_one_batch_keeps_new_price(
+    database_url: str, pg: Any
+) -> None:
+    await write_batches(
+        database_url,
+        [event("copilot-odds", "500-0", [odd(A, price=-105, ts=50)])],
+        [
+            event("copilot-odds", "501-0", [odd(A, price=-130, ts=51, points=2.5)]),
+            event("copilot-settled-odds", "502-0", [_settled(A, ts=52)]),
+        ],
+    )
+    row = await _odds(pg)
+    assert (row["status"], row["price"], row["points"]) == ("settled", -130, 2.5)
+
+
+async def test_late_price_after_settlement_updates_price_not_status(
+    database_url: str, pg: Any
+) -> None:
+    # Each column group follows its own newest event: the settlement stays, and the price is
+    # the one of the newest priced event, whatever order they arrived in.
+    await write_batches(
+        database_url,
+        [event("copilot-odds", "600-0", [odd(A, price=-105, ts=60)])],
+        [event("copilot-settled-odds", "602-0", [_settled(A, ts=62)])],
+        [event("copilot-locked-odds", "601-0", [odd(A, price=-140, ts=61)])],
+    )
+    row = await _odds(pg)
+    assert (row["status"], row["price"], row["entry_id"]) == ("settled", -140, "602-0")
+
+
+async def test_replayed_batch_adds_nothing(database_url: str, pg: Any) -> None:
+    batch = [
+        event("copilot-odds", "700-0", [odd(A, price=-110, ts=70), odd(B, price=100, ts=70)]),
+        event("copilot-locked-odds", "701-0", [odd(A, price=-110, ts=71)]),
+    ]
+    metrics = Metrics()
+    await write_batches(database_url, batch, metrics=metrics)
+    before = await pg.fetch("SELECT * FROM odds ORDER BY id")
+    await write_batches(database_url, batch, batch, metrics=metrics)
+    assert await pg.fetch("SELECT * FROM odds ORDER BY id") == before  # not even updated_at
+    assert await pg.fetchval("SELECT count(*) FROM odds_history") == 3
+    written = metrics.registry.get_sample_value
+    assert written("ingestor_rows_written_total", {"table": "odds_history"}) == 3
+
+
+async def test_cursor_moves_forward_only(database_url: str, pg: Any) -> None:
+    committed = await write_batches(
+        database_url,
+        [event("copilot-odds", "900-3", [odd(A, ts=90)])],
+        [event("copilot-odds", "900-2", [odd(B, ts=91)])],
+    )
+    assert committed == {GROUP: "900-3"}
+    row = await pg.fetchrow("SELECT * FROM stream_cursors WHERE group_key = $1", GROUP)
+    assert (row["last_entry_id"], row["last_event_id"]) == ("900-3", "900-3")
+
+
+async def test_fixture_status_merges_non_null_fields(database_url: str, pg: Any) -> None:
+    def status(entry: str, ts: float, new_status: str | None, start: str | None) -> Any:
+        body = {
+            "fixture": {"id": "FX", "game_id": "g", "home_team_display": "H",
+                        "away_team_display": "A", "start_date": "2024-08-28T20:20:00+00:00"},
+            "fixture_id": "FX", "game_id": "g", "league": "ATP", "sport": "tennis",
+            "new_start_date": start, "old_start_date": None, "new_status": new_status,
+            "old_status": None, "timestamp": ts,
+        }  # fmt: skip
+        return event("fixture-status", entry, payload={"entry_id": entry, "data": body})
+
+    await write_batches(
+        database_url,
+        [status("1-0", 1.5, "Live", None)],
+        [status("2-0", 2.5, None, "2024-08-28T20:30:00")],
+        [status("0-5", 0.5, "unplayed", None)],  # older: must not undo "live"
+        [status("2-0", 2.5, None, "2024-08-28T20:30:00")],  # replay
+    )
+    row = await pg.fetchrow("SELECT * FROM fixtures WHERE fixture_id = 'FX'")
+    assert row["status"] == "live"
+    assert row["start_date"].isoformat() == "2024-08-28T20:30:00+00:00"
+    assert (row["home_team_display"], row["league"], row["entry_id"]) == ("H", "ATP", "2-0")
+    assert await pg.fetchval("SELECT count(*) FROM fixture_status_history") == 3
