@@ -138,14 +138,23 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
+def _key_name(loc: tuple[int | str, ...]) -> str:
+    """``streams[0].leagues``; a top-level key set in the environment names its variable."""
+    name = ""
+    for part in loc:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+    if len(loc) == 1 and isinstance(loc[0], str):
+        env = "OPTICODDS_API_KEY" if loc[0] == "api_key" else f"INGESTOR_{loc[0].upper()}"
+        if env in os.environ:
+            name += f" (from {env})"
+    return name or "(top level)"
+
+
 def _describe(exc: ValidationError, path: Path) -> str:
     lines = [f"invalid configuration in {path}:"]
     for err in exc.errors(include_url=False, include_input=False):
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        lines.append(f"  {key}: {msg}")
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {_key_name(err['loc'])}: {msg.removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

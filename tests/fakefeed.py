@@ -88,6 +88,8 @@ class FakeFeed:
     _runner: web.AppRunner | None = None
     base_url: str = ""
     _conn_changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    frames_written: int = 0
+    write_started: float | None = None  # loop time of a write still waiting for the socket
 
     async def start(self) -> str:
         """Listen on a free loopback port; returns the API base URL."""
@@ -140,5 +142,14 @@ class FakeFeed:
             item = await self._outbox.get()
             if item is None:
                 break
+            self.write_started = asyncio.get_running_loop().time()
             await resp.write(item)
+            self.write_started = None
+            self.frames_written += 1
         return resp
+
+    def write_blocked_for(self) -> float:
+        """How long the current write has waited for the client to read (0 if none)."""
+        if self.write_started is None:
+            return 0.0
+        return asyncio.get_running_loop().time() - self.write_started

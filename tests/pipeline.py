@@ -1,0 +1,104 @@
+"""A running in-process pipeline (feed -> workers -> queue -> writer -> PostgreSQL) for tests."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from ingestor.config import StreamConfig
+from ingestor.domain.groups import Group, make_groups
+from ingestor.metrics import Metrics
+from ingestor.storage.writer import Writer, WriterQueue
+from ingestor.stream.worker import StreamWorker, WorkerSettings
+from ingestor.supervisor import Supervisor
+from tests.fakefeed import API_KEY, FakeFeed
+
+
+@dataclass
+class Pipeline:
+    """Handles to every part of one running pipeline."""
+
+    feed: FakeFeed
+    metrics: Metrics
+    queue: WriterQueue
+    writer: Writer
+    workers: list[StreamWorker]
+    stop: asyncio.Event
+    session: aiohttp.ClientSession
+    task: asyncio.Task[int] | None = None
+    committed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def group(self) -> Group:
+        """The first (usually only) group."""
+        return self.workers[0].group
+
+    def sample(self, name: str, **labels: str) -> float:
+        """A metric's current value (0 when never touched)."""
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    def start(self, supervisor: Supervisor) -> None:
+        """Run the supervisor in the background."""
+        self.task = asyncio.create_task(supervisor.run(), name="test-supervisor")
+
+    async def shutdown(self) -> int:
+        """Signal stop and wait for the drain."""
+        self.stop.set()
+        assert self.task is not None
+        return await asyncio.wait_for(self.task, 20)
+
+
+def copilot_stream(leagues: list[str] | None = None) -> StreamConfig:
+    """A copilot basketball stream config."""
+    return StreamConfig(kind="copilot", sport="basketball", leagues=leagues or ["NBA"])
+
+
+async def build_pipeline(
+    database_url: str,
+    feed: FakeFeed,
+    *,
+    streams: list[StreamConfig] | None = None,
+    queue_max_events: int = 1000,
+    stall_timeout_s: float = 5.0,
+    api_key: str = API_KEY,
+    committed: dict[str, str] | None = None,
+    worker_class: type[StreamWorker] = StreamWorker,
+) -> Pipeline:
+    """Wire the real parts together exactly as the composition root does."""
+    metrics = Metrics()
+    stop = asyncio.Event()
+    queue: WriterQueue = asyncio.Queue(maxsize=queue_max_events)
+    committed = committed if committed is not None else {}
+    writer = Writer(
+        database_url, queue, metrics, batch_max_rows=5000, retry_max_s=0.5, committed=committed
+    )
+    session = aiohttp.ClientSession()
+    settings = WorkerSettings(
+        base_url=feed.base_url,
+        api_key=api_key,
+        max_event_bytes=1 << 20,
+        stall_timeout_s=stall_timeout_s,
+        connect_timeout_s=5,
+        reconnect_initial_s=0.01,
+        reconnect_max_s=0.05,
+    )
+    groups = make_groups(streams or [copilot_stream()], 10)
+    workers = [worker_class(g, session, settings, queue, metrics, committed, stop) for g in groups]
+    return Pipeline(feed, metrics, queue, writer, workers, stop, session, committed=committed)
+
+
+def supervise(p: Pipeline, **kw: Any) -> Supervisor:
+    """A supervisor over the pipeline's parts, started."""
+    sup = Supervisor(
+        p.writer,
+        p.workers,
+        p.metrics,
+        p.stop,
+        shutdown_timeout_s=kw.get("shutdown_timeout_s", 10),
+        restart_max_s=kw.get("restart_max_s", 0.6),
+    )
+    p.start(sup)
+    return sup
