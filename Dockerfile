@@ -1,0 +1,29 @@
+# syntax=docker/dockerfile:1
+# Build stage: install the locked dependencies and the package into a virtualenv.
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY requirements.lock ./
+RUN python -m venv /venv && /venv/bin/pip install --require-hashes -r requirements.lock
+COPY pyproject.toml README.md ./
+COPY ingestor ./ingestor
+RUN /venv/bin/pip install --no-deps .
+
+# Runtime stage: the virtualenv, the migrations and the example config; no build tools.
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --no-create-home ingestor
+COPY --from=build /venv /venv
+WORKDIR /app
+COPY alembic ./alembic
+COPY config ./config
+ENV PATH=/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    INGESTOR_ALEMBIC_DIR=/app/alembic \
+    INGESTOR_CONFIG=/app/config/ingestor.toml
+USER ingestor
+EXPOSE 9108
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('INGESTOR_METRICS_PORT', '9108'), timeout=3)"]
+# Exec form: the daemon runs as PID 1 and receives SIGTERM itself (no shell in between).
+ENTRYPOINT ["ingestor"]
+CMD ["run"]
