@@ -58,12 +58,14 @@ def start_throwaway_cluster(workdir: Path) -> tuple[str, Path, Path]:
     if bindir is None:
         raise RuntimeError("no PostgreSQL binaries (initdb) installed")
     data = workdir / "data"
-    user = ["-u", "postgres"] if os.geteuid() == 0 else []
-    run = (lambda cmd: subprocess.run(["runuser", *user[1:], "--", *cmd], check=True,
-                                      capture_output=True)) if user else (
-        lambda cmd: subprocess.run(cmd, check=True, capture_output=True))  # fmt: skip
-    if user:
+    # initdb refuses to run as root: run the cluster as the postgres user when we are root.
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if prefix:
         shutil.chown(workdir, "postgres")
+
+    def run(cmd: list[str]) -> None:
+        subprocess.run([*prefix, *cmd], check=True, capture_output=True)
+
     run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"])
     port = free_port()
     run([
@@ -90,8 +92,9 @@ def admin_url() -> Iterator[str]:
     try:
         yield url
     finally:
-        subprocess.run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, check=False)  # fmt: skip
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                        "stop"], capture_output=True, check=False)  # fmt: skip
         shutil.rmtree(workdir, ignore_errors=True)
 
 
