@@ -27,6 +27,28 @@ class Metrics:
             ["group", "reason"],
             registry=r,
         )
+        self.events_queued = Counter(
+            "ingestor_events_queued",
+            "Stream data events decoded and handed to the writer",
+            registry=r,
+        )
+        self.events_committed = Counter(
+            "ingestor_events_committed",
+            "Stream data events committed to PostgreSQL",
+            registry=r,
+        )
+        self.rest_requests = Counter(
+            "ingestor_rest_requests",
+            "REST requests of gap recovery, by endpoint and outcome (HTTP status or error)",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.rehydrations = Counter(
+            "ingestor_rehydrations",
+            "Gap recoveries run, by group and result",
+            ["group", "result"],
+            registry=r,
+        )
         self.rows_written = Counter(
             "ingestor_rows_written",
             "Rows committed, by table (history tables count inserted rows)",

@@ -94,5 +94,11 @@ class Supervisor:
             writer_task.cancel()
             await asyncio.gather(writer_task, return_exceptions=True)
             return EXIT_FAILED
-        log.info("shutdown_complete", flushes=self._writer.flushes)
+        reg = self._metrics.registry
+        log.info(
+            "shutdown_complete",
+            flushes=self._writer.flushes,
+            events_queued=reg.get_sample_value("ingestor_events_queued_total"),
+            events_committed=reg.get_sample_value("ingestor_events_committed_total"),
+        )
         return code

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from ingestor.domain.events import (
+    SNAPSHOT_EVENT_ID,
     DecodedEvent,
     EntryIdError,
     FixtureRow,
@@ -214,3 +215,60 @@ def decode_event(
         raise DecodeError("wrong_type", "odds event data must be an array")
     event.odds = [decode_odd(i, kind, stream, entry_id, entry_ms, event_id) for i in items]
     return event
+
+
+def decode_snapshot_odd(item: Any, stream: str) -> OddRow:
+    """An odd from a REST odds endpoint: ordered by its own timestamp, below any streamed
+    event of that millisecond (entry ``<ms>-0``), settled when it carries a settlement."""
+    if not isinstance(item, dict):
+        raise DecodeError("wrong_type", "each odd must be an object")
+    seconds = _number(item, "timestamp")
+    if seconds is None:
+        raise DecodeError("missing_timestamp", "snapshot odd has no timestamp")
+    ms = int(seconds * 1000)
+    kind = Kind.SETTLED if item.get("settlement") not in (None, "") else Kind.ODDS
+    return decode_odd(item, kind, stream, f"{ms}-0", ms, SNAPSHOT_EVENT_ID)
+
+
+def inferred_lock(uid: str, stream: str, at: datetime) -> OddRow:
+    """A lock for an odd the snapshot no longer returns (the vendor: not returned = suspended).
+
+    It is ordered at the snapshot's time, so any later real event for the odd still applies,
+    and it carries no price, so the stored price stays."""
+    micros = int(at.timestamp() * 1_000_000)
+    entry_id = f"{micros // 1000}-0"
+    return OddRow(
+        id=uid, kind=Kind.LOCKED, stream=stream, odd_id=None, sportsbook=None, fixture_id=None,
+        game_id=None, sport=None, league=None, market=None, name=None, selection=None,
+        selection_line=None, player_id=None, team_id=None, version_id=None, points=None,
+        price=None, is_main=None, is_live=None, grouping_key=None, settlement=None,
+        settled_at=None, source_ts=at, entry_id=entry_id, event_id=SNAPSHOT_EVENT_ID,
+        order_key=order_key(micros, entry_id, Kind.LOCKED), carries_price=False,
+    )  # fmt: skip
+
+
+def snapshot_fixture(item: Any, at: datetime) -> FixtureRow:
+    """A fixture from a REST listing, ordered at the time of the request."""
+    if not isinstance(item, dict):
+        raise DecodeError("wrong_type", "each fixture must be an object")
+    fixture_id = _text(item, "id", blank_is_null=True)
+    if fixture_id is None:
+        raise DecodeError("missing_id", "fixture has no id")
+    micros = int(at.timestamp() * 1_000_000)
+    entry_id = f"{micros // 1000}-0"
+    return FixtureRow(
+        fixture_id=fixture_id, game_id=_text(item, "game_id"), sport=_name(item, "sport"),
+        league=_name(item, "league"), home_team_display=_text(item, "home_team_display"),
+        away_team_display=_text(item, "away_team_display"),
+        start_date=_when(item, "start_date"), old_status=None, new_status=_text(item, "status"),
+        old_start_date=None, new_start_date=None, source_ts=at, entry_id=entry_id,
+        event_id=SNAPSHOT_EVENT_ID, order_key=order_key(micros, entry_id, 0),
+    )  # fmt: skip
+
+
+def _name(item: Mapping[str, Any], key: str) -> str | None:
+    """``league``/``sport`` come as a name, or as an object with ``name`` (REST fixtures)."""
+    value = item.get(key)
+    if isinstance(value, dict):
+        return _text(value, "name") or _text(value, "id")
+    return _text(item, key)

@@ -35,6 +35,9 @@ _KIND_LABELS = ("odds", "locked", "settled")
 _KIND_STATUS = ("open", "locked", "settled")
 
 
+SNAPSHOT_EVENT_ID = "snapshot"
+
+
 class EntryIdError(ValueError):
     """An entry id that is not ``<milliseconds>-<sequence>``."""
 
@@ -91,6 +94,8 @@ class OddRow:
     entry_id: str
     event_id: str
     order_key: bytes
+    # False for a lock inferred by re-hydration: it carries no price and must not touch one.
+    carries_price: bool = True
 
 
 @dataclass(slots=True)
@@ -125,6 +130,8 @@ class DecodedEvent:
     received_at: datetime
     odds: list[OddRow] = field(default_factory=list)
     fixtures: list[FixtureRow] = field(default_factory=list)
+    # REST snapshots are not stream positions: they must never move the group's cursor.
+    advances_cursor: bool = True
 
     @property
     def row_count(self) -> int:

@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ingestor.domain.events import DecodedEvent, FixtureRow, Kind, OddRow, cursor_key
+from ingestor.domain.events import (
+    SNAPSHOT_EVENT_ID,
+    DecodedEvent,
+    FixtureRow,
+    Kind,
+    OddRow,
+    cursor_key,
+)
 
 Record = tuple[Any, ...]
 
@@ -31,7 +38,8 @@ class FlushBatch:
     fixture_history: list[Record] = field(default_factory=list)
     fixtures: list[Record] = field(default_factory=list)
     cursors: list[CursorAdvance] = field(default_factory=list)
-    odd_rows: list[OddRow] = field(default_factory=list)
+    streamed_odds: list[OddRow] = field(default_factory=list)  # for the lag histogram
+    stream_events: int = 0
 
 
 @dataclass(slots=True)
@@ -68,10 +76,12 @@ def _fixture_records(rows: list[tuple[FixtureRow, str, datetime]]) -> tuple[list
     latest: dict[str, FixtureRow] = {}
     status: dict[str, FixtureRow] = {}
     for f, group_key, received_at in rows:
-        history.append((
-            f.fixture_id, f.game_id, f.sport, f.league, f.old_status, f.new_status,
-            f.old_start_date, f.new_start_date, f.source_ts, f.entry_id, group_key, received_at,
-        ))  # fmt: skip
+        if f.event_id != SNAPSHOT_EVENT_ID:  # a REST listing is state, not a status change
+            history.append((
+                f.fixture_id, f.game_id, f.sport, f.league, f.old_status, f.new_status,
+                f.old_start_date, f.new_start_date, f.source_ts, f.entry_id, group_key,
+                received_at,
+            ))  # fmt: skip
         seen = latest.get(f.fixture_id)
         if seen is None or f.order_key >= seen.order_key:
             latest[f.fixture_id] = f
@@ -106,20 +116,22 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
     fixture_rows: list[tuple[FixtureRow, str, datetime]] = []
     cursors: dict[str, CursorAdvance] = {}
     for ev in events:
-        _advance(cursors, ev)
+        if ev.advances_cursor:
+            _advance(cursors, ev)
+            batch.stream_events += 1
+            batch.streamed_odds.extend(ev.odds)
         fixture_rows.extend((f, ev.group_key, ev.received_at) for f in ev.fixtures)
         for r in ev.odds:
             batch.odds_history.append(_history_record(r, ev.group_key, ev.received_at))
-            batch.odd_rows.append(r)
             cur = current.get(r.id)
             if cur is None:
                 cur = current[r.id] = _Current(r, None, None)
-            elif r.order_key >= cur.latest.order_key:
+            if r.order_key >= cur.latest.order_key:
                 cur.latest = r
             if r.kind is Kind.SETTLED:
                 if cur.settled is None or r.order_key >= cur.settled.order_key:
                     cur.settled = r
-            elif cur.priced is None or r.order_key >= cur.priced.order_key:
+            elif r.carries_price and (cur.priced is None or r.order_key >= cur.priced.order_key):
                 cur.priced = r
     batch.odds = [_current_record(c) for c in current.values()]
     batch.fixture_history, batch.fixtures = _fixture_records(fixture_rows)

@@ -74,9 +74,13 @@ def _when_newer(columns: tuple[str, ...], key: str, table: str, *, keep_old: boo
 
 # --- odds ------------------------------------------------------------------------------------
 
+# Rows from a REST snapshot are history only when they tell something new: the odds row
+# has nothing as recent. Runs before the merge, so `odds` still holds the state before the batch.
 INSERT_ODDS_HISTORY = f"""
 INSERT INTO odds_history ({_cols(ODDS_HISTORY_COLUMNS)})
-SELECT {_cols(ODDS_HISTORY_COLUMNS)} FROM {STAGE_ODDS_HISTORY}
+SELECT {_cols(ODDS_HISTORY_COLUMNS)} FROM {STAGE_ODDS_HISTORY} s
+WHERE s.event_id <> 'snapshot'
+   OR NOT EXISTS (SELECT 1 FROM odds o WHERE o.id = s.id AND o.source_ts >= s.source_ts)
 ON CONFLICT (id, entry_id, kind) DO NOTHING
 """
 

@@ -152,18 +152,23 @@ class Writer:
                 written["fixture_status_history"] = _count(
                     await conn.execute(sql.INSERT_FIXTURE_HISTORY)
                 )
+            if batch.fixtures:
                 await conn.copy_records_to_table(
                     sql.STAGE_FIXTURES, records=batch.fixtures, columns=sql.FIXTURE_COLUMNS
                 )
                 written["fixtures"] = _count(await conn.execute(sql.MERGE_FIXTURES))
             cursors = batch.cursors
-            stored = await conn.fetch(
-                sql.ADVANCE_CURSORS,
-                [c.group_key for c in cursors],
-                [c.entry_id for c in cursors],
-                [c.event_id for c in cursors],
-                [c.key for c in cursors],
-                [c.event_at for c in cursors],
+            stored = (
+                []
+                if not cursors
+                else await conn.fetch(
+                    sql.ADVANCE_CURSORS,
+                    [c.group_key for c in cursors],
+                    [c.entry_id for c in cursors],
+                    [c.event_id for c in cursors],
+                    [c.key for c in cursors],
+                    [c.event_at for c in cursors],
+                )
             )
         for rec in stored:
             self.committed[rec["group_key"]] = rec["last_entry_id"]
@@ -175,12 +180,13 @@ class Writer:
         m = self._metrics
         self.flushes += 1
         m.flush_duration.observe(seconds)
+        m.events_committed.inc(batch.stream_events)
         m.batch_rows.observe(len(batch.odds_history))
         for table, n in written.items():
             m.rows_written.labels(table).inc(n)
         now = datetime.now(UTC)
         observe = m.lag.observe
-        for row in batch.odd_rows:
+        for row in batch.streamed_odds:
             observe((now - row.source_ts).total_seconds())
         m.queue_depth.set(self.queue.qsize())
         log.debug(

@@ -182,3 +182,4 @@ class StreamWorker:
         self._metrics.last_data_event.labels(self.group.key).set(time.time())
         # Blocks while the writer is behind: the socket is not read meanwhile (backpressure).
         await self._queue.put(decoded)
+        self._metrics.events_queued.inc()
