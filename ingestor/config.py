@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     stall_timeout_s: float = Field(default=15.0, gt=0)
     flush_retry_max_s: float = Field(default=30.0, gt=0)
+    rehydrate: bool = True
+    rehydrate_window_h: float = Field(default=48.0, gt=0)
+    rest_requests_per_15s: int = Field(default=2000, ge=1, le=2500)
+    rest_timeout_s: float = Field(default=30.0, gt=0)
     database_wait_s: float = Field(default=60.0, ge=0)
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
     worker_restart_max_s: float = Field(default=30.0, gt=0)

@@ -6,6 +6,7 @@ import asyncio
 import signal
 
 import aiohttp
+import asyncpg
 import structlog
 
 from ingestor.config import Settings
@@ -15,6 +16,8 @@ from ingestor.metrics import Metrics
 from ingestor.storage import db
 from ingestor.storage.migrations import head_revision
 from ingestor.storage.writer import Writer, WriterQueue
+from ingestor.stream.rehydrate import Rehydrator
+from ingestor.stream.rest import RequestLimiter, RestClient
 from ingestor.stream.worker import StreamWorker, WorkerSettings
 from ingestor.supervisor import Supervisor
 from ingestor.web import make_app, start
@@ -74,13 +77,27 @@ async def run_daemon(settings: Settings) -> int:
         metrics_port=settings.metrics_port,
         resumed_cursors=len(committed),
     )
+    # Gap recovery reads through a small pool; the writer keeps its own connection.
+    pool = await asyncpg.create_pool(dsn, min_size=0, max_size=2)
     try:
-        async with aiohttp.ClientSession(auto_decompress=True) as session:
+        async with aiohttp.ClientSession() as session:
             worker_settings = _worker_settings(settings)
+            rehydrator = None
+            if settings.rehydrate:
+                rest = RestClient(
+                    session,
+                    settings.api_base_url,
+                    worker_settings.api_key,
+                    RequestLimiter(settings.rest_requests_per_15s),
+                    metrics,
+                    settings.rest_timeout_s,
+                )
+                rehydrator = Rehydrator(rest, pool, queue, metrics, settings.rehydrate_window_h)
             workers = [
-                StreamWorker(g, session, worker_settings, queue, metrics, committed, stop)
+                StreamWorker(g, session, worker_settings, queue, metrics, committed, stop,
+                             rehydrator)
                 for g in groups
-            ]
+            ]  # fmt: skip
             supervisor = Supervisor(
                 writer,
                 workers,
@@ -91,6 +108,8 @@ async def run_daemon(settings: Settings) -> int:
             )
             code = await supervisor.run()
     finally:
+        # Drain order: the supervisor stopped reading and flushed; now the pool, then the port.
+        await pool.close()
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

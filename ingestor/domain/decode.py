@@ -160,6 +160,8 @@ def decode_odd(
         entry_id=entry_id,
         event_id=event_id,
         order_key=order_key(micros, entry_id, kind),
+        # A settlement carries no price (the vendor omits it); it must not null a stored one.
+        carries_price=kind is not Kind.SETTLED,
     )
 
 
@@ -227,7 +229,10 @@ def decode_snapshot_odd(item: Any, stream: str) -> OddRow:
         raise DecodeError("missing_timestamp", "snapshot odd has no timestamp")
     ms = int(seconds * 1000)
     kind = Kind.SETTLED if item.get("settlement") not in (None, "") else Kind.ODDS
-    return decode_odd(item, kind, stream, f"{ms}-0", ms, SNAPSHOT_EVENT_ID)
+    row = decode_odd(item, kind, stream, f"{ms}-0", ms, SNAPSHOT_EVENT_ID)
+    # REST returns a settled odd with its last price: keep it, unlike a settled stream event.
+    row.carries_price = row.price is not None
+    return row
 
 
 def inferred_lock(uid: str, stream: str, at: datetime) -> OddRow:

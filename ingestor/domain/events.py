@@ -94,7 +94,8 @@ class OddRow:
     entry_id: str
     event_id: str
     order_key: bytes
-    # False for a lock inferred by re-hydration: it carries no price and must not touch one.
+    # False for streamed settlements and for locks inferred by re-hydration: no price in them,
+    # so the stored price must stay.
     carries_price: bool = True
 
 

@@ -128,10 +128,11 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
                 cur = current[r.id] = _Current(r, None, None)
             if r.order_key >= cur.latest.order_key:
                 cur.latest = r
-            if r.kind is Kind.SETTLED:
-                if cur.settled is None or r.order_key >= cur.settled.order_key:
-                    cur.settled = r
-            elif r.carries_price and (cur.priced is None or r.order_key >= cur.priced.order_key):
+            if r.kind is Kind.SETTLED and (
+                cur.settled is None or r.order_key >= cur.settled.order_key
+            ):
+                cur.settled = r
+            if r.carries_price and (cur.priced is None or r.order_key >= cur.priced.order_key):
                 cur.priced = r
     batch.odds = [_current_record(c) for c in current.values()]
     batch.fixture_history, batch.fixtures = _fixture_records(fixture_rows)

@@ -158,3 +158,21 @@ RETURNING group_key, last_entry_id
 
 SCHEMA_REVISION = "SELECT version_num FROM alembic_version"
 PING = "SELECT 1"
+
+# --- gap recovery ----------------------------------------------------------------------------
+
+# Open odds of these fixtures as the database has them: the ones a snapshot no longer returns
+# are suspended. Filters mirror the stream's so that odds outside it are left alone.
+OPEN_ODDS_OF_FIXTURES = """
+SELECT id FROM odds
+WHERE fixture_id = ANY($1::text[]) AND stream = $2 AND status = 'open'
+  AND ($3::text[] IS NULL OR sportsbook = ANY($3::text[]))
+  AND ($4::text[] IS NULL OR market = ANY($4::text[]))
+"""
+
+# Fallback when the REST fixture listing fails: fixtures the database already knows.
+KNOWN_FIXTURES = """
+SELECT DISTINCT fixture_id FROM odds
+WHERE stream = $1 AND league = ANY($2::text[]) AND fixture_id IS NOT NULL
+  AND (status <> 'settled' OR updated_at > now() - $3::float8 * interval '1 hour')
+"""

@@ -17,6 +17,7 @@ from ingestor.domain.events import DecodedEvent
 from ingestor.domain.groups import Group
 from ingestor.metrics import Metrics
 from ingestor.stream.client import StreamHTTPError, open_stream
+from ingestor.stream.rehydrate import Rehydrator
 from ingestor.stream.sse import EventTooLarge, SSEEvent, SSEParser
 
 log = structlog.get_logger("ingestor.stream")
@@ -58,8 +59,11 @@ class StreamWorker:
         metrics: Metrics,
         committed: Mapping[str, str],
         stop: asyncio.Event,
+        rehydrator: Rehydrator | None = None,
     ) -> None:
         self.group = group
+        self._rehydrator = rehydrator
+        self._rehydration: asyncio.Task[None] | None = None
         self._session = session
         self._s = settings
         self._queue = queue
@@ -83,6 +87,32 @@ class StreamWorker:
 
     async def run(self) -> None:
         """Until ``stop`` is set (or the task is cancelled)."""
+        try:
+            await self._run()
+        finally:
+            if self._rehydration is not None:
+                self._rehydration.cancel()
+                await asyncio.gather(self._rehydration, return_exceptions=True)
+
+    def _start_rehydration(self) -> None:
+        """After every connect: a snapshot closes whatever gap the stream did not replay."""
+        if self._rehydrator is None:
+            return
+        if self._rehydration is not None:
+            self._rehydration.cancel()  # a newer connection's snapshot supersedes it
+        self._rehydration = asyncio.create_task(
+            self._rehydrate(self._rehydrator), name=f"rehydrate:{self.group.key}"
+        )
+
+    async def _rehydrate(self, rehydrator: Rehydrator) -> None:
+        try:
+            await rehydrator.run(self.group)
+        except Exception:
+            # Never fatal to the stream: the next connect tries again.
+            self._metrics.rehydrations.labels(self.group.key, "crashed").inc()
+            log.exception("rehydrate_crashed", group=self.group.key)
+
+    async def _run(self) -> None:
         key = self.group.key
         while not self._stop.is_set():
             reason = await self._session_once()
@@ -119,6 +149,7 @@ class StreamWorker:
             return "connect_error"
         self._metrics.stream_connected.labels(key).set(1)
         log.info("stream_connected", group=key, last_entry_id=last_entry_id)
+        self._start_rehydration()
         try:
             return await self._read(resp)
         except aiohttp.ClientPayloadError:

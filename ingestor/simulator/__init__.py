@@ -1,0 +1,1 @@
+"""A local stand-in for the OpticOdds API: seeded odds world, SSE streams, REST, faults."""

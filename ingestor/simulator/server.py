@@ -1,0 +1,245 @@
+"""The simulator's HTTP side: the vendor's SSE streams and REST endpoints over a ``World``."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from ingestor.domain.events import EntryIdError, parse_entry_id
+from ingestor.simulator.world import COPILOT, REGULAR, LogEntry, World
+
+MAX_FIXTURE_IDS = 5
+MAX_SPORTSBOOKS = 5
+PAGE_SIZE = 10
+
+
+@dataclass
+class Faults:
+    """Knobs a test (or ``ingestor simulate``) turns while the server runs."""
+
+    honour_last_entry_id: bool = True
+    ping_interval_s: float = 5.0
+    retry_ms: int = 5000
+    duplicate_rate: float = 0.0  # send an event twice
+    reorder_rate: float = 0.0  # hold an event back and send it after the next one
+    stall: bool = False  # send nothing at all, keep the connection open
+    api_key: str | None = None  # None: any key (or none) is accepted
+
+
+@dataclass
+class Connection:
+    """One open stream, as the server sees it."""
+
+    group: tuple[str, str, tuple[str, ...], tuple[str, ...]]
+    last_entry_id: str | None
+    cut: asyncio.Event = field(default_factory=asyncio.Event)
+    cut_mid_frame: bool = True
+    sent: int = 0
+
+
+class SimServer:
+    """aiohttp application over a world; ``emit`` moves the world and wakes the streams."""
+
+    def __init__(self, world: World, faults: Faults | None = None) -> None:
+        self.world = world
+        self.faults = faults or Faults()
+        self.open: list[Connection] = []
+        self.connections_total = 0
+        self.max_concurrent: Counter[tuple[Any, ...]] = Counter()
+        self.requests: list[tuple[str, list[tuple[str, str]]]] = []
+        self._changed = asyncio.Condition()
+
+    def app(self) -> web.Application:
+        """Routes below ``/api/v3``."""
+        app = web.Application()
+        r = app.router
+        r.add_get("/api/v3/stream/copilot/{sport}/odds", self._copilot_stream)
+        r.add_get("/api/v3/stream/odds/{sport}", self._regular_stream)
+        r.add_get("/api/v3/copilot/fixtures", self._fixtures)
+        r.add_get("/api/v3/fixtures/active", self._fixtures)
+        r.add_get("/api/v3/copilot/fixtures/odds", self._copilot_odds)
+        r.add_get("/api/v3/fixtures/odds", self._regular_odds)
+        return app
+
+    async def emit(self, n: int) -> None:
+        """Move the world ``n`` events and wake every stream."""
+        self.world.emit(n)
+        async with self._changed:
+            self._changed.notify_all()
+
+    def cut_all(self, *, mid_frame: bool = True) -> int:
+        """Abort every open stream (by default in the middle of a frame); returns how many."""
+        for conn in self.open:
+            conn.cut_mid_frame = mid_frame
+            conn.cut.set()
+        return len(self.open)
+
+    # --- auth and parameters -----------------------------------------------------------------
+
+    def _check_key(self, request: web.Request) -> web.Response | None:
+        self.requests.append((request.path, list(request.query.items())))
+        key = request.headers.get("X-Api-Key") or request.query.get("key")
+        if self.faults.api_key is None:
+            return None
+        if not key:
+            return web.json_response({"error": "API key is required"}, status=401)
+        if key != self.faults.api_key:
+            return web.json_response({"error": "Invalid or inactive API key"}, status=401)
+        return None
+
+    # --- streams -------------------------------------------------------------------------------
+
+    async def _copilot_stream(self, request: web.Request) -> web.StreamResponse:
+        return await self._stream(request, COPILOT)
+
+    async def _regular_stream(self, request: web.Request) -> web.StreamResponse:
+        books = request.query.getall("sportsbook", [])
+        if not books or len(books) > MAX_SPORTSBOOKS:
+            return web.Response(status=400, text="sportsbook is required (1 to 5)")
+        return await self._stream(request, REGULAR)
+
+    def _start_index(self, last_entry_id: str | None) -> int:
+        log = self.world.log
+        if not (last_entry_id and self.faults.honour_last_entry_id):
+            return len(log)  # "now": no replay
+        try:
+            key = parse_entry_id(last_entry_id)
+        except EntryIdError:
+            return len(log)  # the vendor accepts a bogus id silently
+        return bisect.bisect_right([e.key for e in log], key)
+
+    async def _stream(self, request: web.Request, stream: str) -> web.StreamResponse:
+        denied = self._check_key(request)
+        if denied is not None:
+            return denied
+        q = request.query
+        group = (stream, request.match_info["sport"], tuple(sorted(q.getall("league", []))),
+                 tuple(sorted(q.getall("sportsbook", []))))  # fmt: skip
+        conn = Connection(group, q.get("last_entry_id"))
+        fixture_updates = q.get("include_fixture_updates") == "true"
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        self.open.append(conn)
+        self.connections_total += 1
+        live = sum(1 for c in self.open if c.group == group)
+        self.max_concurrent[group] = max(self.max_concurrent[group], live)
+        try:
+            await resp.write(_frame("connected", b"ok go", None, self.faults.retry_ms))
+            await self._pump(request, resp, conn, self._start_index(conn.last_entry_id),
+                             fixture_updates)  # fmt: skip
+        finally:
+            self.open.remove(conn)
+        return resp
+
+    def _wanted(self, e: LogEntry, conn: Connection, fixture_updates: bool) -> bool:
+        stream, sport, leagues, books = conn.group
+        if e.sport != sport or (leagues and e.league not in leagues):
+            return False
+        if e.stream is None:
+            return fixture_updates
+        return e.stream == stream and (stream == COPILOT or e.sportsbook in books)
+
+    async def _pump(
+        self, request: web.Request, resp: web.StreamResponse, conn: Connection, index: int,
+        fixture_updates: bool,
+    ) -> None:  # fmt: skip
+        rng = self.world.rng
+        held: LogEntry | None = None
+        loop = asyncio.get_running_loop()
+        next_ping = loop.time() + self.faults.ping_interval_s
+        while not conn.cut.is_set():
+            if index >= len(self.world.log) or self.faults.stall:
+                await self._wait(conn, max(0.0, next_ping - loop.time()))
+            if self.faults.stall:
+                continue
+            if loop.time() >= next_ping:
+                await resp.write(_frame("ping", b"now", None, self.faults.retry_ms))
+                next_ping = loop.time() + self.faults.ping_interval_s
+            while index < len(self.world.log) and not conn.cut.is_set():
+                e = self.world.log[index]
+                index += 1
+                if not self._wanted(e, conn, fixture_updates):
+                    continue
+                if held is None and rng.random() < self.faults.reorder_rate:
+                    held = e
+                    continue
+                for out in [e, held] if held else [e]:
+                    await self._send(resp, out, conn)
+                    if rng.random() < self.faults.duplicate_rate:
+                        await self._send(resp, out, conn)
+                held = None
+        if conn.cut_mid_frame and request.transport is not None:
+            # Half an event, then the connection dies: the client must not apply it.
+            await resp.write(b'event: copilot-odds\nid: 9999999999999-0\ndata: {"entry_id"')
+            request.transport.abort()
+
+    async def _send(self, resp: web.StreamResponse, e: LogEntry, conn: Connection) -> None:
+        await resp.write(_frame(e.event, e.data, e.entry_id, self.faults.retry_ms))
+        conn.sent += 1
+
+    async def _wait(self, conn: Connection, timeout_s: float) -> None:
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout_s)
+        if conn.cut.is_set():
+            return
+
+    # --- REST ----------------------------------------------------------------------------------
+
+    async def _fixtures(self, request: web.Request) -> web.Response:
+        denied = self._check_key(request)
+        if denied is not None:
+            return denied
+        q = request.query
+        leagues = set(q.getall("league", []))
+        sport = q.get("sport")
+        items = [
+            f.rest()
+            for f in self.world.fixtures
+            if (not leagues or f.league in leagues) and (not sport or f.sport == sport)
+        ]
+        page = int(q.get("page", "1"))
+        total = max(1, -(-len(items) // PAGE_SIZE))
+        chunk = items[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        return web.json_response({"data": chunk, "page": page, "total_pages": total})
+
+    def _odds_answer(self, request: web.Request, stream: str, books: list[str]) -> web.Response:
+        q = request.query
+        ids = q.getall("fixture_id", [])
+        if not ids or len(ids) > MAX_FIXTURE_IDS:
+            return web.json_response(
+                {"error": f"fixture_id: 1 to {MAX_FIXTURE_IDS} required"}, status=400
+            )
+        settled = q.get("settled") == "true"
+        markets = set(q.getall("market", []))
+        data = []
+        for fid in ids:
+            f = self.world.fixture(fid)
+            if f is None:
+                continue
+            odds = [o.item("rest") for o in f.odds
+                    if o.stream == stream and (not books or o.sportsbook in books)
+                    and (not markets or o.market in markets)
+                    and o.status == ("settled" if settled else "open")]  # fmt: skip
+            data.append({**f.rest(), "odds": odds})
+        return web.json_response({"data": data})
+
+    async def _copilot_odds(self, request: web.Request) -> web.Response:
+        return self._check_key(request) or self._odds_answer(request, COPILOT, [])
+
+    async def _regular_odds(self, request: web.Request) -> web.Response:
+        books = request.query.getall("sportsbook", [])
+        if not books:
+            return web.json_response({"error": "sportsbook is required"}, status=400)
+        return self._check_key(request) or self._odds_answer(request, REGULAR, books)
+
+
+def _frame(event: str, data: bytes, entry_id: str | None, retry_ms: int) -> bytes:
+    head = f"event: {event}\n" + (f"id: {entry_id}\n" if entry_id else "") + f"retry: {retry_ms}\n"
+    return head.encode() + b"data: " + data + b"\n\n"

@@ -1,0 +1,102 @@
+"""The vendor's REST API, as gap recovery uses it: paced, counted, key in a header."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+
+import aiohttp
+import orjson
+
+from ingestor.metrics import Metrics
+from ingestor.stream.client import vendor_message
+
+WINDOW_S = 15.0  # the vendor's rate-limit window
+
+
+class RestError(Exception):
+    """A REST call that did not give usable JSON."""
+
+
+class RequestLimiter:
+    """At most ``limit`` requests in any ``WINDOW_S`` window, for the whole process."""
+
+    def __init__(self, limit: int, window_s: float = WINDOW_S) -> None:
+        self._limit = limit
+        self._window_s = window_s
+        self._sent: collections.deque[float] = collections.deque()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait for a free slot in the sliding window, then take it."""
+        async with self._lock:  # one waiter at a time keeps the order fair
+            loop = asyncio.get_running_loop()
+            while True:
+                now = loop.time()
+                while self._sent and now - self._sent[0] >= self._window_s:
+                    self._sent.popleft()
+                if len(self._sent) < self._limit:
+                    self._sent.append(now)
+                    return
+                await asyncio.sleep(self._sent[0] + self._window_s - now)
+
+
+class RestClient:
+    """GET JSON from the API with the key in ``X-Api-Key``."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        api_key: str | None,
+        limiter: RequestLimiter,
+        metrics: Metrics,
+        timeout_s: float,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url
+        self._headers = {"Accept": "application/json"}
+        if api_key:
+            self._headers["X-Api-Key"] = api_key
+        self._limiter = limiter
+        self._metrics = metrics
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def get(self, path: str, params: list[tuple[str, str]]) -> Any:
+        """One paced request; raises ``RestError`` on a non-200 answer or bad JSON."""
+        await self._limiter.acquire()
+        counter = self._metrics.rest_requests
+        try:
+            async with self._session.get(
+                self._base_url + path, params=params, headers=self._headers, timeout=self._timeout
+            ) as resp:
+                body = await resp.read()
+                counter.labels(path, str(resp.status)).inc()
+                if resp.status != 200:
+                    raise RestError(f"GET {path}: HTTP {resp.status}: {vendor_message(body)}")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            counter.labels(path, "error").inc()
+            raise RestError(f"GET {path}: {type(exc).__name__}") from None
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise RestError(f"GET {path}: invalid JSON: {exc}") from None
+
+    async def get_pages(
+        self, path: str, params: list[tuple[str, str]], max_pages: int
+    ) -> list[Any]:
+        """``data`` of every page (``page``/``total_pages`` pagination), up to ``max_pages``."""
+        items: list[Any] = []
+        page = 1
+        while page <= max_pages:
+            body = await self.get(path, [*params, ("page", str(page))])
+            data = body.get("data") if isinstance(body, dict) else None
+            if not isinstance(data, list):
+                raise RestError(f"GET {path}: no data array in the answer")
+            items.extend(data)
+            total = body.get("total_pages")
+            if not data or not isinstance(total, int) or page >= total:
+                break
+            page += 1
+        return items
