@@ -7,21 +7,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import asyncpg
 
 from ingestor.config import StreamConfig
 from ingestor.domain.groups import Group, make_groups
 from ingestor.metrics import Metrics
 from ingestor.storage.writer import Writer, WriterQueue
+from ingestor.stream.rehydrate import Rehydrator
+from ingestor.stream.rest import RequestLimiter, RestClient
 from ingestor.stream.worker import StreamWorker, WorkerSettings
 from ingestor.supervisor import Supervisor
-from tests.fakefeed import API_KEY, FakeFeed
+from tests.fakefeed import API_KEY
 
 
 @dataclass
 class Pipeline:
     """Handles to every part of one running pipeline."""
 
-    feed: FakeFeed
+    feed: Any
     metrics: Metrics
     queue: WriterQueue
     writer: Writer
@@ -30,6 +33,15 @@ class Pipeline:
     session: aiohttp.ClientSession
     task: asyncio.Task[int] | None = None
     committed: dict[str, str] = field(default_factory=dict)
+    pool: Any = None
+
+    async def close(self) -> None:
+        """Stop if running, then release the HTTP session and the pool."""
+        if self.task and not self.task.done():
+            await self.shutdown()
+        await self.session.close()
+        if self.pool is not None:
+            await self.pool.close()
 
     @property
     def group(self) -> Group:
@@ -58,7 +70,7 @@ def copilot_stream(leagues: list[str] | None = None) -> StreamConfig:
 
 async def build_pipeline(
     database_url: str,
-    feed: FakeFeed,
+    feed: Any,
     *,
     streams: list[StreamConfig] | None = None,
     queue_max_events: int = 1000,
@@ -66,6 +78,7 @@ async def build_pipeline(
     api_key: str = API_KEY,
     committed: dict[str, str] | None = None,
     worker_class: type[StreamWorker] = StreamWorker,
+    rehydrate: bool = False,
 ) -> Pipeline:
     """Wire the real parts together exactly as the composition root does."""
     metrics = Metrics()
@@ -86,8 +99,19 @@ async def build_pipeline(
         reconnect_max_s=0.05,
     )
     groups = make_groups(streams or [copilot_stream()], 10)
-    workers = [worker_class(g, session, settings, queue, metrics, committed, stop) for g in groups]
-    return Pipeline(feed, metrics, queue, writer, workers, stop, session, committed=committed)
+    pool = None
+    rehydrator = None
+    if rehydrate:
+        pool = await asyncpg.create_pool(database_url, min_size=0, max_size=2)
+        rest = RestClient(session, feed.base_url, api_key, RequestLimiter(2000), metrics, 10)
+        rehydrator = Rehydrator(rest, pool, queue, metrics, 48)
+    workers = [
+        worker_class(g, session, settings, queue, metrics, committed, stop, rehydrator)
+        for g in groups
+    ]
+    return Pipeline(
+        feed, metrics, queue, writer, workers, stop, session, committed=committed, pool=pool
+    )
 
 
 def supervise(p: Pipeline, **kw: Any) -> Supervisor:

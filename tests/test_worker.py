@@ -31,9 +31,7 @@ async def make_pipeline(database_url: str) -> AsyncIterator[Factory]:
 
     yield factory
     for p in built:
-        if p.task and not p.task.done():
-            await p.shutdown()
-        await p.session.close()
+        await p.close()
         await p.feed.stop()
 
 

@@ -133,6 +133,8 @@ class SimServer:
             await resp.write(_frame("connected", b"ok go", None, self.faults.retry_ms))
             await self._pump(request, resp, conn, self._start_index(conn.last_entry_id),
                              fixture_updates)  # fmt: skip
+        except ConnectionResetError:
+            pass  # the client went away: nothing to finish
         finally:
             self.open.remove(conn)
         return resp
@@ -173,6 +175,9 @@ class SimServer:
                     await self._send(resp, out, conn)
                     if rng.random() < self.faults.duplicate_rate:
                         await self._send(resp, out, conn)
+                held = None
+            if held is not None and not conn.cut.is_set():
+                await self._send(resp, held, conn)  # reordered, never withheld
                 held = None
         if conn.cut_mid_frame and request.transport is not None:
             # Half an event, then the connection dies: the client must not apply it.
