@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ingestor.domain.events import parse_entry_id
 from ingestor.simulator.server import Faults, SimServer
 from ingestor.simulator.world import COPILOT, World
 
@@ -63,8 +64,8 @@ async def start_sim(seed: int = 7, **faults: Any) -> RunningSim:
 async def ledger_diff(pg: Any, world: World) -> list[str]:
     """What differs between ``odds``/``fixtures`` and the world's true state (empty: equal).
 
-    A locked odd may be absent and its price is not compared: a lock missed during a gap is inferred from the
-    snapshot (locked odds are not returned), and the inference keeps the last price seen.
+    A locked odd may be absent and its price is not compared: a lock missed during a gap is
+    inferred from the snapshot (locked odds are not returned), keeping the last price seen.
     """
     rows = {r["id"]: r for r in await pg.fetch("SELECT * FROM odds WHERE stream = 'copilot'")}
     truth = {o.id: o for o in world.odds(COPILOT)}
@@ -87,9 +88,12 @@ async def ledger_diff(pg: Any, world: World) -> list[str]:
     return sorted(diff)
 
 
-async def history_diff(pg: Any, world: World, *, complete_from: int | None = None) -> list[str]:
+async def history_diff(
+    pg: Any, world: World, *, complete_from: int | None = None, upto: str | None = None
+) -> list[str]:
     """Streamed history rows are world events, each once; with ``complete_from``, every
-    event from that log position on is there too."""
+    event from that log position on (up to entry ``upto``) is there too."""
+    last = parse_entry_id(upto) if upto else (2**63, 0)
     want: set[tuple[str, str, str]] = set()
     kinds = {"copilot-odds": "odds", "copilot-locked-odds": "locked",
              "copilot-settled-odds": "settled"}  # fmt: skip
@@ -98,7 +102,7 @@ async def history_diff(pg: Any, world: World, *, complete_from: int | None = Non
         if e.event in kinds:
             for item in orjson.loads(e.data)["data"]:
                 want.add((item["id"], e.entry_id, kinds[e.event]))
-                if complete_from is not None and i >= complete_from:
+                if complete_from is not None and i >= complete_from and e.key <= last:
                     must.add((item["id"], e.entry_id, kinds[e.event]))
     rows = await pg.fetch(
         "SELECT id, entry_id, kind FROM odds_history WHERE event_id <> 'snapshot'"

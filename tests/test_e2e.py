@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import orjson
 import pytest
 
 from tests.conftest import free_port, wait_until
+from tests.daemon import start_daemon, write_config
 from tests.fakefeed import API_KEY, SEED_EVENTS, FakeFeed, odd, odds_frame
 
 pytestmark = pytest.mark.e2e
@@ -23,70 +18,6 @@ pytestmark = pytest.mark.e2e
 GROUP = "copilot:basketball:NBA"
 SEED_ODD = "1:-1:4825158B6424:1st_half_total_points:over_104_5"
 SEED_SETTLED = "1:-1:D86AB59E8025:team_total:miami_heat_over_105_5"
-
-
-class Daemon:
-    """``python -m ingestor run`` with its output collected."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, metrics_port: int) -> None:
-        self.proc = proc
-        self.metrics_port = metrics_port
-        self.lines: list[bytes] = []
-        self._reader = asyncio.create_task(self._collect())
-
-    async def _collect(self) -> None:
-        assert self.proc.stdout is not None
-        async for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def events(self) -> list[dict[str, Any]]:
-        """Every log line parsed as JSON (fails the test on a line that is not)."""
-        return [orjson.loads(line) for line in self.lines]
-
-    async def metrics(self) -> str:
-        """The /metrics page."""
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        async with aiohttp.ClientSession() as s, s.get(url) as resp:
-            assert resp.status == 200
-            return await resp.text()
-
-    async def stop(self, timeout_s: float = 15) -> int:
-        """SIGTERM and wait for the exit code."""
-        self.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.proc.wait(), timeout_s)
-        await self._reader
-        return code
-
-
-def write_config(path: Path, base_url: str, metrics_port: int, **extra: Any) -> Path:
-    """A real TOML config for one copilot stream."""
-    lines = [
-        f'api_base_url = "{base_url}"',
-        f"metrics_port = {metrics_port}",
-        'metrics_host = "127.0.0.1"',
-        "reconnect_initial_s = 0.05",
-        "reconnect_max_s = 0.5",
-        *(f"{k} = {orjson.dumps(v).decode()}" for k, v in extra.items()),
-        "",
-        "[[streams]]",
-        'kind = "copilot"',
-        'sport = "basketball"',
-        'leagues = ["NBA"]',
-        "include_fixture_updates = true",
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-async def start_daemon(config: Path, database_url: str, metrics_port: int) -> Daemon:
-    """Spawn the daemon with the key and database in its environment."""
-    env = {**os.environ, "INGESTOR_DATABASE_URL": database_url, "OPTICODDS_API_KEY": API_KEY}
-    env.pop("INGESTOR_CONFIG", None)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingestor", "run", "--config", str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
-    )  # fmt: skip
-    return Daemon(proc, metrics_port)
 
 
 @pytest.fixture
