@@ -30,6 +30,7 @@ class Faults:
     reorder_rate: float = 0.0  # hold an event back and send it after the next one
     stall: bool = False  # send nothing at all, keep the connection open
     api_key: str | None = None  # None: any key (or none) is accepted
+    rest_fail_paths: set[str] = field(default_factory=set)  # answer these REST paths with 503
 
 
 @dataclass
@@ -84,6 +85,8 @@ class SimServer:
 
     def _check_key(self, request: web.Request) -> web.Response | None:
         self.requests.append((request.path, list(request.query.items())))
+        if request.path in self.faults.rest_fail_paths:
+            return web.json_response({"error": "Service Unavailable"}, status=503)
         key = request.headers.get("X-Api-Key") or request.query.get("key")
         if self.faults.api_key is None:
             return None
