@@ -57,7 +57,7 @@ async def connected(sim: RunningSim, n: int = 1, timeout_s: float = 10) -> None:
 async def start_sim(seed: int = 7, **faults: Any) -> RunningSim:
     """A world of two basketball leagues behind a started server with quick pings."""
     world = World(LEAGUES, seed=seed, fixtures_per_league=3)
-    f = Faults(ping_interval_s=0.5, retry_ms=10, **faults)
+    f = Faults(**{"ping_interval_s": 0.5, "retry_ms": 10, **faults})
     return await RunningSim(SimServer(world, f)).start()
 
 

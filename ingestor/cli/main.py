@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ingestor import logs
 from ingestor.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
+from ingestor.simulator.run import add_arguments as add_simulator_arguments
 from ingestor.storage.db import DatabaseUnavailable
 from ingestor.storage.migrations import SchemaError
 
@@ -30,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     ):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--config", type=Path, default=None, help=config_help)
+    text = "serve a local stand-in for the OpticOdds API (streams and REST) for demos and tests"
+    sim = sub.add_parser("simulate", help=text, description=text)
+    add_simulator_arguments(sim)
     return parser
 
 
@@ -53,6 +57,11 @@ def _run(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ingestor`` script and ``python -m ingestor``."""
     args = _parser().parse_args(argv)
+    if args.command == "simulate":
+        from ingestor.simulator.run import main as simulate
+
+        logs.configure("auto", "info")
+        return simulate(args)
     try:
         if args.command == "migrate":
             from ingestor.storage.migrations import upgrade

@@ -54,6 +54,7 @@ class SimServer:
         self.connections_total = 0
         self.max_concurrent: Counter[tuple[Any, ...]] = Counter()
         self.requests: list[tuple[str, list[tuple[str, str]]]] = []
+        self.last_event_ids: list[str | None] = []  # Last-Event-ID header of each stream
         self._changed = asyncio.Condition()
 
     def app(self) -> web.Application:
@@ -124,7 +125,10 @@ class SimServer:
         q = request.query
         group = (stream, request.match_info["sport"], tuple(sorted(q.getall("league", []))),
                  tuple(sorted(q.getall("sportsbook", []))))  # fmt: skip
-        conn = Connection(group, q.get("last_entry_id"))
+        # The vendor's cursor is last_entry_id; EventSource clients send Last-Event-ID.
+        header_id = request.headers.get("Last-Event-ID")
+        self.last_event_ids.append(header_id)
+        conn = Connection(group, q.get("last_entry_id") or header_id)
         fixture_updates = q.get("include_fixture_updates") == "true"
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)

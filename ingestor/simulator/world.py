@@ -190,9 +190,10 @@ class World:
             for m, n, sel, line, pts, main in specs
         ]  # fmt: skip
 
-    def _price(self) -> float:
+    def _price(self) -> int:
+        """American odds: at most -100 or at least +100."""
         p = self.rng.randint(-250, 250)
-        return float(p if abs(p) >= 100 else (100 if p >= 0 else -100) + p)
+        return p if abs(p) >= 100 else (100 if p >= 0 else -100) + p
 
     def _publish(self, f: SimFixture, odds: list[SimOdd], kind: str) -> None:
         if not odds:
