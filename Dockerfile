@@ -11,7 +11,7 @@ RUN /venv/bin/pip install --no-deps .
 
 # Runtime stage: the virtualenv, the migrations and the example config; no build tools.
 FROM python:3.11-slim
-RUN useradd --system --uid 10001 --no-create-home ingestor
+RUN useradd --system --uid 10001 --user-group --no-create-home ingestor
 COPY --from=build /venv /venv
 WORKDIR /app
 COPY alembic ./alembic
@@ -20,7 +20,7 @@ ENV PATH=/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     INGESTOR_ALEMBIC_DIR=/app/alembic \
     INGESTOR_CONFIG=/app/config/ingestor.toml
-USER ingestor
+USER 10001:10001
 EXPOSE 9108
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('INGESTOR_METRICS_PORT', '9108'), timeout=3)"]

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("OPTICODDS_API_KEY", "INGESTOR_API_KEY")
     )
     api_base_url: str = "https://api.opticodds.com/api/v3"
+    # Used instead of api_base_url when no API key is set (the compose stack's simulator).
+    demo_api_base_url: str | None = None
     metrics_host: str = "0.0.0.0"
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -105,12 +107,32 @@ class Settings(BaseSettings):
 
     streams: list[StreamConfig] = Field(min_length=1)
 
-    @field_validator("api_base_url")
+    @field_validator("api_base_url", "demo_api_base_url")
     @classmethod
-    def _http_url(cls, url: str) -> str:
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
         if not url.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return url.rstrip("/")
+
+    @property
+    def demo(self) -> bool:
+        """No key and a demo URL: read the simulator, and say so loudly."""
+        return self.api_key is None and self.demo_api_base_url is not None
+
+    @property
+    def effective_api_base_url(self) -> str:
+        """Where the streams and REST calls go."""
+        return self.demo_api_base_url if self.demo and self.demo_api_base_url else self.api_base_url
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _blank_key_is_none(cls, key: object) -> object:
+        # Compose passes OPTICODDS_API_KEY= through as an empty string: that means "no key".
+        if isinstance(key, str) and not key.strip():
+            return None
+        return key
 
     @field_validator("database_url")
     @classmethod

@@ -85,6 +85,14 @@ class Metrics:
         self.queue_depth = Gauge(
             "ingestor_writer_queue_depth", "Events waiting for the writer", registry=r
         )
+        self.queue_capacity = Gauge(
+            "ingestor_writer_queue_capacity", "Bound of the writer queue (events)", registry=r
+        )
+        self.demo_mode = Gauge(
+            "ingestor_demo_mode",
+            "1 when reading the simulator because no API key is set",
+            registry=r,
+        )
         self.batch_rows = Histogram(
             "ingestor_batch_rows", "Odds rows per flush", buckets=BATCH_BUCKETS, registry=r
         )

@@ -79,7 +79,11 @@ async def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
         '[[streams]]\nkind = "copilot"\nsport = "basketball"\nleagues = ["NBA"]\n'
     )
     code, out = await _cli(
-        "run", "--config", str(config), database_url="postgresql://postgres@127.0.0.1:1/x"
+        "run",
+        "--config",
+        str(config),
+        database_url="postgresql://postgres@127.0.0.1:1/x",
+        OPTICODDS_API_KEY=API_KEY,
     )
     assert code == 1
     assert "PostgreSQL not reachable after" in out

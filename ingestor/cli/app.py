@@ -27,7 +27,7 @@ log = structlog.get_logger("ingestor.app")
 
 def _worker_settings(settings: Settings) -> WorkerSettings:
     return WorkerSettings(
-        base_url=settings.api_base_url,
+        base_url=settings.effective_api_base_url,
         api_key=settings.api_key.get_secret_value() if settings.api_key else None,
         max_event_bytes=settings.max_event_bytes,
         stall_timeout_s=settings.stall_timeout_s,
@@ -57,6 +57,14 @@ async def run_daemon(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     queue: WriterQueue = asyncio.Queue(maxsize=settings.queue_max_events)
+    metrics.queue_capacity.set(settings.queue_max_events)
+    if settings.demo:
+        metrics.demo_mode.set(1)
+        log.warning(
+            "demo_mode",
+            message="OPTICODDS_API_KEY is not set: reading the SIMULATOR, not the real feed",
+            api_base_url=settings.effective_api_base_url,
+        )
     writer = Writer(
         dsn,
         queue,
@@ -73,7 +81,8 @@ async def run_daemon(settings: Settings) -> int:
     log.info(
         "daemon_started",
         groups=[g.key for g in groups],
-        api_base_url=settings.api_base_url,
+        api_base_url=settings.effective_api_base_url,
+        demo=settings.demo,
         metrics_port=settings.metrics_port,
         resumed_cursors=len(committed),
     )
@@ -86,7 +95,7 @@ async def run_daemon(settings: Settings) -> int:
             if settings.rehydrate:
                 rest = RestClient(
                     session,
-                    settings.api_base_url,
+                    worker_settings.base_url,
                     worker_settings.api_key,
                     RequestLimiter(settings.rest_requests_per_15s),
                     metrics,

@@ -15,6 +15,7 @@ from ingestor.storage.db import DatabaseUnavailable
 from ingestor.storage.migrations import SchemaError
 
 EXIT_USAGE = 2
+VENDOR_URL = str(Settings.model_fields["api_base_url"].default)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             print(f"configuration OK: {len(settings.streams)} stream(s)", file=sys.stderr)
             return 0
+        if settings.api_key is None and not settings.demo and settings.api_base_url == VENDOR_URL:
+            raise ConfigError(
+                "OPTICODDS_API_KEY (or OPTICODDS_API_KEY_FILE) is not set: the vendor's API "
+                "needs a key; set demo_api_base_url to read a simulator instead"
+            )
         logs.configure(settings.log_format, settings.log_level)
         return _run(settings)
     except ConfigError as exc:

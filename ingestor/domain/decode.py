@@ -31,6 +31,13 @@ CONTROL_EVENTS = frozenset({"connected", "ping"})
 DATA_EVENTS = frozenset({*ODDS_EVENTS, FIXTURE_EVENT})
 
 
+# Every reason a DecodeError (or the SSE size bound) can carry: metrics start them at zero.
+REJECT_REASONS = (
+    "invalid_json", "wrong_type", "missing_id", "nul_in_text", "bad_datetime", "bad_timestamp",
+    "bad_entry_id", "missing_timestamp", "too_large",
+)  # fmt: skip
+
+
 class DecodeError(ValueError):
     """A data event that cannot be stored; ``reason`` is a short stable label."""
 

@@ -12,7 +12,13 @@ from datetime import UTC, datetime
 import aiohttp
 import structlog
 
-from ingestor.domain.decode import CONTROL_EVENTS, DATA_EVENTS, DecodeError, decode_event
+from ingestor.domain.decode import (
+    CONTROL_EVENTS,
+    DATA_EVENTS,
+    REJECT_REASONS,
+    DecodeError,
+    decode_event,
+)
 from ingestor.domain.events import DecodedEvent
 from ingestor.domain.groups import Group
 from ingestor.metrics import Metrics
@@ -23,6 +29,7 @@ from ingestor.stream.sse import EventTooLarge, SSEEvent, SSEParser
 log = structlog.get_logger("ingestor.stream")
 
 WorkerQueue = asyncio.Queue[DecodedEvent | None]
+RECONNECT_REASONS = ("eof", "stall", "connect_error", "read_error", "payload_error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,13 @@ class StreamWorker:
         self._parser = SSEParser(settings.max_event_bytes)
         self.failures = 0
         self._data_events = 0
+        # Series start at zero, so increase() and alerts see the very first occurrence.
+        for reason in REJECT_REASONS:
+            metrics.events_rejected.labels(group.key, reason)
+        for reason in RECONNECT_REASONS:
+            metrics.stream_reconnects.labels(group.key, reason)
+        metrics.stream_connected.labels(group.key).set(0)
+        metrics.stream_consecutive_failures.labels(group.key).set(0)
         self._received = metrics.events_received
 
     def _retry_floor_s(self) -> float:

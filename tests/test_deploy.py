@@ -1,0 +1,111 @@
+"""The compose stack, the Dockerfile and the Prometheus files, checked without a Docker engine."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ingestor.cli.main import _parser
+
+ROOT = Path(__file__).parents[1]
+BIN = Path(sys.executable).parent
+COMPOSE = ROOT / "docker-compose.yml"
+PROM = ROOT / "deploy" / "prometheus"
+
+
+def _run(*cmd: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False, timeout=300)
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path=str(BIN))
+    assert path, f"{name} is missing: scripts/test installs it (Debian package or PyPI lock)"
+    return path
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())  # type: ignore[no-any-return]
+
+
+def _defaults(text: str) -> str:
+    """Compose interpolation with every variable at its default."""
+    return re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", text)
+
+
+def test_compose_file_follows_the_compose_spec() -> None:
+    out = _run(_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    out = _run(_tool("hadolint"), "Dockerfile")
+    assert out.returncode == 0 and not out.stdout.strip(), out.stdout + out.stderr
+
+
+def test_compose_commands_and_mounts_exist() -> None:
+    services = _compose()["services"]
+    built = {name: s for name, s in services.items() if s.get("build") == "."}
+    assert set(built) == {"migrate", "simulator", "ingestor"}
+    for name, service in built.items():
+        args = [_defaults(a) for a in service["command"]]
+        parsed = _parser().parse_args(args)  # exits (fails the test) on a bad command
+        assert parsed.command == args[0], name
+        if "--config" in args:  # the config path must be inside a mounted repo folder
+            path = args[args.index("--config") + 1]
+            assert (ROOT / "config" / Path(path).name).exists()
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+
+
+def test_env_example_documents_every_variable() -> None:
+    used = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text()))
+    documented = set(re.findall(r"^(\w+)=", (ROOT / ".env.example").read_text(), flags=re.M))
+    assert used <= documented, used - documented
+
+
+def test_prometheus_config_and_alert_rules() -> None:
+    promtool = _tool("promtool")
+    for cmd in (("check", "config", "prometheus.yml"), ("check", "rules", "alerts.yml"),
+                ("test", "rules", "alerts_test.yml")):  # fmt: skip
+        out = _run(promtool, *cmd, cwd=PROM)
+        assert out.returncode == 0, out.stdout + out.stderr
+    rules = yaml.safe_load((PROM / "alerts.yml").read_text())["groups"][0]["rules"]
+    tested = set(re.findall(r"alertname: (\w+)", (PROM / "alerts_test.yml").read_text()))
+    assert {r["alert"] for r in rules} == tested  # every alert has a unit test
+
+
+async def test_dockerfile_build_steps_work_as_written(tmp_path: Path) -> None:
+    """The Dockerfile's own pip commands, run in a scratch venv, give a working entrypoint."""
+    text = (ROOT / "Dockerfile").read_text()
+    build = text.split("FROM python", 2)[1]  # the build stage
+    runs = [r for r in re.findall(r"^RUN (.+)$", build, flags=re.M) if "pip install" in r]
+    assert len(runs) == 2
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "ingestor", src / "ingestor")
+    for name in ("requirements.lock", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    venv = tmp_path / "venv"
+    for run in runs:
+        cmd = run.replace("/venv", str(venv))
+        proc = await asyncio.create_subprocess_shell(
+            cmd, cwd=src, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 300)
+        assert proc.returncode == 0, out.decode()[-2000:]
+    entry = re.search(r"^ENTRYPOINT (\[.+\])$", text, flags=re.M)
+    assert entry is not None
+    argv = yaml.safe_load(entry.group(1))
+    out = _run(str(venv / "bin" / argv[0]), "--help")
+    assert out.returncode == 0 and "migrate" in out.stdout, out.stderr
