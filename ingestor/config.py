@@ -96,10 +96,12 @@ class Settings(BaseSettings):
     reconnect_max_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     stall_timeout_s: float = Field(default=15.0, gt=0)
+    flush_timeout_s: float = Field(default=60.0, gt=0)
     flush_retry_max_s: float = Field(default=30.0, gt=0)
     rehydrate: bool = True
     rehydrate_window_h: float = Field(default=48.0, gt=0)
     rest_requests_per_15s: int = Field(default=2000, ge=1, le=2500)
+    stream_connects_per_15s: int = Field(default=200, ge=1, le=250)
     rest_timeout_s: float = Field(default=30.0, gt=0)
     database_wait_s: float = Field(default=60.0, ge=0)
     shutdown_timeout_s: float = Field(default=10.0, gt=0)

@@ -105,6 +105,12 @@ class Metrics:
         self.db_errors = Counter(
             "ingestor_db_errors", "Failed flush attempts, by error class", ["error"], registry=r
         )
+        self.events_dropped = Counter(
+            "ingestor_events_dropped",
+            "Events PostgreSQL refused even alone (bad data), by error class",
+            ["error"],
+            registry=r,
+        )
         self.worker_restarts = Counter(
             "ingestor_worker_restarts",
             "Workers restarted after an unexpected crash, by group",

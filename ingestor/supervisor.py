@@ -79,14 +79,15 @@ class Supervisor:
     ) -> int:
         """Stop reading, then let the writer flush everything accepted, within the bound."""
         log.info("shutdown_started", timeout_s=self._shutdown_timeout_s)
-        for task in worker_tasks:
-            task.cancel()
-        await asyncio.gather(*worker_tasks, return_exceptions=True)
-        if writer_task.done():
-            return EXIT_FAILED
         try:
+            # One deadline for the whole drain: workers stop reading, then the writer flushes
+            # everything queued before the sentinel and commits its cursors.
             async with asyncio.timeout(self._shutdown_timeout_s):
-                # Everything queued before the sentinel is flushed and its cursor committed.
+                for task in worker_tasks:
+                    task.cancel()
+                await asyncio.gather(*worker_tasks, return_exceptions=True)
+                if writer_task.done():
+                    return EXIT_FAILED
                 await self._writer.queue.put(None)
                 await writer_task
         except TimeoutError:

@@ -90,6 +90,7 @@ class FakeFeed:
     _conn_changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     frames_written: int = 0
     write_started: float | None = None  # loop time of a write still waiting for the socket
+    answer: tuple[int, dict[str, str], str] | None = None  # (status, headers, body) instead
 
     async def start(self) -> str:
         """Listen on a free loopback port; returns the API base URL."""
@@ -130,6 +131,9 @@ class FakeFeed:
         self.requests.append(
             Seen(request.path, list(request.query.items()), dict(request.headers), str(request.url))
         )
+        if self.answer is not None:
+            status, headers, body = self.answer
+            return web.Response(status=status, headers=headers, text=body)
         if request.headers.get("X-Api-Key") != self.api_key:
             return web.json_response({"error": "Invalid or inactive API key"}, status=401)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})

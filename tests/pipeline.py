@@ -34,6 +34,8 @@ class Pipeline:
     task: asyncio.Task[int] | None = None
     committed: dict[str, str] = field(default_factory=dict)
     pool: Any = None
+    gate: RequestLimiter | None = None
+    shutdown_timeout_s: float = 10
 
     async def close(self) -> None:
         """Stop if running, then release the HTTP session and the pool."""
@@ -79,6 +81,8 @@ async def build_pipeline(
     committed: dict[str, str] | None = None,
     worker_class: type[StreamWorker] = StreamWorker,
     rehydrate: bool = False,
+    connect_timeout_s: float = 5,
+    shutdown_timeout_s: float = 10,
 ) -> Pipeline:
     """Wire the real parts together exactly as the composition root does."""
     metrics = Metrics()
@@ -94,11 +98,12 @@ async def build_pipeline(
         api_key=api_key,
         max_event_bytes=1 << 20,
         stall_timeout_s=stall_timeout_s,
-        connect_timeout_s=5,
+        connect_timeout_s=connect_timeout_s,
         reconnect_initial_s=0.01,
         reconnect_max_s=0.05,
     )
     groups = make_groups(streams or [copilot_stream()], 10)
+    gate = RequestLimiter(200)
     pool = None
     rehydrator = None
     if rehydrate:
@@ -106,12 +111,13 @@ async def build_pipeline(
         rest = RestClient(session, feed.base_url, api_key, RequestLimiter(2000), metrics, 10)
         rehydrator = Rehydrator(rest, pool, queue, metrics, 48)
     workers = [
-        worker_class(g, session, settings, queue, metrics, committed, stop, rehydrator)
+        worker_class(g, session, settings, queue, metrics, committed, stop, rehydrator, gate)
         for g in groups
     ]
     return Pipeline(
-        feed, metrics, queue, writer, workers, stop, session, committed=committed, pool=pool
-    )
+        feed, metrics, queue, writer, workers, stop, session, committed=committed, pool=pool,
+        gate=gate, shutdown_timeout_s=shutdown_timeout_s,
+    )  # fmt: skip
 
 
 def supervise(p: Pipeline, **kw: Any) -> Supervisor:
@@ -121,7 +127,7 @@ def supervise(p: Pipeline, **kw: Any) -> Supervisor:
         p.workers,
         p.metrics,
         p.stop,
-        shutdown_timeout_s=kw.get("shutdown_timeout_s", 10),
+        shutdown_timeout_s=p.shutdown_timeout_s,
         restart_max_s=kw.get("restart_max_s", 0.6),
     )
     p.start(sup)

@@ -25,6 +25,16 @@ from ingestor.web import make_app, start
 log = structlog.get_logger("ingestor.app")
 
 
+def _password(dsn: str) -> str | None:
+    """The password inside a postgresql:// URL, so that the log scrubber knows it."""
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(dsn).password
+    except ValueError:
+        return None
+
+
 def _worker_settings(settings: Settings) -> WorkerSettings:
     return WorkerSettings(
         base_url=settings.effective_api_base_url,
@@ -41,6 +51,7 @@ async def run_daemon(settings: Settings) -> int:
     """Start everything, run until SIGTERM/SIGINT, drain, and return the exit code."""
     dsn = settings.database_url.get_secret_value()
     register_secret(settings.api_key.get_secret_value() if settings.api_key else None)
+    register_secret(_password(dsn))
     groups = make_groups(settings.streams, settings.leagues_per_connection)
     conn = await db.connect_with_wait(dsn, settings.database_wait_s)
     try:
@@ -72,6 +83,7 @@ async def run_daemon(settings: Settings) -> int:
         batch_max_rows=settings.writer_batch_max_rows,
         retry_max_s=settings.flush_retry_max_s,
         committed=committed,
+        flush_timeout_s=settings.flush_timeout_s,
     )
 
     async def ready() -> str | None:
@@ -89,7 +101,9 @@ async def run_daemon(settings: Settings) -> int:
     # Gap recovery reads through a small pool; the writer keeps its own connection.
     pool = await asyncpg.create_pool(dsn, min_size=0, max_size=2)
     try:
-        async with aiohttp.ClientSession() as session:
+        # Streams hold their connections for good: no pool cap, or group 101 would starve.
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
             worker_settings = _worker_settings(settings)
             rehydrator = None
             if settings.rehydrate:
@@ -102,9 +116,10 @@ async def run_daemon(settings: Settings) -> int:
                     settings.rest_timeout_s,
                 )
                 rehydrator = Rehydrator(rest, pool, queue, metrics, settings.rehydrate_window_h)
+            gate = RequestLimiter(settings.stream_connects_per_15s)
             workers = [
                 StreamWorker(g, session, worker_settings, queue, metrics, committed, stop,
-                             rehydrator)
+                             rehydrator, gate)
                 for g in groups
             ]  # fmt: skip
             supervisor = Supervisor(
@@ -118,7 +133,10 @@ async def run_daemon(settings: Settings) -> int:
             code = await supervisor.run()
     finally:
         # Drain order: the supervisor stopped reading and flushed; now the pool, then the port.
-        await pool.close()
+        try:
+            await asyncio.wait_for(pool.close(), timeout=5)
+        except TimeoutError:
+            pool.terminate()
         await runner.cleanup()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

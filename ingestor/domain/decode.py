@@ -92,11 +92,15 @@ def _when(obj: Mapping[str, Any], key: str) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        parsed.astimezone(UTC)  # year 1 with a positive offset has no UTC form
+    except (ValueError, OverflowError):
         raise DecodeError(
             "bad_datetime", f"{key} is not an ISO date-time: {value[:40]!r}"
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if not 1900 <= parsed.year <= 2200:
+        raise DecodeError("bad_datetime", f"{key} is out of range: {value[:40]!r}")
+    return parsed
 
 
 def _source_time(obj: Mapping[str, Any], entry_ms: int) -> tuple[datetime, int]:
@@ -222,7 +226,14 @@ def decode_event(
     items = payload.get("data")
     if not isinstance(items, list):
         raise DecodeError("wrong_type", "odds event data must be an array")
-    event.odds = [decode_odd(i, kind, stream, entry_id, entry_ms, event_id) for i in items]
+    for item in items:
+        # One malformed odd must not cost the hundreds of good ones beside it.
+        try:
+            event.odds.append(decode_odd(item, kind, stream, entry_id, entry_ms, event_id))
+        except DecodeError as exc:
+            event.rejected.append(exc)
+    if event.rejected and not event.odds:
+        raise event.rejected[0]
     return event
 
 
@@ -242,20 +253,21 @@ def decode_snapshot_odd(item: Any, stream: str) -> OddRow:
     return row
 
 
-def inferred_lock(uid: str, stream: str, at: datetime) -> OddRow:
+def inferred_lock(
+    uid: str, stream: str, source_ts: datetime, entry_id: str, stored_key: bytes
+) -> OddRow:
     """A lock for an odd the snapshot no longer returns (the vendor: not returned = suspended).
 
-    It is ordered at the snapshot's time, so any later real event for the odd still applies,
-    and it carries no price, so the stored price stays."""
-    micros = int(at.timestamp() * 1_000_000)
-    entry_id = f"{micros // 1000}-0"
+    It sits just above the stored state (same time and entry, the lock's rank), so it beats
+    the open row it replaces while any later real event still beats it; and it carries no
+    price, so the stored price stays."""
     return OddRow(
         id=uid, kind=Kind.LOCKED, stream=stream, odd_id=None, sportsbook=None, fixture_id=None,
         game_id=None, sport=None, league=None, market=None, name=None, selection=None,
         selection_line=None, player_id=None, team_id=None, version_id=None, points=None,
         price=None, is_main=None, is_live=None, grouping_key=None, settlement=None,
-        settled_at=None, source_ts=at, entry_id=entry_id, event_id=SNAPSHOT_EVENT_ID,
-        order_key=order_key(micros, entry_id, Kind.LOCKED), carries_price=False,
+        settled_at=None, source_ts=source_ts, entry_id=entry_id, event_id=SNAPSHOT_EVENT_ID,
+        order_key=stored_key[:-1] + bytes([Kind.LOCKED]), carries_price=False,
     )  # fmt: skip
 
 

@@ -46,9 +46,12 @@ def parse_entry_id(entry_id: str) -> tuple[int, int]:
     """Split a Redis-stream style id ``1730079534820-2`` into (ms, seq)."""
     ms, sep, seq = entry_id.partition("-")
     try:
-        return int(ms), int(seq) if sep else 0
+        parsed = int(ms), int(seq) if sep else 0
     except ValueError:
         raise EntryIdError(f"entry_id {entry_id!r} is not <milliseconds>-<sequence>") from None
+    if not all(0 <= part < 2**63 for part in parsed) or not ms.isdigit():
+        raise EntryIdError(f"entry_id {entry_id!r} is out of range")
+    return parsed
 
 
 def cursor_key(entry_id: str) -> bytes:
@@ -133,6 +136,8 @@ class DecodedEvent:
     fixtures: list[FixtureRow] = field(default_factory=list)
     # REST snapshots are not stream positions: they must never move the group's cursor.
     advances_cursor: bool = True
+    # Odds of this event that could not be decoded (the rest of the event is kept).
+    rejected: list[Exception] = field(default_factory=list)
 
     @property
     def row_count(self) -> int:

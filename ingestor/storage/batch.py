@@ -51,6 +51,20 @@ class _Current:
     settled: OddRow | None
 
 
+def _fill(newer: OddRow, older: OddRow) -> None:
+    """Descriptive fields the newer row lacks come from an older row of the same batch,
+    as they would from the stored row had the two events been flushed apart."""
+    for name in DESCRIPTIVE:
+        if getattr(newer, name) is None:
+            setattr(newer, name, getattr(older, name))
+
+
+DESCRIPTIVE = (
+    "odd_id", "sportsbook", "fixture_id", "game_id", "sport", "league", "market", "name",
+    "selection", "selection_line", "player_id", "team_id", "version_id",
+)  # fmt: skip
+
+
 def _current_record(cur: _Current) -> Record:
     r, p, s = cur.latest, cur.priced, cur.settled
     return (
@@ -71,6 +85,13 @@ def _history_record(r: OddRow, group_key: str, received_at: datetime) -> Record:
     )  # fmt: skip
 
 
+def _fill_fixture(newer: FixtureRow, older: FixtureRow) -> None:
+    for name in ("game_id", "sport", "league", "home_team_display", "away_team_display",
+                 "start_date"):  # fmt: skip
+        if getattr(newer, name) is None:
+            setattr(newer, name, getattr(older, name))
+
+
 def _fixture_records(rows: list[tuple[FixtureRow, str, datetime]]) -> tuple[list[Record], ...]:
     history: list[Record] = []
     latest: dict[str, FixtureRow] = {}
@@ -83,8 +104,13 @@ def _fixture_records(rows: list[tuple[FixtureRow, str, datetime]]) -> tuple[list
                 received_at,
             ))  # fmt: skip
         seen = latest.get(f.fixture_id)
-        if seen is None or f.order_key >= seen.order_key:
+        if seen is None:
             latest[f.fixture_id] = f
+        elif f.order_key >= seen.order_key:
+            _fill_fixture(f, seen)
+            latest[f.fixture_id] = f
+        else:
+            _fill_fixture(seen, f)
         if f.new_status is not None:
             seen = status.get(f.fixture_id)
             if seen is None or f.order_key >= seen.order_key:
@@ -126,8 +152,12 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
             cur = current.get(r.id)
             if cur is None:
                 cur = current[r.id] = _Current(r, None, None)
-            if r.order_key >= cur.latest.order_key:
-                cur.latest = r
+            if r is not cur.latest:
+                if r.order_key >= cur.latest.order_key:
+                    _fill(r, cur.latest)
+                    cur.latest = r
+                else:
+                    _fill(cur.latest, r)
             if r.kind is Kind.SETTLED and (
                 cur.settled is None or r.order_key >= cur.settled.order_key
             ):

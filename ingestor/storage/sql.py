@@ -80,6 +80,7 @@ INSERT_ODDS_HISTORY = f"""
 INSERT INTO odds_history ({_cols(ODDS_HISTORY_COLUMNS)})
 SELECT {_cols(ODDS_HISTORY_COLUMNS)} FROM {STAGE_ODDS_HISTORY} s
 WHERE s.event_id <> 'snapshot'
+   OR s.kind = 'locked'  -- an inferred suspension: newer than what we held, by construction
    OR NOT EXISTS (SELECT 1 FROM odds o WHERE o.id = s.id AND o.source_ts >= s.source_ts)
 ON CONFLICT (id, entry_id, kind) DO NOTHING
 """
@@ -161,11 +162,12 @@ PING = "SELECT 1"
 
 # --- gap recovery ----------------------------------------------------------------------------
 
-# Open odds of these fixtures as the database has them: the ones a snapshot no longer returns
-# are suspended. Filters mirror the stream's so that odds outside it are left alone.
-OPEN_ODDS_OF_FIXTURES = """
-SELECT id FROM odds
-WHERE fixture_id = ANY($1::text[]) AND stream = $2 AND status = 'open'
+# The odds of these fixtures as the database has them, read before the snapshot is fetched:
+# open ones the snapshot no longer returns are suspended. Filters mirror the stream's so that
+# odds outside it are left alone.
+ODDS_OF_FIXTURES = """
+SELECT id, status, source_ts, entry_id, order_key FROM odds
+WHERE fixture_id = ANY($1::text[]) AND stream = $2
   AND ($3::text[] IS NULL OR sportsbook = ANY($3::text[]))
   AND ($4::text[] IS NULL OR market = ANY($4::text[]))
 """
@@ -174,5 +176,6 @@ WHERE fixture_id = ANY($1::text[]) AND stream = $2 AND status = 'open'
 KNOWN_FIXTURES = """
 SELECT DISTINCT fixture_id FROM odds
 WHERE stream = $1 AND league = ANY($2::text[]) AND fixture_id IS NOT NULL
+  AND updated_at > now() - interval '7 days'
   AND (status <> 'settled' OR updated_at > now() - $3::float8 * interval '1 hour')
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import struct
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,16 @@ from ingestor.storage.batch import FlushBatch, build_batch
 
 log = structlog.get_logger("ingestor.writer")
 
+# Errors that retrying the same rows cannot cure: the batch is split to find the culprit.
+POISON = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+    ValueError,
+    OverflowError,
+    TypeError,
+    struct.error,
+)
 # Errors after which the same batch is tried again on a fresh connection.
 RETRYABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
@@ -41,12 +52,14 @@ class Writer:
         batch_max_rows: int,
         retry_max_s: float,
         committed: dict[str, str],
+        flush_timeout_s: float = 60.0,
     ) -> None:
         self._dsn = dsn
         self.queue = queue
         self._metrics = metrics
         self._batch_max_rows = batch_max_rows
         self._retry_max_s = retry_max_s
+        self._flush_timeout_s = flush_timeout_s
         self._conn: Any = None
         # group key -> last committed entry id; workers read it when they reconnect.
         self.committed = committed
@@ -85,7 +98,15 @@ class Writer:
             conn = await asyncpg.connect(
                 self._dsn,
                 timeout=10,
-                server_settings={"application_name": "ingestor-writer", "jit": "off"},
+                command_timeout=self._flush_timeout_s,
+                server_settings={
+                    "application_name": "ingestor-writer",
+                    "jit": "off",
+                    # A database that stops answering must fail the flush, not hang it.
+                    "tcp_keepalives_idle": "10",
+                    "tcp_keepalives_interval": "5",
+                    "tcp_keepalives_count": "3",
+                },
             )
             try:
                 await conn.execute(sql.CREATE_STAGING)
@@ -100,17 +121,25 @@ class Writer:
             conn, self._conn = self._conn, None
             try:
                 await asyncio.wait_for(conn.close(), timeout=2)
-            except (*RETRYABLE, asyncio.CancelledError):
+            except RETRYABLE:
                 conn.terminate()
+            except asyncio.CancelledError:
+                conn.terminate()
+                raise
 
     async def _flush_until_committed(self, events: list[DecodedEvent]) -> None:
-        batch = build_batch(events)
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                conn = await self._connect()
-                written = await self._write(conn, batch)
+                batch = build_batch(events)
+                async with asyncio.timeout(self._flush_timeout_s):
+                    conn = await self._connect()
+                    written = await self._write(conn, batch)
+            except POISON as exc:
+                # Checked before RETRYABLE: DataError is a PostgresError too.
+                await self._split(events, exc)
+                return
             except RETRYABLE as exc:
                 attempt += 1
                 delay = random.uniform(0, min(self._retry_max_s, 0.05 * 2**attempt))
@@ -121,13 +150,32 @@ class Writer:
                     detail=str(exc)[:300],
                     attempt=attempt,
                     retry_in_s=round(delay, 3),
-                    rows=len(batch.odds_history) + len(batch.fixture_history),
+                    events=len(events),
                 )
                 await self._close()
                 await asyncio.sleep(delay)
                 continue
             self._after_commit(batch, written, time.perf_counter() - started, attempt)
             return
+
+    async def _split(self, events: list[DecodedEvent], exc: BaseException) -> None:
+        """Bisect a batch that cannot be written, so that one bad event costs only itself."""
+        self._metrics.db_errors.labels(type(exc).__name__).inc()
+        if len(events) > 1:
+            mid = len(events) // 2
+            await self._flush_until_committed(events[:mid])
+            await self._flush_until_committed(events[mid:])
+            return
+        (bad,) = events
+        self._metrics.events_dropped.labels(type(exc).__name__).inc()
+        log.error(
+            "event_dropped",
+            group=bad.group_key,
+            event_type=bad.event_type,
+            entry_id=bad.entry_id,
+            error=type(exc).__name__,
+            detail=str(exc)[:300],
+        )
 
     async def _write(self, conn: Any, batch: FlushBatch) -> dict[str, int]:
         written: dict[str, int] = {}

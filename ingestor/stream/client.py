@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import orjson
 
@@ -13,11 +15,14 @@ EVENT_STREAM = "text/event-stream"
 class StreamHTTPError(Exception):
     """The server answered, but not with an event stream; ``reason`` labels the metric."""
 
-    def __init__(self, reason: str, status: int, message: str) -> None:
+    def __init__(
+        self, reason: str, status: int, message: str, retry_after: str | None = None
+    ) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.reason = reason
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 def vendor_message(body: bytes) -> str:
@@ -49,18 +54,29 @@ async def open_stream(
     connect_timeout_s: float,
 ) -> aiohttp.ClientResponse:
     """GET the group's stream; raise ``StreamHTTPError`` unless it is a 200 event stream."""
-    resp = await session.get(
-        base_url + group.path,
-        params=group.params(last_entry_id),
-        headers=request_headers(api_key),
-        timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_read=None),
-    )
+    # aiohttp's connect timeout stops at TCP/TLS: bound the wait for the headers too.
+    async with asyncio.timeout(connect_timeout_s):
+        resp = await session.get(
+            base_url + group.path,
+            params=group.params(last_entry_id),
+            headers=request_headers(api_key),
+            timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_read=None),
+            # A redirect would carry X-Api-Key to another host.
+            allow_redirects=False,
+        )
     try:
         if resp.status != 200:
-            body = await resp.content.read(2048)
-            raise StreamHTTPError(f"http_{resp.status}", resp.status, vendor_message(body))
+            async with asyncio.timeout(connect_timeout_s):
+                body = await resp.content.read(2048)
+            raise StreamHTTPError(
+                f"http_{resp.status}",
+                resp.status,
+                vendor_message(body),
+                resp.headers.get("Retry-After"),
+            )
         if resp.content_type != EVENT_STREAM:
-            body = await resp.content.read(300)
+            async with asyncio.timeout(connect_timeout_s):
+                body = await resp.content.read(300)
             raise StreamHTTPError(
                 "bad_content_type",
                 resp.status,

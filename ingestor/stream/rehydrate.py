@@ -126,8 +126,15 @@ class Rehydrator:
         return odds
 
     async def _chunk(self, group: Group, chunk: list[str]) -> int:
-        at = datetime.now(UTC)
         s = group.stream
+        # Read what we hold before asking: an odd the stream adds meanwhile is not a candidate.
+        async with self._pool.acquire() as conn:
+            held = {
+                r["id"]: r
+                for r in await conn.fetch(
+                    sql.ODDS_OF_FIXTURES, chunk, s.kind, s.sportsbooks, s.markets
+                )
+            }
         items = await self._snapshot(group, chunk)
         returned: set[str] = set()
         rows: list[OddRow] = []
@@ -138,13 +145,15 @@ class Rehydrator:
                 self._metrics.events_rejected.labels(group.key, exc.reason).inc()
                 continue
             returned.add(row.id)
-            if _matches(row, group):
+            # A held odd that left the stream's filter (a main line that moved) is updated,
+            # so it does not stay "main" and "open" for ever; a new one outside it is skipped.
+            if row.id in held or _matches(row, group):
                 rows.append(row)
-        async with self._pool.acquire() as conn:
-            open_ids = await conn.fetch(
-                sql.OPEN_ODDS_OF_FIXTURES, chunk, s.kind, s.sportsbooks, s.markets
-            )
-        rows += [inferred_lock(r["id"], s.kind, at) for r in open_ids if r["id"] not in returned]
+        rows += [
+            inferred_lock(uid, s.kind, r["source_ts"], r["entry_id"], r["order_key"])
+            for uid, r in held.items()
+            if r["status"] == "open" and uid not in returned
+        ]
         if rows:
             await self._put(group, rows, [])
         return len(rows)

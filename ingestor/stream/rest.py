@@ -15,18 +15,37 @@ from ingestor.stream.client import vendor_message
 WINDOW_S = 15.0  # the vendor's rate-limit window
 
 
+RATE_LIMIT_PAUSE_S = 15.0
+
+
+def retry_after_s(header: str | None) -> float:
+    """Seconds to stay away after a 429: ``Retry-After`` if it says more, at least 15."""
+    try:
+        asked = float(header) if header else 0.0
+    except ValueError:
+        asked = 0.0
+    return max(RATE_LIMIT_PAUSE_S, min(asked, 3600.0))
+
+
 class RestError(Exception):
     """A REST call that did not give usable JSON."""
 
 
 class RequestLimiter:
-    """At most ``limit`` requests in any ``WINDOW_S`` window, for the whole process."""
+    """At most ``limit`` requests in any ``WINDOW_S`` window, for the whole process; closed
+    altogether for a while after the vendor answered 429."""
 
     def __init__(self, limit: int, window_s: float = WINDOW_S) -> None:
         self._limit = limit
         self._window_s = window_s
         self._sent: collections.deque[float] = collections.deque()
         self._lock = asyncio.Lock()
+        self._closed_until = 0.0
+
+    def close_for(self, seconds: float) -> None:
+        """After a 429: nobody passes for ``seconds`` (the vendor asks for at least 15)."""
+        until = asyncio.get_running_loop().time() + seconds
+        self._closed_until = max(self._closed_until, until)
 
     async def acquire(self) -> None:
         """Wait for a free slot in the sliding window, then take it."""
@@ -34,6 +53,9 @@ class RequestLimiter:
             loop = asyncio.get_running_loop()
             while True:
                 now = loop.time()
+                if now < self._closed_until:
+                    await asyncio.sleep(self._closed_until - now)
+                    continue
                 while self._sent and now - self._sent[0] >= self._window_s:
                     self._sent.popleft()
                 if len(self._sent) < self._limit:
@@ -69,10 +91,16 @@ class RestClient:
         counter = self._metrics.rest_requests
         try:
             async with self._session.get(
-                self._base_url + path, params=params, headers=self._headers, timeout=self._timeout
+                self._base_url + path,
+                params=params,
+                headers=self._headers,
+                timeout=self._timeout,
+                allow_redirects=False,
             ) as resp:
                 body = await resp.read()
                 counter.labels(path, str(resp.status)).inc()
+                if resp.status == 429:
+                    self._limiter.close_for(retry_after_s(resp.headers.get("Retry-After")))
                 if resp.status != 200:
                     raise RestError(f"GET {path}: HTTP {resp.status}: {vendor_message(body)}")
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:

@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import aiohttp
@@ -24,6 +24,7 @@ from ingestor.domain.groups import Group
 from ingestor.metrics import Metrics
 from ingestor.stream.client import StreamHTTPError, open_stream
 from ingestor.stream.rehydrate import Rehydrator
+from ingestor.stream.rest import RequestLimiter, retry_after_s
 from ingestor.stream.sse import EventTooLarge, SSEEvent, SSEParser
 
 log = structlog.get_logger("ingestor.stream")
@@ -37,7 +38,7 @@ class WorkerSettings:
     """The knobs one worker needs."""
 
     base_url: str
-    api_key: str | None
+    api_key: str | None = field(repr=False)
     max_event_bytes: int
     stall_timeout_s: float
     connect_timeout_s: float
@@ -67,8 +68,12 @@ class StreamWorker:
         committed: Mapping[str, str],
         stop: asyncio.Event,
         rehydrator: Rehydrator | None = None,
+        connect_gate: RequestLimiter | None = None,
     ) -> None:
         self.group = group
+        # Shared by every worker: paces new connections (the vendor counts reconnects too)
+        # and holds all of them back after a 429.
+        self._gate = connect_gate
         self._rehydrator = rehydrator
         self._rehydration: asyncio.Task[None] | None = None
         self._session = session
@@ -91,13 +96,19 @@ class StreamWorker:
 
     def _retry_floor_s(self) -> float:
         retry = self._parser.retry_ms
-        return 0.0 if retry is None else retry / 1000
+        # The server's retry: is the floor, but a silly value must not park the group.
+        return 0.0 if retry is None else min(retry / 1000, self._s.reconnect_max_s)
 
     def _backoff_s(self) -> float:
-        """Full jitter, exponential in consecutive failures, never under the server's retry."""
+        """Full jitter, exponential in consecutive failures, never under the server's retry.
+
+        After a clean drop (failures == 0) a little jitter is still added, so that every group
+        dropped at once by the vendor does not come back in the same millisecond."""
         ceiling = min(self._s.reconnect_max_s, self._s.reconnect_initial_s * 2**self.failures)
-        jitter = random.uniform(0, ceiling) if self.failures else 0.0
-        return max(self._retry_floor_s(), jitter)
+        floor = self._retry_floor_s()
+        if not self.failures:
+            return floor + random.uniform(0, min(ceiling, max(floor, 0.001)) * 0.2)
+        return max(floor, random.uniform(0, ceiling))
 
     async def run(self) -> None:
         """Until ``stop`` is set (or the task is cancelled)."""
@@ -146,6 +157,8 @@ class StreamWorker:
         last_entry_id = self._committed.get(key)
         self._data_events = 0
         self._parser.reset()
+        if self._gate is not None:
+            await self._gate.acquire()
         try:
             resp = await open_stream(
                 self._session,
@@ -157,6 +170,8 @@ class StreamWorker:
             )
         except StreamHTTPError as exc:
             log.error("stream_http_error", group=key, status=exc.status, vendor_message=exc.message)
+            if exc.status == 429 and self._gate is not None:
+                self._gate.close_for(retry_after_s(exc.retry_after))
             return exc.reason
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("stream_connect_failed", group=key, error=type(exc).__name__)
@@ -223,6 +238,8 @@ class StreamWorker:
         except DecodeError as exc:
             self._reject(exc.reason, etype, str(exc))
             return
+        for bad in decoded.rejected:
+            self._reject(getattr(bad, "reason", "invalid"), etype, f"{bad} (one odd of the event)")
         self._data_events += 1
         self._metrics.last_data_event.labels(self.group.key).set(time.time())
         # Blocks while the writer is behind: the socket is not read meanwhile (backpressure).
