@@ -113,3 +113,15 @@ def test_regular_stream_group(tmp_path: Path) -> None:
     params = group.params(None)
     assert ("sportsbook", "FanDuel") in params and ("is_live", "false") in params
     assert not any(k == "last_entry_id" for k, _ in params)
+
+
+def test_every_setting_is_documented() -> None:
+    from ingestor.config import Settings
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = EXAMPLE.read_text()
+    for name in Settings.model_fields:
+        if name in ("api_key", "streams"):
+            continue
+        assert f"`{name}`" in readme or f"`{name}`," in readme or f", `{name}`" in readme, name
+        assert f"{name} =" in example, name

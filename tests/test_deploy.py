@@ -109,3 +109,23 @@ async def test_dockerfile_build_steps_work_as_written(tmp_path: Path) -> None:
     argv = yaml.safe_load(entry.group(1))
     out = _run(str(venv / "bin" / argv[0]), "--help")
     assert out.returncode == 0 and "migrate" in out.stdout, out.stderr
+
+
+def test_dashboards_use_the_provisioned_datasources() -> None:
+    import json
+
+    grafana = ROOT / "deploy" / "grafana"
+    provisioned = yaml.safe_load((grafana / "provisioning/datasources/datasources.yml").read_text())
+    uids = {d["uid"]: d["type"] for d in provisioned["datasources"]}
+    providers = yaml.safe_load((grafana / "provisioning/dashboards/dashboards.yml").read_text())
+    mounted = {v.split(":")[1] for v in _compose()["services"]["grafana"]["volumes"]}
+    assert providers["providers"][0]["options"]["path"] in mounted
+    for path in (grafana / "dashboards").glob("*.json"):
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard["panels"]:
+            for ref in [panel["datasource"], *(t["datasource"] for t in panel["targets"])]:
+                assert uids.get(ref["uid"]) == ref["type"], (path.name, panel["title"])
+    home = _compose()["services"]["grafana"]["environment"][
+        "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"
+    ]
+    assert Path(home).name in {p.name for p in (grafana / "dashboards").glob("*.json")}
