@@ -122,19 +122,18 @@ def _payload(data: bytes) -> dict[str, Any]:
     return payload
 
 
-def _entry_id(payload: Mapping[str, Any], event_id: str) -> tuple[str, int]:
+def _entry_id(payload: Mapping[str, Any], event_id: str) -> tuple[str, tuple[int, int]]:
     entry = _text(payload, "entry_id", blank_is_null=True) or event_id
     if not entry:
         raise DecodeError("missing_id", "event has neither entry_id nor an SSE id")
     try:
-        ms, _ = parse_entry_id(entry)
+        return entry, parse_entry_id(entry)
     except EntryIdError as exc:
         raise DecodeError("bad_entry_id", str(exc)) from None
-    return entry, ms
 
 
 def decode_odd(
-    item: Any, kind: Kind, stream: str, entry_id: str, entry_ms: int, event_id: str
+    item: Any, kind: Kind, stream: str, entry_id: str, entry: tuple[int, int], event_id: str
 ) -> OddRow:
     """One element of an odds event's ``data`` array."""
     if not isinstance(item, dict):
@@ -142,7 +141,7 @@ def decode_odd(
     odd_uid = _text(item, "id", blank_is_null=True)
     if odd_uid is None:
         raise DecodeError("missing_id", "odd has no id")
-    source_ts, micros = _source_time(item, entry_ms)
+    source_ts, micros = _source_time(item, entry[0])
     return OddRow(
         id=odd_uid,
         kind=kind,
@@ -170,14 +169,14 @@ def decode_odd(
         source_ts=source_ts,
         entry_id=entry_id,
         event_id=event_id,
-        order_key=order_key(micros, entry_id, kind),
+        order_key=order_key(micros, entry, kind),
         # A settlement carries no price (the vendor omits it); it must not null a stored one.
         carries_price=kind is not Kind.SETTLED,
     )
 
 
 def decode_fixture(
-    payload: Mapping[str, Any], entry_id: str, entry_ms: int, event_id: str
+    payload: Mapping[str, Any], entry_id: str, entry: tuple[int, int], event_id: str
 ) -> FixtureRow:
     """The body of a ``fixture-status`` event (``data``, or ``data.data`` in some specs)."""
     body = payload.get("data")
@@ -191,7 +190,7 @@ def decode_fixture(
     fixture_id = _text(body, "fixture_id", blank_is_null=True) or _text(fixture, "id")
     if not fixture_id:
         raise DecodeError("missing_id", "fixture-status has no fixture_id")
-    source_ts, micros = _source_time(body, entry_ms)
+    source_ts, micros = _source_time(body, entry[0])
     new_start = _when(body, "new_start_date")
     return FixtureRow(
         fixture_id=fixture_id,
@@ -208,7 +207,7 @@ def decode_fixture(
         source_ts=source_ts,
         entry_id=entry_id,
         event_id=event_id,
-        order_key=order_key(micros, entry_id, 0),
+        order_key=order_key(micros, entry, 0),
     )
 
 
@@ -217,10 +216,10 @@ def decode_event(
 ) -> DecodedEvent:
     """Decode one data event (a type in ``DATA_EVENTS``) or raise ``DecodeError``."""
     payload = _payload(data)
-    entry_id, entry_ms = _entry_id(payload, event_id)
+    entry_id, entry = _entry_id(payload, event_id)
     event = DecodedEvent(group_key, event_type, entry_id, event_id, received_at)
     if event_type == FIXTURE_EVENT:
-        event.fixtures.append(decode_fixture(payload, entry_id, entry_ms, event_id))
+        event.fixtures.append(decode_fixture(payload, entry_id, entry, event_id))
         return event
     kind = ODDS_EVENTS[event_type]
     items = payload.get("data")
@@ -229,7 +228,7 @@ def decode_event(
     for item in items:
         # One malformed odd must not cost the hundreds of good ones beside it.
         try:
-            event.odds.append(decode_odd(item, kind, stream, entry_id, entry_ms, event_id))
+            event.odds.append(decode_odd(item, kind, stream, entry_id, entry, event_id))
         except DecodeError as exc:
             event.rejected.append(exc)
     if event.rejected and not event.odds:
@@ -247,7 +246,7 @@ def decode_snapshot_odd(item: Any, stream: str) -> OddRow:
         raise DecodeError("missing_timestamp", "snapshot odd has no timestamp")
     ms = int(seconds * 1000)
     kind = Kind.SETTLED if item.get("settlement") not in (None, "") else Kind.ODDS
-    row = decode_odd(item, kind, stream, f"{ms}-0", ms, SNAPSHOT_EVENT_ID)
+    row = decode_odd(item, kind, stream, f"{ms}-0", (ms, 0), SNAPSHOT_EVENT_ID)
     # REST returns a settled odd with its last price: keep it, unlike a settled stream event.
     row.carries_price = row.price is not None
     return row
@@ -280,13 +279,14 @@ def snapshot_fixture(item: Any, at: datetime) -> FixtureRow:
         raise DecodeError("missing_id", "fixture has no id")
     micros = int(at.timestamp() * 1_000_000)
     entry_id = f"{micros // 1000}-0"
+    entry = (micros // 1000, 0)
     return FixtureRow(
         fixture_id=fixture_id, game_id=_text(item, "game_id"), sport=_name(item, "sport"),
         league=_name(item, "league"), home_team_display=_text(item, "home_team_display"),
         away_team_display=_text(item, "away_team_display"),
         start_date=_when(item, "start_date"), old_status=None, new_status=_text(item, "status"),
         old_start_date=None, new_start_date=None, source_ts=at, entry_id=entry_id,
-        event_id=SNAPSHOT_EVENT_ID, order_key=order_key(micros, entry_id, 0),
+        event_id=SNAPSHOT_EVENT_ID, order_key=order_key(micros, entry, 0),
     )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from enum import IntEnum
 # ordering (memcmp): (source time in µs, entry ms, entry seq, kind rank).
 _ORDER = struct.Struct(">QQQB")
 _CURSOR = struct.Struct(">QQ")
+_LIMIT = 2**63
 
 
 class Kind(IntEnum):
@@ -49,7 +50,7 @@ def parse_entry_id(entry_id: str) -> tuple[int, int]:
         parsed = int(ms), int(seq) if sep else 0
     except ValueError:
         raise EntryIdError(f"entry_id {entry_id!r} is not <milliseconds>-<sequence>") from None
-    if not all(0 <= part < 2**63 for part in parsed) or not ms.isdigit():
+    if not (0 <= parsed[0] < _LIMIT and 0 <= parsed[1] < _LIMIT) or not ms.isdigit():
         raise EntryIdError(f"entry_id {entry_id!r} is out of range")
     return parsed
 
@@ -60,10 +61,9 @@ def cursor_key(entry_id: str) -> bytes:
     return _CURSOR.pack(ms, seq)
 
 
-def order_key(source_us: int, entry_id: str, kind: int) -> bytes:
-    """Sortable key: source time first, then entry id numerically, then kind."""
-    ms, seq = parse_entry_id(entry_id)
-    return _ORDER.pack(max(source_us, 0), ms, seq, kind)
+def order_key(source_us: int, entry: tuple[int, int], kind: int) -> bytes:
+    """Sortable key: source time first, then entry id (parsed) numerically, then kind."""
+    return _ORDER.pack(max(source_us, 0), entry[0], entry[1], kind)
 
 
 @dataclass(slots=True)

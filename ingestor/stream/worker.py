@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import structlog
@@ -93,6 +94,8 @@ class StreamWorker:
         metrics.stream_connected.labels(group.key).set(0)
         metrics.stream_consecutive_failures.labels(group.key).set(0)
         self._received = metrics.events_received
+        self._counters: dict[str, Any] = {}
+        self._last_data = metrics.last_data_event.labels(group.key)
 
     def _retry_floor_s(self) -> float:
         retry = self._parser.retry_ms
@@ -223,7 +226,10 @@ class StreamWorker:
 
     async def _handle(self, event: SSEEvent) -> None:
         etype = event.event
-        self._received.labels(self.group.key, etype).inc()
+        counter = self._counters.get(etype)
+        if counter is None:  # label lookups cost more than the increment: keep the children
+            counter = self._counters[etype] = self._received.labels(self.group.key, etype[:64])
+        counter.inc()
         if etype in CONTROL_EVENTS:
             return
         if etype not in DATA_EVENTS:
@@ -241,7 +247,7 @@ class StreamWorker:
         for bad in decoded.rejected:
             self._reject(getattr(bad, "reason", "invalid"), etype, f"{bad} (one odd of the event)")
         self._data_events += 1
-        self._metrics.last_data_event.labels(self.group.key).set(time.time())
+        self._last_data.set(time.time())
         # Blocks while the writer is behind: the socket is not read meanwhile (backpressure).
         await self._queue.put(decoded)
         self._metrics.events_queued.inc()
