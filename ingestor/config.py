@@ -91,11 +91,14 @@ class Settings(BaseSettings):
     writer_batch_max_rows: int = Field(default=5000, ge=1, le=1_000_000)
     queue_max_events: int = Field(default=2000, ge=1, le=1_000_000)
     max_event_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    dead_letter_max_bytes: int = Field(default=65536, ge=0, le=16 * 1024 * 1024)
 
     reconnect_initial_s: float = Field(default=1.0, gt=0)
     reconnect_max_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     stall_timeout_s: float = Field(default=15.0, gt=0)
+    no_data_warning_s: float = Field(default=120.0, gt=0)
+    auth_retry_max_s: float = Field(default=300.0, gt=0)
     flush_timeout_s: float = Field(default=60.0, gt=0)
     flush_retry_max_s: float = Field(default=30.0, gt=0)
     rehydrate: bool = True
@@ -103,6 +106,8 @@ class Settings(BaseSettings):
     rest_requests_per_15s: int = Field(default=2000, ge=1, le=2500)
     stream_connects_per_15s: int = Field(default=200, ge=1, le=250)
     rest_timeout_s: float = Field(default=30.0, gt=0)
+    ready_max_failures: int = Field(default=10, ge=1)
+    migrate_on_start: bool = False
     database_wait_s: float = Field(default=60.0, ge=0)
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
     worker_restart_max_s: float = Field(default=30.0, gt=0)

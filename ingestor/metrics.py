@@ -76,6 +76,12 @@ class Metrics:
             ["group"],
             registry=r,
         )
+        self.stream_no_data = Gauge(
+            "ingestor_stream_no_data_seconds",
+            "Seconds the open connection has carried no data event (only pings), by group",
+            ["group"],
+            registry=r,
+        )
         self.lag = Histogram(
             "ingestor_lag_seconds",
             "Commit time minus the odd's source timestamp",

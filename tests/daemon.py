@@ -40,6 +40,15 @@ class Daemon:
             assert resp.status == 200
             return await resp.text()
 
+    async def probes(self) -> dict[str, int]:
+        """Status of /healthz and /readyz."""
+        out = {}
+        async with aiohttp.ClientSession() as s:
+            for path in ("/healthz", "/readyz"):
+                async with s.get(f"http://127.0.0.1:{self.metrics_port}{path}") as resp:
+                    out[path] = resp.status
+        return out
+
     async def stop(self, timeout_s: float = 15) -> int:
         """SIGTERM and wait for the exit code."""
         self.proc.send_signal(signal.SIGTERM)

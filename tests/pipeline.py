@@ -83,6 +83,8 @@ async def build_pipeline(
     rehydrate: bool = False,
     connect_timeout_s: float = 5,
     shutdown_timeout_s: float = 10,
+    auth_retry_max_s: float = 300,
+    no_data_warning_s: float = 120,
 ) -> Pipeline:
     """Wire the real parts together exactly as the composition root does."""
     metrics = Metrics()
@@ -101,6 +103,8 @@ async def build_pipeline(
         connect_timeout_s=connect_timeout_s,
         reconnect_initial_s=0.01,
         reconnect_max_s=0.05,
+        auth_retry_max_s=auth_retry_max_s,
+        no_data_warning_s=no_data_warning_s,
     )
     groups = make_groups(streams or [copilot_stream()], 10)
     gate = RequestLimiter(200)

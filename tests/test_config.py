@@ -125,3 +125,28 @@ def test_every_setting_is_documented() -> None:
             continue
         assert f"`{name}`" in readme or f"`{name}`," in readme or f", `{name}`" in readme, name
         assert f"{name} =" in example, name
+
+
+def test_key_is_never_in_a_repr_or_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sentinel = "SENTINEL-KEY-7c1d9e"
+    monkeypatch.setenv("OPTICODDS_API_KEY", sentinel)
+    monkeypatch.setenv("INGESTOR_METRICS_PORT", "not-a-port")
+    with pytest.raises(ConfigError) as err:
+        load_settings(_write(tmp_path, STREAM))
+    assert sentinel not in str(err.value)
+    monkeypatch.delenv("INGESTOR_METRICS_PORT")
+    settings = load_settings(_write(tmp_path, STREAM))
+    from ingestor.cli.app import _worker_settings
+
+    for text in (repr(settings), str(settings), repr(_worker_settings(settings)),
+                 settings.model_dump_json()):  # fmt: skip
+        assert sentinel not in text
+
+
+def test_missing_key_for_the_vendor_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("OPTICODDS_API_KEY", raising=False)
+    monkeypatch.delenv("OPTICODDS_API_KEY_FILE", raising=False)
+    assert main(["run", "--config", str(_write(tmp_path, STREAM))]) == 2
+    assert "OPTICODDS_API_KEY (or OPTICODDS_API_KEY_FILE) is not set" in capsys.readouterr().err

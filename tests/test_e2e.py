@@ -57,6 +57,7 @@ async def test_daemon_fills_every_table_from_the_stream(
         )
         elapsed = time.monotonic() - started
         metrics = await daemon.metrics()
+        probes = await daemon.probes()
     finally:
         code = await daemon.stop()
     assert code == 0, b"".join(daemon.lines).decode()
@@ -105,5 +106,16 @@ async def test_daemon_fills_every_table_from_the_stream(
     events = daemon.events()
     names = [e["event"] for e in events]
     assert "stream_connected" in names and "shutdown_complete" in names
+    assert probes == {"/healthz": 200, "/readyz": 200}
+
+    # The key reached the feed in its header, and nowhere else: logs, metrics, database.
     assert all(API_KEY not in line.decode() for line in daemon.lines)
+    assert API_KEY not in metrics
+    dump = await pg.fetch(
+        "SELECT string_agg(t::text, ' ') AS s FROM (SELECT * FROM odds) t UNION ALL "
+        "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM odds_history) t UNION ALL "
+        "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM stream_cursors) t UNION ALL "
+        "SELECT string_agg(t::text, ' ') FROM (SELECT * FROM dead_letters) t"
+    )
+    assert not any(r["s"] and API_KEY in r["s"] for r in dump)
     print(f"e2e: 9 data events committed {elapsed:.3f}s after they were sent")

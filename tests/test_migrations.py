@@ -13,7 +13,9 @@ from alembic import command
 from ingestor.storage.migrations import alembic_config, downgrade, head_revision, upgrade
 from tests.fakefeed import API_KEY
 
-TABLES = {"odds", "odds_history", "fixtures", "fixture_status_history", "stream_cursors"}
+TABLES = {
+    "odds", "odds_history", "fixtures", "fixture_status_history", "stream_cursors", "dead_letters",
+}  # fmt: skip
 
 
 async def _tables(url: str) -> set[str]:

@@ -88,7 +88,7 @@ async def test_silent_feed_is_reconnected_by_the_stall_watchdog(make_pipeline: F
 
 
 async def test_rejected_key_is_reported_and_retried(make_pipeline: Factory) -> None:
-    p = await make_pipeline(api_key="wrong-key-0000")
+    p = await make_pipeline(api_key="wrong-key-0000", auth_retry_max_s=0.05)
     supervise(p)
     g = p.group.key
     await wait_until(

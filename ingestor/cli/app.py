@@ -14,7 +14,7 @@ from ingestor.domain.groups import make_groups
 from ingestor.logs import register_secret
 from ingestor.metrics import Metrics
 from ingestor.storage import db
-from ingestor.storage.migrations import head_revision
+from ingestor.storage.migrations import head_revision, upgrade
 from ingestor.storage.writer import Writer, WriterQueue
 from ingestor.stream.rehydrate import Rehydrator
 from ingestor.stream.rest import RequestLimiter, RestClient
@@ -44,6 +44,9 @@ def _worker_settings(settings: Settings) -> WorkerSettings:
         connect_timeout_s=settings.connect_timeout_s,
         reconnect_initial_s=settings.reconnect_initial_s,
         reconnect_max_s=settings.reconnect_max_s,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
+        auth_retry_max_s=settings.auth_retry_max_s,
+        no_data_warning_s=settings.no_data_warning_s,
     )
 
 
@@ -55,7 +58,11 @@ async def run_daemon(settings: Settings) -> int:
     groups = make_groups(settings.streams, settings.leagues_per_connection)
     conn = await db.connect_with_wait(dsn, settings.database_wait_s)
     try:
+        if settings.migrate_on_start:  # only when asked: never migrate silently
+            await asyncio.to_thread(upgrade, dsn)
+            log.info("schema_migrated", revision=head_revision())
         await db.check_schema(conn, head_revision())
+        await db.check_privileges(conn)
         committed = await db.register_groups(conn, groups)
     finally:
         await conn.close()
@@ -86,9 +93,20 @@ async def run_daemon(settings: Settings) -> int:
         flush_timeout_s=settings.flush_timeout_s,
     )
 
-    async def ready() -> str | None:
-        return None
+    workers: list[StreamWorker] = []
 
+    async def ready() -> str | None:
+        """Database reachable, and no group failing past the threshold."""
+        try:
+            async with asyncio.timeout(2):
+                await pool.fetchval("SELECT 1")
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            return f"database unreachable ({type(exc).__name__})"
+        failing = [w.group.key for w in workers if w.failures >= settings.ready_max_failures]
+        return f"groups failing: {', '.join(failing)}" if failing else None
+
+    # Gap recovery and /readyz read through a small pool; the writer has its own connection.
+    pool = await asyncpg.create_pool(dsn, min_size=0, max_size=2)
     runner = await start(make_app(metrics, ready), settings.metrics_host, settings.metrics_port)
     log.info(
         "daemon_started",
@@ -98,8 +116,6 @@ async def run_daemon(settings: Settings) -> int:
         metrics_port=settings.metrics_port,
         resumed_cursors=len(committed),
     )
-    # Gap recovery reads through a small pool; the writer keeps its own connection.
-    pool = await asyncpg.create_pool(dsn, min_size=0, max_size=2)
     try:
         # Streams hold their connections for good: no pool cap, or group 101 would starve.
         connector = aiohttp.TCPConnector(limit=0)
@@ -117,7 +133,7 @@ async def run_daemon(settings: Settings) -> int:
                 )
                 rehydrator = Rehydrator(rest, pool, queue, metrics, settings.rehydrate_window_h)
             gate = RequestLimiter(settings.stream_connects_per_15s)
-            workers = [
+            workers += [
                 StreamWorker(g, session, worker_settings, queue, metrics, committed, stop,
                              rehydrator, gate)
                 for g in groups

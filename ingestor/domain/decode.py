@@ -44,6 +44,7 @@ class DecodeError(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+        self.payload: bytes = b""  # the offending odd, when one odd of an event is at fault
 
 
 def _text(obj: Mapping[str, Any], key: str, *, blank_is_null: bool = False) -> str | None:
@@ -230,6 +231,7 @@ def decode_event(
         try:
             event.odds.append(decode_odd(item, kind, stream, entry_id, entry, event_id))
         except DecodeError as exc:
+            exc.payload = orjson.dumps(item) if isinstance(item, dict | list) else b""
             event.rejected.append(exc)
     if event.rejected and not event.odds:
         raise event.rejected[0]

@@ -124,6 +124,19 @@ class FixtureRow:
 
 
 @dataclass(slots=True)
+class DeadLetter:
+    """An event (or one odd of it) that could not be stored, kept for inspection."""
+
+    group_key: str
+    event_type: str
+    event_id: str
+    reason: str
+    detail: str
+    payload: str
+    received_at: datetime
+
+
+@dataclass(slots=True)
 class DecodedEvent:
     """Everything one SSE data event contributes to one flush."""
 
@@ -138,6 +151,7 @@ class DecodedEvent:
     advances_cursor: bool = True
     # Odds of this event that could not be decoded (the rest of the event is kept).
     rejected: list[Exception] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
 
     @property
     def row_count(self) -> int:

@@ -38,6 +38,7 @@ class FlushBatch:
     fixture_history: list[Record] = field(default_factory=list)
     fixtures: list[Record] = field(default_factory=list)
     cursors: list[CursorAdvance] = field(default_factory=list)
+    dead_letters: list[Record] = field(default_factory=list)
     streamed_odds: list[OddRow] = field(default_factory=list)  # for the lag histogram
     stream_events: int = 0
 
@@ -147,6 +148,10 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
             batch.stream_events += 1
             batch.streamed_odds.extend(ev.odds)
         fixture_rows.extend((f, ev.group_key, ev.received_at) for f in ev.fixtures)
+        batch.dead_letters.extend(
+            (d.group_key, d.event_type, d.event_id, d.reason, d.detail, d.payload, d.received_at)
+            for d in ev.dead_letters
+        )
         for r in ev.odds:
             batch.odds_history.append(_history_record(r, ev.group_key, ev.received_at))
             cur = current.get(r.id)

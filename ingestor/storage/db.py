@@ -59,3 +59,26 @@ async def register_groups(conn: Any, groups: list[Group]) -> dict[str, str]:
         if row["last_entry_id"]:
             cursors[g.key] = row["last_entry_id"]
     return cursors
+
+
+TABLES = ("odds", "odds_history", "fixtures", "fixture_status_history", "stream_cursors",
+          "dead_letters")  # fmt: skip
+
+
+class PermissionProblem(SchemaError):
+    """The daemon's database role cannot write one of its tables."""
+
+
+async def check_privileges(conn: Any) -> None:
+    """Say which table the role cannot write, before the first flush fails on it."""
+    missing = []
+    for table in TABLES:
+        rights = await conn.fetchval(sql.TABLE_PRIVILEGES, table)
+        if not rights:
+            missing.append(table)
+    if missing:
+        role = await conn.fetchval("SELECT current_user")
+        raise PermissionProblem(
+            f"database role {role} lacks SELECT, INSERT or UPDATE on: {', '.join(missing)} "
+            "(grant them, or run ingestor migrate as the owner)"
+        )

@@ -151,3 +151,17 @@ stream_cursors = Table(
     _tstz("last_event_at"),
     _tstz("updated_at", nullable=False, now=True),
 )
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("dead_letter_id", BigInteger, Identity(always=True), primary_key=True),
+    Column("group_key", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("event_id", Text, nullable=False, comment="the SSE id: line, empty when none"),
+    Column("reason", Text, nullable=False, comment="invalid_json, wrong_type, too_large, ..."),
+    Column("detail", Text, nullable=False),
+    Column("payload", Text, nullable=False, comment="the event data, truncated"),
+    _tstz("received_at", nullable=False),
+    Index(None, "received_at"),
+)

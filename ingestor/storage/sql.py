@@ -30,6 +30,10 @@ ODDS_COLUMNS = (
     "order_key", "price_order_key", "settle_order_key",
 )  # fmt: skip
 
+DEAD_LETTER_COLUMNS = (
+    "group_key", "event_type", "event_id", "reason", "detail", "payload", "received_at",
+)  # fmt: skip
+
 FIXTURE_HISTORY_COLUMNS = (
     "fixture_id", "game_id", "sport", "league", "old_status", "new_status", "old_start_date",
     "new_start_date", "source_ts", "entry_id", "group_key", "received_at",
@@ -158,6 +162,12 @@ RETURNING group_key, last_entry_id
 """
 
 SCHEMA_REVISION = "SELECT version_num FROM alembic_version"
+# One privilege per call: a list in has_table_privilege means "any of them".
+TABLE_PRIVILEGES = (
+    "SELECT has_table_privilege(current_user, $1::text, 'SELECT')"
+    " AND has_table_privilege(current_user, $1::text, 'INSERT')"
+    " AND has_table_privilege(current_user, $1::text, 'UPDATE')"
+)
 PING = "SELECT 1"
 
 # --- gap recovery ----------------------------------------------------------------------------

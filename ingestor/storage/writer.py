@@ -205,6 +205,11 @@ class Writer:
                     sql.STAGE_FIXTURES, records=batch.fixtures, columns=sql.FIXTURE_COLUMNS
                 )
                 written["fixtures"] = _count(await conn.execute(sql.MERGE_FIXTURES))
+            if batch.dead_letters:
+                await conn.copy_records_to_table(
+                    "dead_letters", records=batch.dead_letters, columns=sql.DEAD_LETTER_COLUMNS
+                )
+                written["dead_letters"] = len(batch.dead_letters)
             cursors = batch.cursors
             stored = (
                 []

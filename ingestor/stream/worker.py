@@ -20,7 +20,7 @@ from ingestor.domain.decode import (
     DecodeError,
     decode_event,
 )
-from ingestor.domain.events import DecodedEvent
+from ingestor.domain.events import DeadLetter, DecodedEvent
 from ingestor.domain.groups import Group
 from ingestor.metrics import Metrics
 from ingestor.stream.client import StreamHTTPError, open_stream
@@ -32,6 +32,7 @@ log = structlog.get_logger("ingestor.stream")
 
 WorkerQueue = asyncio.Queue[DecodedEvent | None]
 RECONNECT_REASONS = ("eof", "stall", "connect_error", "read_error", "payload_error")
+AUTH_REASONS = frozenset({"http_401", "http_403"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,31 @@ class WorkerSettings:
     connect_timeout_s: float
     reconnect_initial_s: float
     reconnect_max_s: float
+    dead_letter_max_bytes: int = 65536
+    auth_retry_max_s: float = 300.0
+    no_data_warning_s: float = 120.0
+
+
+class LogLimit:
+    """At most ``burst`` lines per key and minute; the rest are counted, not printed."""
+
+    def __init__(self, burst: int = 5, window_s: float = 60.0) -> None:
+        self._burst = burst
+        self._window_s = window_s
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def allow(self, key: str) -> bool:
+        """Whether this occurrence may be logged."""
+        now = time.monotonic()
+        start, count = self._seen.get(key, (now, 0))
+        if now - start >= self._window_s:
+            start, count = now, 0
+        self._seen[key] = (start, count + 1)
+        return count < self._burst
+
+    def suppressed(self, key: str) -> int:
+        """Occurrences in the current window beyond the burst."""
+        return max(0, self._seen.get(key, (0.0, 0))[1] - self._burst)
 
 
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
@@ -85,6 +111,7 @@ class StreamWorker:
         self._stop = stop
         self._parser = SSEParser(settings.max_event_bytes)
         self.failures = 0
+        self.last_delay_s = 0.0
         self._data_events = 0
         # Series start at zero, so increase() and alerts see the very first occurrence.
         for reason in REJECT_REASONS:
@@ -95,7 +122,9 @@ class StreamWorker:
         metrics.stream_consecutive_failures.labels(group.key).set(0)
         self._received = metrics.events_received
         self._counters: dict[str, Any] = {}
+        self._log_limit = LogLimit()
         self._last_data = metrics.last_data_event.labels(group.key)
+        self._no_data = metrics.stream_no_data.labels(group.key)
 
     def _retry_floor_s(self) -> float:
         retry = self._parser.retry_ms
@@ -150,6 +179,11 @@ class StreamWorker:
             self._metrics.stream_consecutive_failures.labels(key).set(self.failures)
             self._metrics.stream_reconnects.labels(key, reason).inc()
             delay = self._backoff_s()
+            if reason in AUTH_REASONS:
+                # A rejected key will not heal in seconds: retry slowly, capped.
+                slow = min(self._s.auth_retry_max_s, 30.0 * 2 ** max(0, self.failures - 1))
+                delay = max(delay, random.uniform(slow / 2, slow))
+            self.last_delay_s = delay
             log.info("stream_reconnect", group=key, reason=reason, delay_s=round(delay, 3))
             if await sleep_or_stop(self._stop, delay):
                 return
@@ -195,6 +229,8 @@ class StreamWorker:
 
     async def _read(self, resp: aiohttp.ClientResponse) -> str:
         stall = self._s.stall_timeout_s
+        connected_at = time.monotonic()
+        warned = cleared = False
         while True:
             try:
                 # The watchdog covers the socket read only: time spent blocked on a full
@@ -209,20 +245,49 @@ class StreamWorker:
             try:
                 events = self._parser.feed(chunk)
             except EventTooLarge as exc:
-                self._reject("too_large", "", str(exc))
+                letter = self._reject("too_large", "", "", str(exc), b"")
+                await self._queue.put(self._letters_only([letter]))
                 events = exc.events
             for event in events:
                 await self._handle(event)
+            if not self._data_events:
+                # 200 and pings only: a key without access to this stream looks like this.
+                idle = time.monotonic() - connected_at
+                self._no_data.set(idle)
+                if idle > self._s.no_data_warning_s and not warned:
+                    warned = True
+                    log.warning("stream_no_data", group=self.group.key, seconds=round(idle))
+            elif not cleared:
+                cleared = True
+                self._no_data.set(0)
 
-    def _reject(self, reason: str, event_type: str, detail: str) -> None:
+    def _reject(
+        self, reason: str, event_type: str, event_id: str, detail: str, payload: bytes
+    ) -> DeadLetter:
+        """Count and log (rate-limited) a rejection; the dead letter goes to the writer."""
         self._metrics.events_rejected.labels(self.group.key, reason).inc()
-        log.warning(
-            "event_rejected",
-            group=self.group.key,
-            reason=reason,
-            event_type=event_type,
-            detail=detail[:300],
-        )
+        if self._log_limit.allow(reason):
+            log.warning(
+                "event_rejected",
+                group=self.group.key,
+                reason=reason,
+                event_type=event_type,
+                event_id=event_id[:64],
+                detail=detail[:300],
+                suppressed=self._log_limit.suppressed(reason),
+            )
+        text = payload[: self._s.dead_letter_max_bytes].decode("utf-8", "replace")
+        return DeadLetter(
+            self.group.key, event_type, event_id, reason, detail[:1000],
+            text.replace("\x00", "\ufffd"), datetime.now(UTC),
+        )  # fmt: skip
+
+    def _letters_only(self, letters: list[DeadLetter]) -> DecodedEvent:
+        # No stream position is known for an event that could not be read: no cursor move.
+        return DecodedEvent(
+            self.group.key, "dead-letter", "0-0", "", datetime.now(UTC),
+            dead_letters=letters, advances_cursor=False,
+        )  # fmt: skip
 
     async def _handle(self, event: SSEEvent) -> None:
         etype = event.event
@@ -242,10 +307,14 @@ class StreamWorker:
                 self.group.key, self.group.stream.kind, etype, event.data, event.id, now
             )
         except DecodeError as exc:
-            self._reject(exc.reason, etype, str(exc))
+            letter = self._reject(exc.reason, etype, event.id, str(exc), event.data)
+            await self._queue.put(self._letters_only([letter]))
             return
         for bad in decoded.rejected:
-            self._reject(getattr(bad, "reason", "invalid"), etype, f"{bad} (one odd of the event)")
+            reason = getattr(bad, "reason", "invalid")
+            payload = getattr(bad, "payload", b"")
+            detail = f"{bad} (one odd of the event)"
+            decoded.dead_letters.append(self._reject(reason, etype, event.id, detail, payload))
         self._data_events += 1
         self._last_data.set(time.time())
         # Blocks while the writer is behind: the socket is not read meanwhile (backpressure).
