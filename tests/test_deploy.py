@@ -129,3 +129,60 @@ def test_dashboards_use_the_provisioned_datasources() -> None:
         "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"
     ]
     assert Path(home).name in {p.name for p in (grafana / "dashboards").glob("*.json")}
+
+
+async def test_compose_roles_let_the_daemon_write_only_its_tables(
+    admin_url: str, empty_database_url: str
+) -> None:
+    """Run the compose init script for real, migrate as the owner, check the app role."""
+    import uuid
+
+    import asyncpg
+
+    from ingestor.storage.db import check_privileges
+    from ingestor.storage.migrations import upgrade
+
+    suffix = uuid.uuid4().hex[:8]
+    app, reader = f"app_{suffix}", f"reader_{suffix}"
+    dbname = empty_database_url.rpartition("/")[2]
+    host_port = admin_url.rpartition("@")[2].rpartition("/")[0]
+    host, _, port = host_port.partition(":")
+    env = {**os.environ, "POSTGRES_USER": "postgres", "POSTGRES_DB": dbname, "PGHOST": host,
+           "PGPORT": port or "5432", "INGESTOR_DB_USER": app, "INGESTOR_DB_PASSWORD": "pw",
+           "GRAFANA_DB_USER": reader, "GRAFANA_DB_PASSWORD": "pw"}  # fmt: skip
+    out = subprocess.run(["sh", str(ROOT / "deploy/postgres/init-roles.sh")], env=env,
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    try:
+        assert out.returncode == 0, out.stderr
+        await asyncio.to_thread(upgrade, empty_database_url)
+        conn = await asyncpg.connect(empty_database_url.replace("postgres@", f"{app}@", 1))
+        try:
+            await check_privileges(conn)  # raises when a table is not writable
+            await conn.execute("INSERT INTO stream_cursors (group_key, stream, sport, leagues)"
+                               " VALUES ('g', 'copilot', 'x', '{}')")  # fmt: skip
+            for forbidden in ("DELETE FROM odds", "DROP TABLE odds", "CREATE TABLE x (a int)"):
+                try:
+                    await conn.execute(forbidden)
+                except asyncpg.InsufficientPrivilegeError:
+                    continue
+                raise AssertionError(f"{app} may run {forbidden}")
+        finally:
+            await conn.close()
+        reader_conn = await asyncpg.connect(empty_database_url.replace("postgres@", f"{reader}@"))
+        try:
+            assert await reader_conn.fetchval("SELECT count(*) FROM stream_cursors") == 1
+            try:
+                await reader_conn.execute("UPDATE stream_cursors SET sport = 'y'")
+            except asyncpg.InsufficientPrivilegeError:
+                pass
+            else:
+                raise AssertionError("the Grafana role may write")
+        finally:
+            await reader_conn.close()
+    finally:
+        admin = await asyncpg.connect(admin_url)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{dbname}"')  # the fixture drops it again
+        for role in (app, reader):
+            await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()

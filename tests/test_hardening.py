@@ -99,6 +99,8 @@ async def test_a_row_postgres_refuses_is_dropped_alone(database_url: str, pg: An
     ids = {r["id"] for r in await pg.fetch("SELECT id FROM odds")}
     assert ids == {f"o{i}" for i in range(1, 7)}
     assert sum(v for k, v in _samples(metrics, "ingestor_events_dropped_total")) == 1
+    letter = await pg.fetchrow("SELECT * FROM dead_letters")
+    assert letter["reason"].startswith("db_") and '"poison"' in letter["payload"]
 
 
 def _samples(metrics: Metrics, name: str) -> list[tuple[dict[str, str], float]]:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 import structlog
 
 from ingestor.domain.events import DecodedEvent
@@ -176,6 +177,22 @@ class Writer:
             error=type(exc).__name__,
             detail=str(exc)[:300],
         )
+        await self._record_dropped(bad, exc)
+
+    async def _record_dropped(self, bad: DecodedEvent, exc: BaseException) -> None:
+        """Keep a trace of the dropped event in dead_letters (best effort, own transaction)."""
+        ids = [o.id for o in bad.odds][:50]
+        payload = orjson.dumps({"entry_id": bad.entry_id, "odds": ids}).decode()
+        record = (bad.group_key, bad.event_type, bad.event_id, f"db_{type(exc).__name__}",
+                  str(exc)[:1000].replace("\x00", ""), payload, bad.received_at)  # fmt: skip
+        try:
+            async with asyncio.timeout(self._flush_timeout_s):
+                conn = await self._connect()
+                await conn.copy_records_to_table(
+                    "dead_letters", records=[record], columns=sql.DEAD_LETTER_COLUMNS
+                )
+        except (*RETRYABLE, *POISON) as err:
+            log.error("dead_letter_failed", error=type(err).__name__)
 
     async def _write(self, conn: Any, batch: FlushBatch) -> dict[str, int]:
         written: dict[str, int] = {}
