@@ -148,6 +148,33 @@ async def pg(database_url: str) -> AsyncIterator[Any]:
     await conn.close()
 
 
+@pytest.fixture
+async def running(database_url: str) -> AsyncIterator[Any]:
+    """Factory: a simulator (two basketball leagues) and a supervised pipeline reading it."""
+    from tests.pipeline import build_pipeline, copilot_stream, supervise
+    from tests.sim import connected, start_sim
+
+    made: list[Any] = []
+
+    async def factory(
+        *, rehydrate: bool = True, stall_timeout_s: float = 3.0, **faults: Any
+    ) -> tuple[Any, Any]:
+        sim = await start_sim(**faults)
+        p = await build_pipeline(
+            database_url, sim, streams=[copilot_stream(["NBA", "NCAAB"])],
+            rehydrate=rehydrate, stall_timeout_s=stall_timeout_s,
+        )  # fmt: skip
+        supervise(p)
+        made.append((sim, p))
+        await connected(sim)
+        return sim, p
+
+    yield factory
+    for sim, p in made:
+        await p.close()
+        await sim.stop()
+
+
 async def wait_until(predicate: Any, timeout_s: float = 10.0, interval_s: float = 0.02) -> Any:
     """Poll an (async or sync) predicate until it returns a truthy value, or fail."""
     loop = asyncio.get_running_loop()

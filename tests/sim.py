@@ -112,3 +112,20 @@ async def history_diff(
     diff += [f"never sent {g}" for g in got.keys() - want][:5]
     diff += [f"not stored {g}" for g in must - got.keys()][:5]
     return diff
+
+
+async def settle(pg: Any, sim: RunningSim, timeout_s: float = 30, context: str = "") -> None:
+    """Wait until the database equals the world; fail with the difference otherwise."""
+    from tests.conftest import wait_until
+
+    last: list[str] = []
+
+    async def equal() -> bool:
+        nonlocal last
+        last = await ledger_diff(pg, sim.server.world)
+        return not last
+
+    try:
+        await wait_until(equal, timeout_s=timeout_s, interval_s=0.1)
+    except AssertionError:
+        raise AssertionError(f"{context}ledger differs: {last[:10]}") from None

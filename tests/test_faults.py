@@ -2,54 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pytest
-
 from tests.conftest import wait_until
-from tests.pipeline import Pipeline, build_pipeline, copilot_stream, supervise
-from tests.sim import RunningSim, connected, history_diff, ledger_diff, start_sim
+from tests.pipeline import Pipeline, copilot_stream
+from tests.sim import RunningSim, history_diff, settle
 
 STREAM = copilot_stream(["NBA", "NCAAB"])
 Factory = Callable[..., Awaitable[tuple[RunningSim, Pipeline]]]
-
-
-@pytest.fixture
-async def running(database_url: str) -> AsyncIterator[Factory]:
-    """Start a simulator and a supervised pipeline reading it (re-hydration on)."""
-    made: list[tuple[RunningSim, Pipeline]] = []
-
-    async def factory(
-        *, stall_timeout_s: float = 3.0, **faults: Any
-    ) -> tuple[RunningSim, Pipeline]:
-        sim = await start_sim(**faults)
-        p = await build_pipeline(database_url, sim, streams=[STREAM], rehydrate=True,
-                                 stall_timeout_s=stall_timeout_s)  # fmt: skip
-        supervise(p)
-        made.append((sim, p))
-        await connected(sim)
-        return sim, p
-
-    yield factory
-    for sim, p in made:
-        await p.close()
-        await sim.stop()
-
-
-async def settle(pg: Any, sim: RunningSim, timeout_s: float = 20) -> None:
-    """Wait until the database equals the world; fail with the difference otherwise."""
-    last: list[str] = []
-
-    async def equal() -> bool:
-        nonlocal last
-        last = await ledger_diff(pg, sim.server.world)
-        return not last
-
-    try:
-        await wait_until(equal, timeout_s=timeout_s, interval_s=0.1)
-    except AssertionError:
-        raise AssertionError(f"ledger differs: {last[:10]}") from None
 
 
 def reconnects(p: Pipeline, reason: str) -> float:

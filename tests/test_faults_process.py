@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import free_port, wait_until
 from tests.daemon import Daemon, start_daemon, write_config
-from tests.sim import RunningSim, connected, history_diff, ledger_diff, start_sim
+from tests.sim import RunningSim, connected, history_diff, settle, start_sim
 from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
@@ -47,20 +47,6 @@ async def _cursor(pg: Any) -> str | None:
     )
 
 
-async def _settle(pg: Any, sim: RunningSim, timeout_s: float = 30) -> None:
-    last: list[str] = []
-
-    async def equal() -> bool:
-        nonlocal last
-        last = await ledger_diff(pg, sim.server.world)
-        return not last
-
-    try:
-        await wait_until(equal, timeout_s=timeout_s, interval_s=0.2)
-    except AssertionError:
-        raise AssertionError(f"ledger differs: {last[:10]}") from None
-
-
 async def _daemon(tmp_path: Path, sim: RunningSim, database_url: str, **extra: Any) -> Daemon:
     port = free_port()
     config = write_config(tmp_path / f"c{port}.toml", sim.base_url, port,
@@ -85,7 +71,7 @@ async def test_sigkill_mid_batch_resumes_from_the_committed_cursor(
         await connected(sim, timeout_s=20)
         resumed = [q for path, q in sim.server.requests if "/stream/" in path][-1]
         assert ("last_entry_id", committed) in resumed
-        await _settle(pg, sim)
+        await settle(pg, sim)
         # Replay from the cursor means every event since the first connect is stored once.
         assert await history_diff(pg, sim.server.world, complete_from=first) == []
     finally:
@@ -104,7 +90,7 @@ async def test_database_outage_of_30_s(database_url: str, pg: Any, tmp_path: Pat
     try:
         await connected(sim, timeout_s=20)
         async with emitting(sim):
-            await _settle(pg, sim)
+            await settle(pg, sim)
             await proxy.cut()
             started = time.monotonic()
             await wait_until(lambda: _logged(daemon, "flush_failed"), timeout_s=20)
@@ -116,7 +102,7 @@ async def test_database_outage_of_30_s(database_url: str, pg: Any, tmp_path: Pat
             assert status == 503 and "database unreachable" in body
             peak = daemon.peak_rss_mb()
             await proxy.restore()
-        await _settle(pg, sim, timeout_s=60)
+        await settle(pg, sim, timeout_s=60)
         assert (await _readyz(daemon))[0] == 200
         assert daemon.peak_rss_mb() < RSS_BOUND_MB
         print(f"outage {OUTAGE_S:.0f}s: peak RSS {peak:.0f} MB during, "

@@ -11,7 +11,7 @@ from typing import Any
 
 from tests.conftest import wait_until
 from tests.pipeline import Pipeline, build_pipeline, copilot_stream, supervise
-from tests.sim import RunningSim, connected, history_diff, ledger_diff, start_sim
+from tests.sim import RunningSim, connected, history_diff, settle, start_sim
 from tests.tcpproxy import TcpProxy
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "8"))
@@ -77,17 +77,7 @@ async def test_random_faults_end_in_the_ledger(database_url: str, pg: Any) -> No
         f = sim.server.faults
         f.duplicate_rate = f.reorder_rate = 0.0
         await sim.server.emit(20)
-        last: list[str] = []
-
-        async def equal() -> bool:
-            nonlocal last
-            last = await ledger_diff(pg, sim.server.world)
-            return not last
-
-        try:
-            await wait_until(equal, timeout_s=60, interval_s=0.2)
-        except AssertionError:
-            raise AssertionError(f"seed {SEED}: ledger differs: {last[:10]} after {done}") from None
+        await settle(pg, sim, timeout_s=60, context=f"seed {SEED}, faults {dict(done)}: ")
         assert await history_diff(pg, sim.server.world) == []
         print(
             f"seed {SEED}, {SECONDS:.0f}s, faults: {dict(done)}, "

@@ -3,38 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-import pytest
 
 from ingestor.stream.rest import RequestLimiter
 from tests.conftest import wait_until
-from tests.pipeline import Pipeline, build_pipeline, copilot_stream, supervise
-from tests.sim import RunningSim, connected, ledger_diff, start_sim
+from tests.pipeline import Pipeline
+from tests.sim import RunningSim, ledger_diff
 
 Factory = Callable[..., Awaitable[tuple[RunningSim, Pipeline]]]
-
-
-@pytest.fixture
-async def running(database_url: str) -> AsyncIterator[Factory]:
-    """A simulator with a supervised pipeline over two leagues."""
-    made: list[tuple[RunningSim, Pipeline]] = []
-
-    async def factory(*, rehydrate: bool = True, **faults: Any) -> tuple[RunningSim, Pipeline]:
-        sim = await start_sim(**faults)
-        p = await build_pipeline(
-            database_url, sim, streams=[copilot_stream(["NBA", "NCAAB"])], rehydrate=rehydrate
-        )
-        supervise(p)
-        made.append((sim, p))
-        await connected(sim)
-        return sim, p
-
-    yield factory
-    for sim, p in made:
-        await p.close()
-        await sim.stop()
 
 
 async def test_limiter_holds_the_window() -> None:
