@@ -31,7 +31,10 @@ def event(
 
 
 async def write_batches(
-    database_url: str, *batches: list[DecodedEvent], metrics: Metrics | None = None
+    database_url: str,
+    *batches: list[DecodedEvent],
+    metrics: Metrics | None = None,
+    connections: int = 1,
 ) -> dict[str, str]:
     """Run a real writer once per batch (each batch is one flush); returns committed cursors."""
     committed: dict[str, str] = {}
@@ -47,6 +50,7 @@ async def write_batches(
             batch_max_rows=1_000_000,
             retry_max_s=1,
             committed=committed,
+            connections=connections,
         )
         await writer.run()
         assert writer.flushes >= 1

@@ -180,3 +180,37 @@ async def test_fixture_status_merges_non_null_fields(database_url: str, pg: Any)
     assert row["start_date"].isoformat() == "2024-08-28T20:30:00+00:00"
     assert (row["home_team_display"], row["league"], row["entry_id"]) == ("H", "ATP", "2-0")
     assert await pg.fetchval("SELECT count(*) FROM fixture_status_history") == 3
+
+
+def test_shards_split_odds_and_keep_cursors_in_the_first() -> None:
+    from ingestor.storage.batch import build_batches
+
+    evs = [event("copilot-odds", f"{i}-0", [odd(f"o{i}-{j}", ts=i) for j in range(6)])
+           for i in range(1, 40)]  # fmt: skip
+    evs.append(event("copilot-odds", "40-0", [odd("o1-0", ts=40)]))  # the same odd again
+    shards = build_batches(evs, 3)
+    ids = [{r[0] for r in b.odds_history} for b in shards]
+    assert sum(len(b.odds_history) for b in shards) == 39 * 6 + 1
+    assert all(ids) and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert [len(b.cursors) for b in shards] == [1, 0, 0]
+    assert shards[0].cursors[0].entry_id == "40-0"
+    assert sum(b.stream_events for b in shards) == 40  # each event counted once
+
+
+async def test_sharded_writer_keeps_every_rule(database_url: str, pg: Any) -> None:
+    batch = [
+        event(
+            "copilot-odds",
+            f"{800 + i}-0",
+            [odd(f"s{j}", price=-100 - i, ts=80 + i) for j in range(8)],
+        )
+        for i in range(20)
+    ]
+    batch.reverse()
+    batch.append(event("copilot-settled-odds", "900-0", [_settled("s3", ts=200)]))
+    committed = await write_batches(database_url, batch, batch, connections=3)
+    assert committed == {GROUP: "900-0"}
+    rows = {r["id"]: r for r in await pg.fetch("SELECT * FROM odds")}
+    assert len(rows) == 8 and all(r["price"] == -119 for r in rows.values())
+    assert rows["s3"]["status"] == "settled"
+    assert await pg.fetchval("SELECT count(*) FROM odds_history") == 8 * 20 + 1

@@ -91,6 +91,7 @@ async def run_daemon(settings: Settings) -> int:
         retry_max_s=settings.flush_retry_max_s,
         committed=committed,
         flush_timeout_s=settings.flush_timeout_s,
+        connections=settings.writer_connections,
     )
 
     workers: list[StreamWorker] = []

@@ -173,3 +173,33 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
     batch.fixture_history, batch.fixtures = _fixture_records(fixture_rows)
     batch.cursors = list(cursors.values())
     return batch
+
+
+def build_batches(events: list[DecodedEvent], shards: int) -> list[FlushBatch]:
+    """One batch per writer connection: odds split by odd id; fixtures, dead letters and
+    every cursor in the first, which commits last."""
+    if shards <= 1:
+        return [build_batch(events)]
+    split: list[list[DecodedEvent]] = [[] for _ in range(shards)]
+    for ev in events:
+        parts: list[list[OddRow]] = [[] for _ in range(shards)]
+        for row in ev.odds:
+            # Within one batch an odd always lands on one shard: no two connections ever
+            # touch the same row at once. Batches run one after the other, so the choice
+            # need not be stable across processes (str hashes are salted).
+            parts[hash(row.id) % shards].append(row)
+        split[0].append(_part(ev, parts[0], keep_rest=True))
+        for i in range(1, shards):
+            if parts[i]:
+                split[i].append(_part(ev, parts[i], keep_rest=False))
+    return [build_batch(evs) for evs in split]
+
+
+def _part(ev: DecodedEvent, odds: list[OddRow], *, keep_rest: bool) -> DecodedEvent:
+    return DecodedEvent(
+        ev.group_key, ev.event_type, ev.entry_id, ev.event_id, ev.received_at,
+        odds=odds,
+        fixtures=ev.fixtures if keep_rest else [],
+        advances_cursor=ev.advances_cursor and keep_rest,
+        dead_letters=ev.dead_letters if keep_rest else [],
+    )  # fmt: skip

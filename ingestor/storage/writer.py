@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import struct
 import time
@@ -16,7 +17,7 @@ import structlog
 from ingestor.domain.events import DecodedEvent
 from ingestor.metrics import Metrics
 from ingestor.storage import sql
-from ingestor.storage.batch import FlushBatch, build_batch
+from ingestor.storage.batch import FlushBatch, build_batches
 
 log = structlog.get_logger("ingestor.writer")
 
@@ -54,6 +55,7 @@ class Writer:
         retry_max_s: float,
         committed: dict[str, str],
         flush_timeout_s: float = 60.0,
+        connections: int = 1,
     ) -> None:
         self._dsn = dsn
         self.queue = queue
@@ -61,7 +63,8 @@ class Writer:
         self._batch_max_rows = batch_max_rows
         self._retry_max_s = retry_max_s
         self._flush_timeout_s = flush_timeout_s
-        self._conn: Any = None
+        # Several connections let PostgreSQL use several cores for one flush (sharded by odd).
+        self._conns: list[Any] = [None] * connections
         # group key -> last committed entry id; workers read it when they reconnect.
         self.committed = committed
         self.flushes = 0
@@ -94,8 +97,8 @@ class Writer:
         self._metrics.queue_depth.set(self.queue.qsize())
         return events, False
 
-    async def _connect(self) -> Any:
-        if self._conn is None or self._conn.is_closed():
+    async def _connect(self, i: int) -> Any:
+        if self._conns[i] is None or self._conns[i].is_closed():
             conn = await asyncpg.connect(
                 self._dsn,
                 timeout=10,
@@ -114,12 +117,14 @@ class Writer:
             except BaseException:
                 await conn.close()
                 raise
-            self._conn = conn
-        return self._conn
+            self._conns[i] = conn
+        return self._conns[i]
 
     async def _close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
+        for i, conn in enumerate(self._conns):
+            if conn is None:
+                continue
+            self._conns[i] = None
             try:
                 await asyncio.wait_for(conn.close(), timeout=2)
             except RETRYABLE:
@@ -133,10 +138,9 @@ class Writer:
         while True:
             started = time.perf_counter()
             try:
-                batch = build_batch(events)
+                batches = build_batches(events, len(self._conns))
                 async with asyncio.timeout(self._flush_timeout_s):
-                    conn = await self._connect()
-                    written = await self._write(conn, batch)
+                    written = await self._write_shards(batches)
             except POISON as exc:
                 # Checked before RETRYABLE: DataError is a PostgresError too.
                 await self._split(events, exc)
@@ -156,7 +160,7 @@ class Writer:
                 await self._close()
                 await asyncio.sleep(delay)
                 continue
-            self._after_commit(batch, written, time.perf_counter() - started, attempt)
+            self._after_commit(batches, written, time.perf_counter() - started, attempt)
             return
 
     async def _split(self, events: list[DecodedEvent], exc: BaseException) -> None:
@@ -187,83 +191,121 @@ class Writer:
                   str(exc)[:1000].replace("\x00", ""), payload, bad.received_at)  # fmt: skip
         try:
             async with asyncio.timeout(self._flush_timeout_s):
-                conn = await self._connect()
+                conn = await self._connect(0)
                 await conn.copy_records_to_table(
                     "dead_letters", records=[record], columns=sql.DEAD_LETTER_COLUMNS
                 )
         except (*RETRYABLE, *POISON) as err:
             log.error("dead_letter_failed", error=type(err).__name__)
 
-    async def _write(self, conn: Any, batch: FlushBatch) -> dict[str, int]:
-        written: dict[str, int] = {}
-        async with conn.transaction():
-            if batch.odds_history:
-                await conn.copy_records_to_table(
-                    sql.STAGE_ODDS_HISTORY,
-                    records=batch.odds_history,
-                    columns=sql.ODDS_HISTORY_COLUMNS,
-                )
-                written["odds_history"] = _count(await conn.execute(sql.INSERT_ODDS_HISTORY))
-                await conn.copy_records_to_table(
-                    sql.STAGE_ODDS, records=batch.odds, columns=sql.ODDS_COLUMNS
-                )
-                written["odds"] = _count(await conn.execute(sql.MERGE_ODDS))
-            if batch.fixture_history:
-                await conn.copy_records_to_table(
-                    sql.STAGE_FIXTURE_HISTORY,
-                    records=batch.fixture_history,
-                    columns=sql.FIXTURE_HISTORY_COLUMNS,
-                )
-                written["fixture_status_history"] = _count(
-                    await conn.execute(sql.INSERT_FIXTURE_HISTORY)
-                )
-            if batch.fixtures:
-                await conn.copy_records_to_table(
-                    sql.STAGE_FIXTURES, records=batch.fixtures, columns=sql.FIXTURE_COLUMNS
-                )
-                written["fixtures"] = _count(await conn.execute(sql.MERGE_FIXTURES))
-            if batch.dead_letters:
-                await conn.copy_records_to_table(
-                    "dead_letters", records=batch.dead_letters, columns=sql.DEAD_LETTER_COLUMNS
-                )
-                written["dead_letters"] = len(batch.dead_letters)
-            cursors = batch.cursors
-            stored = (
-                []
-                if not cursors
-                else await conn.fetch(
-                    sql.ADVANCE_CURSORS,
-                    [c.group_key for c in cursors],
-                    [c.entry_id for c in cursors],
-                    [c.event_id for c in cursors],
-                    [c.key for c in cursors],
-                    [c.event_at for c in cursors],
-                )
+    async def _write_shards(self, batches: list[FlushBatch]) -> dict[str, int]:
+        """One transaction per shard; the first (with the cursors) commits last, so a
+        committed cursor never covers rows that are not committed. A failure after some
+        shards committed is retried whole: every write is idempotent."""
+        busy = [i for i, b in enumerate(batches) if i == 0 or b.odds_history]
+        conns = [await self._connect(i) for i in busy]
+        txs = [conn.transaction() for conn in conns]
+        try:
+            for tx in txs:
+                await tx.start()
+            # gather without cancelling: every statement ends before any rollback starts.
+            results = await asyncio.gather(
+                *(self._write(conn, batches[i]) for conn, i in zip(conns, busy, strict=True)),
+                return_exceptions=True,
             )
-        for rec in stored:
-            self.committed[rec["group_key"]] = rec["last_entry_id"]
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            for tx in txs[1:]:
+                await tx.commit()
+            await txs[0].commit()
+        except Exception:
+            # Bounded: a database that stopped answering must not hold the retry up. On
+            # cancellation nothing is awaited here; the connections are closed instead.
+            for tx in txs:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(tx.rollback(), timeout=2)
+            raise
+        written: dict[str, int] = {}
+        for result in results:
+            assert not isinstance(result, BaseException)
+            counts, cursors = result
+            for table, n in counts.items():
+                written[table] = written.get(table, 0) + n
+            for group_key, entry_id in cursors:
+                self.committed[group_key] = entry_id
         return written
 
+    async def _write(
+        self, conn: Any, batch: FlushBatch
+    ) -> tuple[dict[str, int], list[tuple[str, str]]]:
+        written: dict[str, int] = {}
+        if batch.odds_history:
+            await conn.copy_records_to_table(
+                sql.STAGE_ODDS_HISTORY,
+                records=batch.odds_history,
+                columns=sql.ODDS_HISTORY_COLUMNS,
+            )
+            written["odds_history"] = _count(await conn.execute(sql.INSERT_ODDS_HISTORY))
+            await conn.copy_records_to_table(
+                sql.STAGE_ODDS, records=batch.odds, columns=sql.ODDS_COLUMNS
+            )
+            written["odds"] = _count(await conn.execute(sql.MERGE_ODDS))
+        if batch.fixture_history:
+            await conn.copy_records_to_table(
+                sql.STAGE_FIXTURE_HISTORY,
+                records=batch.fixture_history,
+                columns=sql.FIXTURE_HISTORY_COLUMNS,
+            )
+            written["fixture_status_history"] = _count(
+                await conn.execute(sql.INSERT_FIXTURE_HISTORY)
+            )
+        if batch.fixtures:
+            await conn.copy_records_to_table(
+                sql.STAGE_FIXTURES, records=batch.fixtures, columns=sql.FIXTURE_COLUMNS
+            )
+            written["fixtures"] = _count(await conn.execute(sql.MERGE_FIXTURES))
+        if batch.dead_letters:
+            await conn.copy_records_to_table(
+                "dead_letters", records=batch.dead_letters, columns=sql.DEAD_LETTER_COLUMNS
+            )
+            written["dead_letters"] = len(batch.dead_letters)
+        cursors = batch.cursors
+        stored = (
+            []
+            if not cursors
+            else await conn.fetch(
+                sql.ADVANCE_CURSORS,
+                [c.group_key for c in cursors],
+                [c.entry_id for c in cursors],
+                [c.event_id for c in cursors],
+                [c.key for c in cursors],
+                [c.event_at for c in cursors],
+            )
+        )
+        # Published by the caller once every shard has committed, never before.
+        return written, [(r["group_key"], r["last_entry_id"]) for r in stored]
+
     def _after_commit(
-        self, batch: FlushBatch, written: dict[str, int], seconds: float, attempts: int
+        self, batches: list[FlushBatch], written: dict[str, int], seconds: float, attempts: int
     ) -> None:
         m = self._metrics
         self.flushes += 1
         m.flush_duration.observe(seconds)
-        m.events_committed.inc(batch.stream_events)
-        m.batch_rows.observe(len(batch.odds_history))
+        m.batch_rows.observe(sum(len(b.odds_history) for b in batches))
         for table, n in written.items():
             m.rows_written.labels(table).inc(n)
         now = datetime.now(UTC)
         observe = m.lag.observe
-        for row in batch.streamed_odds:
-            observe((now - row.source_ts).total_seconds())
+        for batch in batches:
+            m.events_committed.inc(batch.stream_events)
+            for row in batch.streamed_odds:
+                observe((now - row.source_ts).total_seconds())
         m.queue_depth.set(self.queue.qsize())
         log.debug(
             "batch_flushed",
-            groups=len(batch.cursors),
-            odds=len(batch.odds_history),
-            fixtures=len(batch.fixture_history),
+            odds=sum(len(b.odds_history) for b in batches),
+            shards=len(batches),
             seconds=round(seconds, 4),
             attempts=attempts + 1,
         )
