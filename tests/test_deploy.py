@@ -149,7 +149,7 @@ async def test_compose_roles_let_the_daemon_write_only_its_tables(
     host, _, port = host_port.partition(":")
     env = {**os.environ, "POSTGRES_USER": "postgres", "POSTGRES_DB": dbname, "PGHOST": host,
            "PGPORT": port or "5432", "INGESTOR_DB_USER": app, "INGESTOR_DB_PASSWORD": "pw",
-           "GRAFANA_DB_USER": reader, "GRAFANA_DB_PASSWORD": "pw"}  # fmt: skip
+           "GRAFANA_DB_USER": reader, "GRAFANA_DB_PASSWORD": "it's / #"}  # fmt: skip
     out = subprocess.run(["sh", str(ROOT / "deploy/postgres/init-roles.sh")], env=env,
                          capture_output=True, text=True, check=False)  # fmt: skip
     try:

@@ -40,18 +40,24 @@ async def test_daemon_fills_every_table_from_the_stream(
         # The vendor's page, verbatim, then a story of one odd told out of order.
         feed.send(SEED_EVENTS.read_bytes())
         x = "1:-1:FIXE2E:point_spread:home_-3_5"
+        t0 = int(time.time())  # entry ids are the vendor's milliseconds: keep them current
+
+        def at(seconds: float) -> tuple[str, float]:
+            return f"{int((t0 + seconds) * 1000)}-0", t0 + seconds
+
+        (e0, s0), (e1, s1), (e2, s2), (e05, s05) = at(0), at(1), at(2), at(0.5)
         feed.send(
-            odds_frame("copilot-odds", "1800000000000-0", [odd(x, price=-110, ts=1_800_000_000)]),
-            odds_frame("copilot-odds", "1800000001000-0", [odd(x, price=-115, ts=1_800_000_001)]),
-            odds_frame("copilot-locked-odds", "1800000002000-0",
-                       [odd(x, price=-118, ts=1_800_000_002)]),
-            odds_frame("copilot-odds", "1800000000500-0", [odd(x, price=-999, ts=1_800_000_000.5)]),
-        )  # fmt: skip
+            odds_frame("copilot-odds", e0, [odd(x, price=-110, ts=s0)]),
+            odds_frame("copilot-odds", e1, [odd(x, price=-115, ts=s1)]),
+            odds_frame("copilot-locked-odds", e2, [odd(x, price=-118, ts=s2)]),
+            odds_frame("copilot-odds", e05, [odd(x, price=-999, ts=s05)]),
+        )
         started = time.monotonic()
         await wait_until(
             lambda: pg.fetchval(
-                "SELECT last_entry_id = '1800000002000-0' FROM stream_cursors WHERE group_key=$1",
+                "SELECT last_entry_id = $2 FROM stream_cursors WHERE group_key=$1",
                 GROUP,
+                e2,
             ),
             timeout_s=20,
         )
@@ -73,7 +79,7 @@ async def test_daemon_fills_every_table_from_the_stream(
     assert settled["team_id"] == "26BB4DC5722F" and settled["player_id"] is None
     story = await pg.fetchrow("SELECT * FROM odds WHERE id = $1", x)
     assert (story["status"], story["price"], story["entry_id"]) == (
-        "locked", -118, "1800000002000-0",
+        "locked", -118, e2,
     )  # fmt: skip
     assert await pg.fetchval("SELECT count(*) FROM odds_history") == 7
     assert await pg.fetchval("SELECT count(*) FROM odds_history WHERE id = $1", x) == 4

@@ -79,6 +79,8 @@ async def test_one_bad_odd_costs_only_itself() -> None:
     [
         ("1--1", {}),
         ("1-99999999999999999999", {}),
+        ("1-+5", {}),
+        ("9223372036854775807-0", {}),  # would pin the cursor for ever
         ("1-0", {"settled_at": "0001-01-01T00:00:00+01:00", "settlement": "Won"}),
         ("1-0", {"settled_at": "9999-12-31T23:00:00-05:00", "settlement": "Won"}),
     ],
@@ -108,26 +110,49 @@ def _samples(metrics: Metrics, name: str) -> list[tuple[dict[str, str], float]]:
             if s.name == name]  # fmt: skip
 
 
-async def test_fields_a_newer_event_lacks_survive_in_one_batch(database_url: str, pg: Any) -> None:
-    settled = odd("x", ts=2, settlement="Won", settled_at="2024-01-01T00:00:00+00:00")
-    for key in ("price", "points", "is_main", "is_live", "grouping_key", "selection_line",
-                "market"):  # fmt: skip
-        del settled[key]
+async def test_fields_a_newer_event_lacks_survive(database_url: str, pg: Any) -> None:
+    def settled(ts: float) -> dict[str, Any]:
+        item = odd("x", ts=ts, settlement="Won", settled_at="2024-01-01T00:00:00+00:00")
+        for key in ("price", "points", "is_main", "is_live", "grouping_key", "selection_line"):
+            del item[key]  # what the vendor's settled events leave out
+        return item
+
     fixture = {"fixture": {"id": "F", "home_team_display": "Heat", "start_date":
                            "2024-08-28T20:20:00+00:00"}, "fixture_id": "F", "timestamp": 1,
                "new_status": "live"}  # fmt: skip
     later = {"fixture_id": "F", "timestamp": 2, "new_status": "completed"}
     await write_batches(database_url, [
-        event("copilot-odds", "1-0", [odd("x", ts=1, selection_line="over", market="Totals")]),
-        event("copilot-settled-odds", "2-0", [settled]),
+        event("copilot-odds", "1-0", [odd("x", ts=1, selection_line="over", version_id=1)]),
+        event("copilot-settled-odds", "2-0", [settled(2)]),
         event("fixture-status", "1-0", payload={"entry_id": "1-0", "data": fixture}),
+    ], [
         event("fixture-status", "2-0", payload={"entry_id": "2-0", "data": later}),
     ])  # fmt: skip
     row = await pg.fetchrow("SELECT * FROM odds WHERE id = 'x'")
-    assert (row["selection_line"], row["market"], row["status"]) == ("over", "Totals", "settled")
+    assert (row["selection_line"], row["status"]) == ("over", "settled")
     f = await pg.fetchrow("SELECT * FROM fixtures WHERE fixture_id = 'F'")
     assert (f["home_team_display"], f["status"]) == ("Heat", "completed")
     assert f["start_date"] is not None
+
+
+async def test_a_late_replay_beside_a_newer_event_changes_nothing(
+    database_url: str, pg: Any
+) -> None:
+    def settled(ts: float) -> dict[str, Any]:
+        item = odd("y", ts=ts, settlement="Lost", settled_at="2024-01-01T00:00:00+00:00",
+                   version_id=2)  # fmt: skip
+        for key in ("price", "points", "is_main", "is_live", "grouping_key", "selection_line"):
+            del item[key]
+        return item
+
+    await write_batches(
+        database_url,
+        [event("copilot-odds", "5-0", [odd("y", ts=5, selection_line="new", version_id=2)])],
+        [event("copilot-odds", "3-0", [odd("y", ts=3, selection_line="old", version_id=1)]),
+         event("copilot-settled-odds", "7-0", [settled(7)])],
+    )  # fmt: skip
+    row = await pg.fetchrow("SELECT * FROM odds WHERE id = 'y'")
+    assert (row["selection_line"], row["version_id"], row["status"]) == ("new", 2, "settled")
 
 
 async def test_main_line_that_leaves_the_filter_is_updated(database_url: str, pg: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,7 @@ ODDS_EVENTS: dict[str, Kind] = {
     "copilot-settled-odds": Kind.SETTLED,
 }
 FIXTURE_EVENT = "fixture-status"
+MAX_FUTURE_MS = 86_400_000
 CONTROL_EVENTS = frozenset({"connected", "ping"})
 DATA_EVENTS = frozenset({*ODDS_EVENTS, FIXTURE_EVENT})
 
@@ -128,9 +130,13 @@ def _entry_id(payload: Mapping[str, Any], event_id: str) -> tuple[str, tuple[int
     if not entry:
         raise DecodeError("missing_id", "event has neither entry_id nor an SSE id")
     try:
-        return entry, parse_entry_id(entry)
+        parsed = parse_entry_id(entry)
     except EntryIdError as exc:
         raise DecodeError("bad_entry_id", str(exc)) from None
+    # A cursor only moves forward: one id far in the future would pin the group for good.
+    if parsed[0] > time.time() * 1000 + MAX_FUTURE_MS:
+        raise DecodeError("bad_entry_id", f"entry_id {entry!r} is more than a day ahead")
+    return entry, parsed
 
 
 def decode_odd(
@@ -238,9 +244,13 @@ def decode_event(
     return event
 
 
-def decode_snapshot_odd(item: Any, stream: str) -> OddRow:
-    """An odd from a REST odds endpoint: ordered by its own timestamp, below any streamed
-    event of that millisecond (entry ``<ms>-0``), settled when it carries a settlement."""
+def decode_snapshot_odd(item: Any, stream: str, at: datetime) -> OddRow:
+    """An odd from a REST odds endpoint, ordered by its own timestamp below any streamed
+    event of that millisecond (entry ``<ms>-0``); a settled one carries its last price.
+
+    A settled odd is ordered at the request time ``at`` instead: a settlement is final, and
+    keyed at its own timestamp it could lose to the streamed update of the same millisecond,
+    leaving ``status`` open beside a settlement."""
     if not isinstance(item, dict):
         raise DecodeError("wrong_type", "each odd must be an object")
     seconds = _number(item, "timestamp")
@@ -249,8 +259,10 @@ def decode_snapshot_odd(item: Any, stream: str) -> OddRow:
     ms = int(seconds * 1000)
     kind = Kind.SETTLED if item.get("settlement") not in (None, "") else Kind.ODDS
     row = decode_odd(item, kind, stream, f"{ms}-0", (ms, 0), SNAPSHOT_EVENT_ID)
-    # REST returns a settled odd with its last price: keep it, unlike a settled stream event.
     row.carries_price = row.price is not None
+    if kind is Kind.SETTLED:
+        at_us = int(at.timestamp() * 1_000_000)
+        row.order_key = order_key(max(at_us, ms * 1000), (max(at_us // 1000, ms), 0), kind)
     return row
 
 

@@ -50,7 +50,9 @@ def parse_entry_id(entry_id: str) -> tuple[int, int]:
         parsed = int(ms), int(seq) if sep else 0
     except ValueError:
         raise EntryIdError(f"entry_id {entry_id!r} is not <milliseconds>-<sequence>") from None
-    if not (0 <= parsed[0] < _LIMIT and 0 <= parsed[1] < _LIMIT) or not ms.isdigit():
+    if not (0 <= parsed[0] < _LIMIT and 0 <= parsed[1] < _LIMIT) or not (
+        ms.isascii() and ms.isdigit() and (not sep or (seq.isascii() and seq.isdigit()))
+    ):
         raise EntryIdError(f"entry_id {entry_id!r} is out of range")
     return parsed
 

@@ -52,27 +52,14 @@ class _Current:
     settled: OddRow | None
 
 
-def _fill(newer: OddRow, older: OddRow) -> None:
-    """Descriptive fields the newer row lacks come from an older row of the same batch,
-    as they would from the stored row had the two events been flushed apart."""
-    for name in DESCRIPTIVE:
-        if getattr(newer, name) is None:
-            setattr(newer, name, getattr(older, name))
-
-
-DESCRIPTIVE = (
-    "odd_id", "sportsbook", "fixture_id", "game_id", "sport", "league", "market", "name",
-    "selection", "selection_line", "player_id", "team_id", "version_id",
-)  # fmt: skip
-
-
 def _current_record(cur: _Current) -> Record:
     r, p, s = cur.latest, cur.priced, cur.settled
     return (
         r.id, r.odd_id, r.stream, r.sportsbook, r.fixture_id, r.game_id, r.sport, r.league,
-        r.market, r.name, r.selection, r.selection_line, r.player_id, r.team_id, r.version_id,
+        r.market, r.name, r.selection, r.player_id, r.team_id, r.version_id,
         p.points if p else None, p.price if p else None, p.is_main if p else None,
         p.is_live if p else None, p.grouping_key if p else None,
+        p.selection_line if p else None,
         s.settlement if s else None, s.settled_at if s else None,
         r.kind.status, r.source_ts, r.entry_id,
         r.order_key, p.order_key if p else None, s.order_key if s else None,
@@ -84,13 +71,6 @@ def _history_record(r: OddRow, group_key: str, received_at: datetime) -> Record:
         r.id, r.kind.label, r.stream, r.fixture_id, r.price, r.points, r.is_main, r.kind.status,
         r.settlement, r.settled_at, r.source_ts, r.entry_id, r.event_id, group_key, received_at,
     )  # fmt: skip
-
-
-def _fill_fixture(newer: FixtureRow, older: FixtureRow) -> None:
-    for name in ("game_id", "sport", "league", "home_team_display", "away_team_display",
-                 "start_date"):  # fmt: skip
-        if getattr(newer, name) is None:
-            setattr(newer, name, getattr(older, name))
 
 
 def _fixture_records(rows: list[tuple[FixtureRow, str, datetime]]) -> tuple[list[Record], ...]:
@@ -105,13 +85,8 @@ def _fixture_records(rows: list[tuple[FixtureRow, str, datetime]]) -> tuple[list
                 received_at,
             ))  # fmt: skip
         seen = latest.get(f.fixture_id)
-        if seen is None:
+        if seen is None or f.order_key >= seen.order_key:
             latest[f.fixture_id] = f
-        elif f.order_key >= seen.order_key:
-            _fill_fixture(f, seen)
-            latest[f.fixture_id] = f
-        else:
-            _fill_fixture(seen, f)
         if f.new_status is not None:
             seen = status.get(f.fixture_id)
             if seen is None or f.order_key >= seen.order_key:
@@ -157,12 +132,11 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
             cur = current.get(r.id)
             if cur is None:
                 cur = current[r.id] = _Current(r, None, None)
-            if r is not cur.latest:
-                if r.order_key >= cur.latest.order_key:
-                    _fill(r, cur.latest)
-                    cur.latest = r
-                else:
-                    _fill(cur.latest, r)
+            # No filling from older rows of the batch: a late replay in the same batch would
+            # bring back values the stored row has already replaced (COALESCE in the merge
+            # keeps stored values where the newest event is silent).
+            if r.order_key >= cur.latest.order_key:
+                cur.latest = r
             if r.kind is Kind.SETTLED and (
                 cur.settled is None or r.order_key >= cur.settled.order_key
             ):

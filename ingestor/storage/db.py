@@ -75,10 +75,12 @@ async def check_privileges(conn: Any) -> None:
     for table in TABLES:
         rights = await conn.fetchval(sql.TABLE_PRIVILEGES, table)
         if not rights:
-            missing.append(table)
+            missing.append(f"SELECT, INSERT and UPDATE on {table}")
+    if not await conn.fetchval(sql.TEMP_PRIVILEGE):
+        missing.append("TEMP on the database (the writer stages batches in temp tables)")
     if missing:
         role = await conn.fetchval("SELECT current_user")
         raise PermissionProblem(
-            f"database role {role} lacks SELECT, INSERT or UPDATE on: {', '.join(missing)} "
+            f"database role {role} lacks: {'; '.join(missing)} "
             "(grant them, or run ingestor migrate as the owner)"
         )

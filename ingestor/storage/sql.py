@@ -19,10 +19,11 @@ ODDS_HISTORY_COLUMNS = (
 # Columns of `odds` that any newer event may refresh (kept when the newer event lacks them).
 ODDS_DESCRIPTIVE = (
     "odd_id", "stream", "sportsbook", "fixture_id", "game_id", "sport", "league", "market",
-    "name", "selection", "selection_line", "player_id", "team_id", "version_id",
+    "name", "selection", "player_id", "team_id", "version_id",
 )  # fmt: skip
-# Columns only odds and locked events carry: a settlement must never null them.
-ODDS_PRICED = ("points", "price", "is_main", "is_live", "grouping_key")
+# Columns only odds and locked events carry (the vendor's settled events lack them): they
+# follow the newest odds-or-locked event, and a settlement never nulls them.
+ODDS_PRICED = ("points", "price", "is_main", "is_live", "grouping_key", "selection_line")
 ODDS_SETTLED = ("settlement", "settled_at")
 ODDS_LATEST = ("status", "source_ts", "entry_id")
 ODDS_COLUMNS = (
@@ -84,7 +85,10 @@ INSERT_ODDS_HISTORY = f"""
 INSERT INTO odds_history ({_cols(ODDS_HISTORY_COLUMNS)})
 SELECT {_cols(ODDS_HISTORY_COLUMNS)} FROM {STAGE_ODDS_HISTORY} s
 WHERE s.event_id <> 'snapshot'
-   OR s.kind = 'locked'  -- an inferred suspension: newer than what we held, by construction
+   -- an inferred suspension, as long as the odd is still where it was when we looked
+   OR (s.kind = 'locked' AND EXISTS (SELECT 1 FROM odds o WHERE o.id = s.id
+                                      AND o.source_ts = s.source_ts AND o.entry_id = s.entry_id
+                                      AND o.status = 'open'))
    OR NOT EXISTS (SELECT 1 FROM odds o WHERE o.id = s.id AND o.source_ts >= s.source_ts)
 ON CONFLICT (id, entry_id, kind) DO NOTHING
 """
@@ -163,6 +167,7 @@ RETURNING group_key, last_entry_id
 
 SCHEMA_REVISION = "SELECT version_num FROM alembic_version"
 # One privilege per call: a list in has_table_privilege means "any of them".
+TEMP_PRIVILEGE = "SELECT has_database_privilege(current_database(), 'TEMP')"
 TABLE_PRIVILEGES = (
     "SELECT has_table_privilege(current_user, $1::text, 'SELECT')"
     " AND has_table_privilege(current_user, $1::text, 'INSERT')"

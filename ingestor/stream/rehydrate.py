@@ -135,12 +135,15 @@ class Rehydrator:
                     sql.ODDS_OF_FIXTURES, chunk, s.kind, s.sportsbooks, s.markets
                 )
             }
+        at = datetime.now(UTC)
         items = await self._snapshot(group, chunk)
         returned: set[str] = set()
         rows: list[OddRow] = []
         for item in items:
+            if isinstance(item.get("id"), str):  # returned, even if it fails to decode
+                returned.add(item["id"])
             try:
-                row = decode_snapshot_odd(item, s.kind)
+                row = decode_snapshot_odd(item, s.kind, at)
             except DecodeError as exc:
                 self._metrics.events_rejected.labels(group.key, exc.reason).inc()
                 continue

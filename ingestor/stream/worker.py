@@ -33,6 +33,7 @@ log = structlog.get_logger("ingestor.stream")
 WorkerQueue = asyncio.Queue[DecodedEvent | None]
 RECONNECT_REASONS = ("eof", "stall", "connect_error", "read_error", "payload_error")
 AUTH_REASONS = frozenset({"http_401", "http_403"})
+MAX_EVENT_TYPES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,9 @@ class StreamWorker:
 
         After a clean drop (failures == 0) a little jitter is still added, so that every group
         dropped at once by the vendor does not come back in the same millisecond."""
-        ceiling = min(self._s.reconnect_max_s, self._s.reconnect_initial_s * 2**self.failures)
+        ceiling = min(
+            self._s.reconnect_max_s, self._s.reconnect_initial_s * 2 ** min(self.failures, 30)
+        )
         floor = self._retry_floor_s()
         if not self.failures:
             return floor + random.uniform(0, min(ceiling, max(floor, 0.001)) * 0.2)
@@ -181,7 +184,7 @@ class StreamWorker:
             delay = self._backoff_s()
             if reason in AUTH_REASONS:
                 # A rejected key will not heal in seconds: retry slowly, capped.
-                slow = min(self._s.auth_retry_max_s, 30.0 * 2 ** max(0, self.failures - 1))
+                slow = min(self._s.auth_retry_max_s, 30.0 * 2 ** min(30, max(0, self.failures - 1)))
                 delay = max(delay, random.uniform(slow / 2, slow))
             self.last_delay_s = delay
             log.info("stream_reconnect", group=key, reason=reason, delay_s=round(delay, 3))
@@ -293,13 +296,19 @@ class StreamWorker:
         etype = event.event
         counter = self._counters.get(etype)
         if counter is None:  # label lookups cost more than the increment: keep the children
-            counter = self._counters[etype] = self._received.labels(self.group.key, etype[:64])
+            # A feed inventing event types must not grow memory or label sets without bound.
+            label = etype[:64] if len(self._counters) < MAX_EVENT_TYPES else "other"
+            counter = self._received.labels(self.group.key, label)
+            if len(self._counters) < MAX_EVENT_TYPES:
+                self._counters[etype] = counter
         counter.inc()
         if etype in CONTROL_EVENTS:
             return
         if etype not in DATA_EVENTS:
-            self._metrics.unknown_events.labels(self.group.key, etype[:64]).inc()
-            log.warning("event_unknown", group=self.group.key, event_type=etype[:64])
+            label = etype[:64] if len(self._counters) < MAX_EVENT_TYPES else "other"
+            self._metrics.unknown_events.labels(self.group.key, label).inc()
+            if self._log_limit.allow("event_unknown"):
+                log.warning("event_unknown", group=self.group.key, event_type=etype[:64])
             return
         now = datetime.now(UTC)
         try:
@@ -316,6 +325,10 @@ class StreamWorker:
             detail = f"{bad} (one odd of the event)"
             decoded.dead_letters.append(self._reject(reason, etype, event.id, detail, payload))
         self._data_events += 1
+        if self._data_events == 1 and self.failures:
+            # Data flows again: the group is healthy (this is what /readyz looks at).
+            self.failures = 0
+            self._metrics.stream_consecutive_failures.labels(self.group.key).set(0)
         self._last_data.set(time.time())
         # Blocks while the writer is behind: the socket is not read meanwhile (backpressure).
         await self._queue.put(decoded)
