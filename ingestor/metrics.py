@@ -117,6 +117,14 @@ class Metrics:
             ["error"],
             registry=r,
         )
+        self.groups_owned = Gauge(
+            "ingestor_groups_owned", "Connection groups this process streams", registry=r
+        )
+        self.group_takeovers = Counter(
+            "ingestor_group_takeovers",
+            "Groups taken over from another process (or after a lost lock session)",
+            registry=r,
+        )
         self.worker_restarts = Counter(
             "ingestor_worker_restarts",
             "Workers restarted after an unexpected crash, by group",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 
 import structlog
 
+from ingestor.coordination import Coordinator
 from ingestor.metrics import Metrics
 from ingestor.storage.writer import Writer
 from ingestor.stream.worker import StreamWorker, sleep_or_stop
@@ -29,9 +31,12 @@ class Supervisor:
         *,
         shutdown_timeout_s: float,
         restart_max_s: float,
+        coordinator: Callable[[Supervisor], Coordinator] | None = None,
     ) -> None:
         self._writer = writer
-        self._workers = workers
+        self._workers = {w.group.key: w for w in workers}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._coordinator = coordinator(self) if coordinator else None
         self._metrics = metrics
         self._stop = stop
         self._shutdown_timeout_s = shutdown_timeout_s
@@ -54,16 +59,37 @@ class Supervisor:
                 if await sleep_or_stop(self._stop, delay):
                     return
 
+    async def start_worker(self, key: str, cursor: str | None = None) -> None:
+        """Run a group's worker (resuming from ``cursor`` when another process moved it)."""
+        if key in self._tasks and not self._tasks[key].done():
+            return
+        if cursor:
+            self._writer.committed[key] = cursor
+        worker = self._workers[key]
+        self._tasks[key] = asyncio.create_task(self._guard(worker), name=f"worker:{key}")
+
+    async def stop_worker(self, key: str) -> None:
+        """Stop a group's worker and wait until it no longer reads."""
+        task = self._tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def run(self) -> int:
         """Until ``stop`` is set or a task that must not end does; returns the exit code."""
         spawn = asyncio.create_task
         writer_task = spawn(self._writer.run(), name="writer")
-        worker_tasks = [spawn(self._guard(w), name=f"worker:{w.group.key}") for w in self._workers]
+        watched: list[asyncio.Task[None]] = [writer_task]
+        if self._coordinator is not None:
+            watched.append(spawn(self._coordinator.run(), name="leases"))
+        else:
+            for key in self._workers:
+                await self.start_worker(key)
+            watched += self._tasks.values()
         stop_task = spawn(self._stop.wait(), name="stop-signal")
-        log.info("supervisor_started", groups=len(worker_tasks))
-        done, _ = await asyncio.wait(
-            [writer_task, stop_task, *worker_tasks], return_when=asyncio.FIRST_COMPLETED
-        )
+        log.info("supervisor_started", groups=len(self._workers),
+                 coordinated=self._coordinator is not None)  # fmt: skip
+        done, _ = await asyncio.wait([stop_task, *watched], return_when=asyncio.FIRST_COMPLETED)
         code = EXIT_OK
         if stop_task not in done:
             code = EXIT_FAILED
@@ -72,7 +98,8 @@ class Supervisor:
                 log.error("task_ended", task=task.get_name(), error=repr(exc) if exc else None)
         self._stop.set()
         stop_task.cancel()
-        return await self._drain(writer_task, worker_tasks, code)
+        others = [t for t in watched if t is not writer_task]
+        return await self._drain(writer_task, others, code)
 
     async def _drain(
         self, writer_task: asyncio.Task[None], worker_tasks: list[asyncio.Task[None]], code: int
@@ -83,9 +110,10 @@ class Supervisor:
             # One deadline for the whole drain: workers stop reading, then the writer flushes
             # everything queued before the sentinel and commits its cursors.
             async with asyncio.timeout(self._shutdown_timeout_s):
-                for task in worker_tasks:
+                # The leases task stops its workers itself; then whatever still reads.
+                for task in [*worker_tasks, *self._tasks.values()]:
                     task.cancel()
-                await asyncio.gather(*worker_tasks, return_exceptions=True)
+                await asyncio.gather(*worker_tasks, *self._tasks.values(), return_exceptions=True)
                 if writer_task.done():
                     return EXIT_FAILED
                 await self._writer.queue.put(None)

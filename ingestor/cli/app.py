@@ -10,6 +10,7 @@ import asyncpg
 import structlog
 
 from ingestor.config import Settings
+from ingestor.coordination import Coordinator
 from ingestor.domain.groups import make_groups
 from ingestor.logs import register_secret
 from ingestor.metrics import Metrics
@@ -139,6 +140,15 @@ async def run_daemon(settings: Settings) -> int:
                              rehydrator, gate)
                 for g in groups
             ]  # fmt: skip
+            coordinator = None
+            if settings.coordination == "postgres":
+
+                def coordinator(sup: Supervisor) -> Coordinator:
+                    return Coordinator(
+                        dsn, [g.key for g in groups], sup.start_worker, sup.stop_worker,
+                        metrics, check_s=settings.lease_check_s, stop_event=stop,
+                    )  # fmt: skip
+
             supervisor = Supervisor(
                 writer,
                 workers,
@@ -146,6 +156,7 @@ async def run_daemon(settings: Settings) -> int:
                 stop,
                 shutdown_timeout_s=settings.shutdown_timeout_s,
                 restart_max_s=settings.worker_restart_max_s,
+                coordinator=coordinator,
             )
             code = await supervisor.run()
     finally:

@@ -42,6 +42,11 @@ class Connection:
     cut: asyncio.Event = field(default_factory=asyncio.Event)
     cut_mid_frame: bool = True
     sent: int = 0
+    transport: Any = None
+
+    def alive(self) -> bool:
+        """False as soon as the client closed its side (a killed process included)."""
+        return self.transport is not None and not self.transport.is_closing()
 
 
 class SimServer:
@@ -128,13 +133,15 @@ class SimServer:
         # The vendor's cursor is last_entry_id; EventSource clients send Last-Event-ID.
         header_id = request.headers.get("Last-Event-ID")
         self.last_event_ids.append(header_id)
-        conn = Connection(group, q.get("last_entry_id") or header_id)
+        conn = Connection(group, q.get("last_entry_id") or header_id, transport=request.transport)
         fixture_updates = q.get("include_fixture_updates") == "true"
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         self.open.append(conn)
         self.connections_total += 1
-        live = sum(1 for c in self.open if c.group == group)
+        # Counted by transport state, not by handler: a handler learns of a dead client only
+        # when it next writes, the transport as soon as the peer closes.
+        live = sum(1 for c in self.open if c.group == group and c.alive())
         self.max_concurrent[group] = max(self.max_concurrent[group], live)
         try:
             await resp.write(_frame("connected", b"ok go", None, self.faults.retry_ms))
