@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     rest_requests_per_15s: int = Field(default=2000, ge=1, le=2500)
     stream_connects_per_15s: int = Field(default=200, ge=1, le=250)
     rest_timeout_s: float = Field(default=30.0, gt=0)
+    manage_partitions: bool = True
+    history_retention_days: int = Field(default=30, ge=1)
+    partitions_ahead_days: int = Field(default=7, ge=1, le=366)
+    partition_check_s: float = Field(default=3600.0, gt=0)
+    # DDL needs the tables' owner: the writer may run as a role that only reads and writes.
+    maintenance_database_url: SecretStr | None = None
     ready_max_failures: int = Field(default=10, ge=1)
     migrate_on_start: bool = False
     database_wait_s: float = Field(default=60.0, ge=0)
@@ -144,10 +150,12 @@ class Settings(BaseSettings):
             return None
         return key
 
-    @field_validator("database_url")
+    @field_validator("database_url", "maintenance_database_url")
     @classmethod
-    def _pg_url(cls, url: SecretStr) -> SecretStr:
-        if not url.get_secret_value().startswith(("postgresql://", "postgres://")):
+    def _pg_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
             raise ValueError("must start with postgresql://")
         return url
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 
@@ -32,11 +33,13 @@ class Supervisor:
         shutdown_timeout_s: float,
         restart_max_s: float,
         coordinator: Callable[[Supervisor], Coordinator] | None = None,
+        extra: dict[str, Callable[[], Coroutine[Any, Any, None]]] | None = None,
     ) -> None:
         self._writer = writer
         self._workers = {w.group.key: w for w in workers}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._coordinator = coordinator(self) if coordinator else None
+        self._extra = extra or {}
         self._metrics = metrics
         self._stop = stop
         self._shutdown_timeout_s = shutdown_timeout_s
@@ -80,6 +83,7 @@ class Supervisor:
         spawn = asyncio.create_task
         writer_task = spawn(self._writer.run(), name="writer")
         watched: list[asyncio.Task[None]] = [writer_task]
+        watched += [spawn(factory(), name=name) for name, factory in self._extra.items()]
         if self._coordinator is not None:
             watched.append(spawn(self._coordinator.run(), name="leases"))
         else:

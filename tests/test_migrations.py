@@ -21,10 +21,13 @@ TABLES = {
 async def _tables(url: str) -> set[str]:
     conn = await asyncpg.connect(url)
     try:
-        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        rows = await conn.fetch(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
+        )
     finally:
         await conn.close()
-    return {r["tablename"] for r in rows} - {"alembic_version"}
+    return {r["relname"] for r in rows} - {"alembic_version"}
 
 
 async def test_models_and_migrations_agree(database_url: str) -> None:

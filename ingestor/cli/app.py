@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import UTC, datetime
 
 import aiohttp
 import asyncpg
@@ -14,12 +15,12 @@ from ingestor.coordination import Coordinator
 from ingestor.domain.groups import make_groups
 from ingestor.logs import register_secret
 from ingestor.metrics import Metrics
-from ingestor.storage import db
+from ingestor.storage import db, partitions
 from ingestor.storage.migrations import head_revision, upgrade
 from ingestor.storage.writer import Writer, WriterQueue
 from ingestor.stream.rehydrate import Rehydrator
 from ingestor.stream.rest import RequestLimiter, RestClient
-from ingestor.stream.worker import StreamWorker, WorkerSettings
+from ingestor.stream.worker import StreamWorker, WorkerSettings, sleep_or_stop
 from ingestor.supervisor import Supervisor
 from ingestor.web import make_app, start
 
@@ -34,6 +35,34 @@ def _password(dsn: str) -> str | None:
         return urlsplit(dsn).password
     except ValueError:
         return None
+
+
+async def _partitions_loop(settings: Settings, stop: asyncio.Event) -> None:
+    """Keep history day partitions ahead and within the retention; never fatal."""
+    url = (settings.maintenance_database_url or settings.database_url).get_secret_value()
+    while not stop.is_set():
+        try:
+            conn = await asyncpg.connect(url, timeout=10)
+            try:
+                done = await partitions.maintain(
+                    conn,
+                    today=datetime.now(UTC).date(),
+                    ahead_days=settings.partitions_ahead_days,
+                    retention_days=settings.history_retention_days,
+                )
+            finally:
+                await conn.close()
+            log.info("partitions_maintained", **done)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Without it rows still land in the default partition: nothing is lost.
+            log.warning(
+                "partitions_failed",
+                error=type(exc).__name__,
+                detail=str(exc)[:300],
+                hint="partition DDL needs the tables' owner: set maintenance_database_url",
+            )
+        if await sleep_or_stop(stop, settings.partition_check_s):
+            return
 
 
 def _worker_settings(settings: Settings) -> WorkerSettings:
@@ -56,6 +85,8 @@ async def run_daemon(settings: Settings) -> int:
     dsn = settings.database_url.get_secret_value()
     register_secret(settings.api_key.get_secret_value() if settings.api_key else None)
     register_secret(_password(dsn))
+    if settings.maintenance_database_url:
+        register_secret(_password(settings.maintenance_database_url.get_secret_value()))
     groups = make_groups(settings.streams, settings.leagues_per_connection)
     conn = await db.connect_with_wait(dsn, settings.database_wait_s)
     try:
@@ -157,6 +188,11 @@ async def run_daemon(settings: Settings) -> int:
                 shutdown_timeout_s=settings.shutdown_timeout_s,
                 restart_max_s=settings.worker_restart_max_s,
                 coordinator=coordinator,
+                extra=(
+                    {"partitions": lambda: _partitions_loop(settings, stop)}
+                    if settings.manage_partitions
+                    else {}
+                ),
             )
             code = await supervisor.run()
     finally:

@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         ("run", "stream into PostgreSQL until SIGTERM or SIGINT"),
         ("migrate", "bring the database schema to the newest revision (alembic upgrade head)"),
         ("check-config", "validate the configuration file and exit, without connecting"),
+        ("partitions", "create the history's day partitions ahead and drop expired ones, once"),
     ):
         cmd = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--config", type=Path, default=None, help=config_help)
@@ -47,6 +48,28 @@ def _database_url(config: Path | None) -> str:
     if path.exists():
         return load_settings(path).database_url.get_secret_value()
     return str(Settings.model_fields["database_url"].default.get_secret_value())
+
+
+async def _partitions_once(settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    import asyncpg
+
+    from ingestor.storage.partitions import maintain
+
+    url = (settings.maintenance_database_url or settings.database_url).get_secret_value()
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        done = await maintain(
+            conn,
+            today=datetime.now(UTC).date(),
+            ahead_days=settings.partitions_ahead_days,
+            retention_days=settings.history_retention_days,
+        )
+    finally:
+        await conn.close()
+    print(f"created {len(done['created'])}, dropped {len(done['dropped'])}", file=sys.stderr)
+    return 0
 
 
 def _run(settings: Settings) -> int:
@@ -71,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             print("schema is at the newest revision", file=sys.stderr)
             return 0
         settings = load_settings(args.config)
+        if args.command == "partitions":
+            return asyncio.run(_partitions_once(settings))
         if args.command == "check-config":
             print(f"configuration OK: {len(settings.streams)} stream(s)", file=sys.stderr)
             return 0

@@ -13,10 +13,12 @@ from sqlalchemy import (
     Index,
     LargeBinary,
     MetaData,
+    Sequence,
     Table,
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
@@ -77,10 +79,19 @@ odds = Table(
     postgresql_with={"fillfactor": 70},
 )
 
+# History is partitioned by day of the event's own time (source_ts), not of its arrival: the
+# partition key must be part of every unique key, and a replay arrives at another time but
+# carries the same source_ts, so only this choice keeps "a replay adds no row".
 odds_history = Table(
     "odds_history",
     metadata,
-    Column("history_id", BigInteger, Identity(always=True), primary_key=True),
+    Column(
+        "history_id",
+        BigInteger,
+        Sequence("odds_history_seq"),
+        primary_key=True,
+        server_default=text("nextval('odds_history_seq'::regclass)"),
+    ),
     Column("id", Text, nullable=False, comment="odds.id of the odd"),
     Column("kind", Text, nullable=False, comment="odds, locked or settled"),
     Column("stream", Text, nullable=False),
@@ -91,14 +102,15 @@ odds_history = Table(
     Column("status", Text, nullable=False),
     Column("settlement", Text),
     _tstz("settled_at"),
-    _tstz("source_ts", nullable=False),
+    Column("source_ts", DateTime(timezone=True), nullable=False, primary_key=True),
     Column("entry_id", Text, nullable=False),
     Column("event_id", Text, nullable=False, comment="the SSE id: line"),
     Column("group_key", Text, nullable=False),
     _tstz("received_at", nullable=False),
     CheckConstraint("kind IN ('odds', 'locked', 'settled')", name="kind"),
     # Replays must not add rows; a lock and a settlement may share an entry_id, so kind is in.
-    UniqueConstraint("id", "entry_id", "kind"),
+    UniqueConstraint("id", "entry_id", "kind", "source_ts"),
+    postgresql_partition_by="RANGE (source_ts)",
 )
 
 fixtures = Table(
@@ -122,7 +134,13 @@ fixtures = Table(
 fixture_status_history = Table(
     "fixture_status_history",
     metadata,
-    Column("history_id", BigInteger, Identity(always=True), primary_key=True),
+    Column(
+        "history_id",
+        BigInteger,
+        Sequence("fixture_status_history_seq"),
+        primary_key=True,
+        server_default=text("nextval('fixture_status_history_seq'::regclass)"),
+    ),
     Column("fixture_id", Text, nullable=False),
     Column("game_id", Text),
     Column("sport", Text),
@@ -131,11 +149,12 @@ fixture_status_history = Table(
     Column("new_status", Text),
     _tstz("old_start_date"),
     _tstz("new_start_date"),
-    _tstz("source_ts", nullable=False),
+    Column("source_ts", DateTime(timezone=True), nullable=False, primary_key=True),
     Column("entry_id", Text, nullable=False),
     Column("group_key", Text, nullable=False),
     _tstz("received_at", nullable=False),
-    UniqueConstraint("fixture_id", "entry_id"),
+    UniqueConstraint("fixture_id", "entry_id", "source_ts"),
+    postgresql_partition_by="RANGE (source_ts)",
 )
 
 stream_cursors = Table(

@@ -90,7 +90,7 @@ WHERE s.event_id <> 'snapshot'
                                       AND o.source_ts = s.source_ts AND o.entry_id = s.entry_id
                                       AND o.status = 'open'))
    OR NOT EXISTS (SELECT 1 FROM odds o WHERE o.id = s.id AND o.source_ts >= s.source_ts)
-ON CONFLICT (id, entry_id, kind) DO NOTHING
+ON CONFLICT (id, entry_id, kind, source_ts) DO NOTHING
 """
 
 # The writer collapses a batch to one row per odd before this statement, because
@@ -119,7 +119,7 @@ WHERE EXCLUDED.order_key > o.order_key
 INSERT_FIXTURE_HISTORY = f"""
 INSERT INTO fixture_status_history ({_cols(FIXTURE_HISTORY_COLUMNS)})
 SELECT {_cols(FIXTURE_HISTORY_COLUMNS)} FROM {STAGE_FIXTURE_HISTORY}
-ON CONFLICT (fixture_id, entry_id) DO NOTHING
+ON CONFLICT (fixture_id, entry_id, source_ts) DO NOTHING
 """
 
 MERGE_FIXTURES = f"""
@@ -194,3 +194,22 @@ WHERE stream = $1 AND league = ANY($2::text[]) AND fixture_id IS NOT NULL
   AND updated_at > now() - interval '7 days'
   AND (status <> 'settled' OR updated_at > now() - $3::float8 * interval '1 hour')
 """
+
+# --- history partitions (identifiers come from code, never from input) -----------------------
+
+PARTITIONS_LOCK = "SELECT pg_advisory_xact_lock(hashtext('ingestor-partitions'))"
+LIST_PARTITIONS = """
+SELECT c.relname AS name FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = $1::regclass
+"""
+MOVE_OUT_OF_DEFAULT = """
+CREATE TEMP TABLE IF NOT EXISTS moved_rows (LIKE {table}) ON COMMIT DROP;
+WITH gone AS (
+    DELETE FROM {table}_default WHERE source_ts >= '{lo}' AND source_ts < '{hi}' RETURNING *
+) INSERT INTO moved_rows SELECT * FROM gone
+"""
+CREATE_PARTITION = "CREATE TABLE {name} PARTITION OF {table} FOR VALUES FROM ('{lo}') TO ('{hi}')"
+MOVE_BACK = "INSERT INTO {table} SELECT * FROM moved_rows; DROP TABLE moved_rows"
+DROP_PARTITION = "DROP TABLE IF EXISTS {name}"
+EXPIRE_DEFAULT = "DELETE FROM {table}_default WHERE source_ts < $1"

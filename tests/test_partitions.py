@@ -1,0 +1,65 @@
+"""History partitions: days created ahead, old days dropped, the default partition kept small."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from ingestor.storage.partitions import maintain, partition_name
+from tests.fakefeed import odd
+from tests.helpers import event, write_batches
+
+D = date(2026, 3, 10)
+
+
+def _ts(day: date, hour: int = 12) -> float:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC).timestamp()
+
+
+async def _parts(pg: Any, table: str = "odds_history") -> dict[str, int]:
+    rows = await pg.fetch(
+        "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = $1::regclass", table
+    )  # fmt: skip
+    return {r["name"]: await pg.fetchval(f"SELECT count(*) FROM {r['name']}") for r in rows}
+
+
+async def test_retention_drops_old_days_and_keeps_new_ones(database_url: str, pg: Any) -> None:
+    made = await maintain(pg, today=D, ahead_days=7, retention_days=30)
+    assert partition_name("odds_history", D) in made["created"]
+    assert partition_name("fixture_status_history", D + timedelta(days=7)) in made["created"]
+    old, today, later = D - timedelta(days=20), D, D + timedelta(days=10)
+    await write_batches(database_url, [
+        event("copilot-odds", f"{int(_ts(old)) * 1000}-0", [odd("a", ts=_ts(old))]),
+        event("copilot-odds", f"{int(_ts(today)) * 1000}-0", [odd("b", ts=_ts(today))]),
+        event("copilot-odds", f"{int(_ts(later)) * 1000}-0", [odd("c", ts=_ts(later))]),
+    ])  # fmt: skip
+    parts = await _parts(pg)
+    assert parts["odds_history_default"] == 2  # 20 days old, and 10 days ahead (not made yet)
+    assert parts[partition_name("odds_history", today)] == 1
+
+    # Five days on: the day 10 ahead gets its partition, and its row moves out of the default.
+    await maintain(pg, today=D + timedelta(days=5), ahead_days=7, retention_days=30)
+    parts = await _parts(pg)
+    assert parts[partition_name("odds_history", later)] == 1
+    assert parts["odds_history_default"] == 1
+
+    # Thirty-five days on: D falls out of the retention, the old default row too.
+    result = await maintain(pg, today=D + timedelta(days=35), ahead_days=7, retention_days=30)
+    parts = await _parts(pg)
+    assert partition_name("odds_history", today) in result["dropped"]
+    assert partition_name("odds_history", today) not in parts
+    assert parts[partition_name("odds_history", later)] == 1  # younger than 30 days: kept
+    assert parts["odds_history_default"] == 0
+    assert partition_name("odds_history", D + timedelta(days=42)) in parts
+    ids = {r["id"] for r in await pg.fetch("SELECT id FROM odds_history")}
+    assert ids == {"c"}
+    # The current state is not history: every odd is still in `odds`.
+    assert await pg.fetchval("SELECT count(*) FROM odds") == 3
+
+
+async def test_replays_across_partitions_add_nothing(database_url: str, pg: Any) -> None:
+    await maintain(pg, today=D, ahead_days=2, retention_days=30)
+    ev = [event("copilot-odds", f"{int(_ts(D)) * 1000}-0", [odd("r", ts=_ts(D))])]
+    await write_batches(database_url, ev, ev)
+    assert await pg.fetchval("SELECT count(*) FROM odds_history") == 1
