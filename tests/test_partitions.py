@@ -63,3 +63,28 @@ async def test_replays_across_partitions_add_nothing(database_url: str, pg: Any)
     ev = [event("copilot-odds", f"{int(_ts(D)) * 1000}-0", [odd("r", ts=_ts(D))])]
     await write_batches(database_url, ev, ev)
     assert await pg.fetchval("SELECT count(*) FROM odds_history") == 1
+
+
+async def test_partitions_command_keeps_today_and_ahead(
+    database_url: str, pg: Any, tmp_path: Any
+) -> None:
+    import asyncio
+    import os
+    import sys
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        "partitions_ahead_days = 3\n"
+        '[[streams]]\nkind = "copilot"\nsport = "basketball"\nleagues = ["NBA"]\n'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ingestor", "partitions", "--config", str(config),
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "INGESTOR_DATABASE_URL": database_url},
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert "created 8, dropped 0" in err.decode()  # 4 days x 2 tables
+    today = datetime.now(UTC).date()
+    parts = await _parts(pg, "fixture_status_history")
+    assert partition_name("fixture_status_history", today + timedelta(days=3)) in parts

@@ -37,22 +37,26 @@ def _password(dsn: str) -> str | None:
         return None
 
 
+async def maintain_partitions(settings: Settings) -> dict[str, list[str]]:
+    """One round of history partition upkeep, as the owner when one is configured."""
+    url = (settings.maintenance_database_url or settings.database_url).get_secret_value()
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        return await partitions.maintain(
+            conn,
+            today=datetime.now(UTC).date(),
+            ahead_days=settings.partitions_ahead_days,
+            retention_days=settings.history_retention_days,
+        )
+    finally:
+        await conn.close()
+
+
 async def _partitions_loop(settings: Settings, stop: asyncio.Event) -> None:
     """Keep history day partitions ahead and within the retention; never fatal."""
-    url = (settings.maintenance_database_url or settings.database_url).get_secret_value()
     while not stop.is_set():
         try:
-            conn = await asyncpg.connect(url, timeout=10)
-            try:
-                done = await partitions.maintain(
-                    conn,
-                    today=datetime.now(UTC).date(),
-                    ahead_days=settings.partitions_ahead_days,
-                    retention_days=settings.history_retention_days,
-                )
-            finally:
-                await conn.close()
-            log.info("partitions_maintained", **done)
+            log.info("partitions_maintained", **await maintain_partitions(settings))
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             # Without it rows still land in the default partition: nothing is lost.
             log.warning(

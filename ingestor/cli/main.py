@@ -51,23 +51,9 @@ def _database_url(config: Path | None) -> str:
 
 
 async def _partitions_once(settings: Settings) -> int:
-    from datetime import UTC, datetime
+    from ingestor.cli.app import maintain_partitions
 
-    import asyncpg
-
-    from ingestor.storage.partitions import maintain
-
-    url = (settings.maintenance_database_url or settings.database_url).get_secret_value()
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        done = await maintain(
-            conn,
-            today=datetime.now(UTC).date(),
-            ahead_days=settings.partitions_ahead_days,
-            retention_days=settings.history_retention_days,
-        )
-    finally:
-        await conn.close()
+    done = await maintain_partitions(settings)
     print(f"created {len(done['created'])}, dropped {len(done['dropped'])}", file=sys.stderr)
     return 0
 
