@@ -67,7 +67,7 @@ async def test_one_bad_odd_costs_only_itself() -> None:
     ev = decode_event("g", "copilot", "copilot-odds", orjson.dumps(payload), "5-0",
                       datetime.now(UTC))  # fmt: skip
     assert [o.id for o in ev.odds] == ["good"]
-    assert [getattr(e, "reason", None) for e in ev.rejected] == ["wrong_type"]
+    assert [e.reason for e in ev.rejected] == ["wrong_type"]
     with pytest.raises(DecodeError):
         decode_event("g", "copilot", "copilot-odds",
                      orjson.dumps({"entry_id": "5-0", "data": [{"id": "bad", "price": "x"}]}),

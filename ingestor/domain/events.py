@@ -6,6 +6,10 @@ import struct
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # decode.py builds these rows, so the import only serves the types
+    from ingestor.domain.decode import DecodeError
 
 # Order keys are big-endian byte strings so that Postgres compares them with plain bytea
 # ordering (memcmp): (source time in µs, entry ms, entry seq, kind rank).
@@ -152,7 +156,7 @@ class DecodedEvent:
     # REST snapshots are not stream positions: they must never move the group's cursor.
     advances_cursor: bool = True
     # Odds of this event that could not be decoded (the rest of the event is kept).
-    rejected: list[Exception] = field(default_factory=list)
+    rejected: list[DecodeError] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
     @property

@@ -320,10 +320,10 @@ class StreamWorker:
             await self._queue.put(self._letters_only([letter]))
             return
         for bad in decoded.rejected:
-            reason = getattr(bad, "reason", "invalid")
-            payload = getattr(bad, "payload", b"")
             detail = f"{bad} (one odd of the event)"
-            decoded.dead_letters.append(self._reject(reason, etype, event.id, detail, payload))
+            decoded.dead_letters.append(
+                self._reject(bad.reason, etype, event.id, detail, bad.payload)
+            )
         self._data_events += 1
         if self._data_events == 1 and self.failures:
             # Data flows again: the group is healthy (this is what /readyz looks at).
