@@ -111,6 +111,12 @@ class Metrics:
         self.db_errors = Counter(
             "ingestor_db_errors", "Failed flush attempts, by error class", ["error"], registry=r
         )
+        self.history_replays = Counter(
+            "ingestor_history_replays",
+            "Flushes whose history COPY met rows already stored (a replay) and was redone"
+            " with ON CONFLICT DO NOTHING",
+            registry=r,
+        )
         self.events_dropped = Counter(
             "ingestor_events_dropped",
             "Events PostgreSQL refused even alone (bad data), by error class",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ingestor.metrics import Metrics
+from ingestor.storage.writer import Writer, WriterQueue
 from tests.fakefeed import odd
 from tests.helpers import GROUP, event, write_batches
 
@@ -144,6 +146,37 @@ async def test_replayed_batch_adds_nothing(database_url: str, pg: Any) -> None:
     assert await pg.fetchval("SELECT count(*) FROM odds_history") == 3
     written = metrics.registry.get_sample_value
     assert written("ingestor_rows_written_total", {"table": "odds_history"}) == 3
+    # Each of the two writers tried the fast COPY, met the stored rows and redid the flush.
+    assert written("ingestor_history_replays_total") == 2
+
+
+async def test_after_a_replay_the_next_flushes_skip_the_fast_copy(
+    database_url: str, pg: Any
+) -> None:
+    events = [
+        event("copilot-odds", f"{750 + i}-0", [odd(A, price=-i, ts=75 + i)]) for i in range(3)
+    ]
+    await write_batches(database_url, events)
+    metrics = Metrics()
+    queue: WriterQueue = asyncio.Queue()
+    for ev in [*events, None]:
+        queue.put_nowait(ev)
+    writer = Writer(database_url, queue, metrics, batch_max_rows=1, retry_max_s=1, committed={})
+    await writer.run()
+    assert writer.flushes == 3
+    # One failed COPY, then the replay burst is taken by ON CONFLICT at once.
+    assert metrics.registry.get_sample_value("ingestor_history_replays_total") == 1
+    assert await pg.fetchval("SELECT count(*) FROM odds_history") == 3
+
+
+async def test_replay_mixed_with_new_rows_keeps_the_new(database_url: str, pg: Any) -> None:
+    old = event("copilot-odds", "800-0", [odd(A, price=-110, ts=80)])
+    new = event("copilot-odds", "801-0", [odd(A, price=-115, ts=81), odd(B, price=5, ts=81)])
+    await write_batches(database_url, [old])
+    await write_batches(database_url, [old, new])
+    assert await _history(pg, A) == [("odds", "800-0", -110), ("odds", "801-0", -115)]
+    assert await _history(pg, B) == [("odds", "801-0", 5)]
+    assert (await _odds(pg, A))["price"] == -115
 
 
 async def test_cursor_moves_forward_only(database_url: str, pg: Any) -> None:

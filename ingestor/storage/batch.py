@@ -41,6 +41,9 @@ class FlushBatch:
     dead_letters: list[Record] = field(default_factory=list)
     streamed_odds: list[OddRow] = field(default_factory=list)  # for the lag histogram
     stream_events: int = 0
+    # True when every history row came from the stream (no REST snapshot row to filter) and
+    # no event came twice: the rows may then be COPYed straight into odds_history.
+    history_plain: bool = True
 
 
 @dataclass(slots=True)
@@ -117,6 +120,7 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
     current: dict[str, _Current] = {}
     fixture_rows: list[tuple[FixtureRow, str, datetime]] = []
     cursors: dict[str, CursorAdvance] = {}
+    seen: set[tuple[str, str]] = set()
     for ev in events:
         if ev.advances_cursor:
             _advance(cursors, ev)
@@ -127,6 +131,12 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
             (d.group_key, d.event_type, d.event_id, d.reason, d.detail, d.payload, d.received_at)
             for d in ev.dead_letters
         )
+        if ev.odds and batch.history_plain:
+            # A duplicated event (or a snapshot, which is filtered in SQL) needs the
+            # ON CONFLICT path; checked per event, not per row, because this loop is hot.
+            ekey = (ev.event_type, ev.entry_id)
+            batch.history_plain = ev.event_id != SNAPSHOT_EVENT_ID and ekey not in seen
+            seen.add(ekey)
         for r in ev.odds:
             batch.odds_history.append(_history_record(r, ev.group_key, ev.received_at))
             cur = current.get(r.id)

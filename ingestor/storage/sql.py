@@ -10,6 +10,8 @@ STAGE_ODDS_HISTORY = "stage_odds_history"
 STAGE_ODDS = "stage_odds"
 STAGE_FIXTURE_HISTORY = "stage_fixture_history"
 STAGE_FIXTURES = "stage_fixtures"
+# Target of the direct COPY when a batch holds only streamed rows (see the writer).
+ODDS_HISTORY = "odds_history"
 
 ODDS_HISTORY_COLUMNS = (
     "id", "kind", "stream", "fixture_id", "price", "points", "is_main", "status",

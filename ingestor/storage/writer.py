@@ -36,6 +36,10 @@ RETRYABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.Tim
 
 WriterQueue = asyncio.Queue[DecodedEvent | None]
 
+# After a replay met stored history rows, this many flushes take the ON CONFLICT path
+# straight away: replays come in bursts, and each failed COPY costs a COPY.
+STAGED_FLUSHES_AFTER_REPLAY = 20
+
 
 def _count(status: str) -> int:
     """Row count of an ``INSERT 0 n`` command status."""
@@ -68,34 +72,82 @@ class Writer:
         # group key -> last committed entry id; workers read it when they reconnect.
         self.committed = committed
         self.flushes = 0
+        self._staged_flushes_left = 0
+        # Set while a flush waits on a long statement: the next batch may be built then.
+        self._in_database = asyncio.Event()
 
     async def run(self) -> None:
-        """Flush as soon as the previous flush returned; no linger, capped at the row limit."""
+        """Flush as soon as the previous flush returned; no linger, capped at the row limit.
+
+        While one flush runs in PostgreSQL, the next full batch is built (pipelining)."""
+        pending: asyncio.Task[None] | None = None
         try:
-            while True:
+            stop = False
+            while not stop:
+                if pending is not None and self.queue.empty():
+                    await pending  # nothing to prepare meanwhile; its errors surface here
+                    pending = None
                 first = await self.queue.get()
                 if first is None:
-                    return
-                events, stop = self._take_more([first])
-                await self._flush_until_committed(events)
-                if stop:
-                    return
+                    break
+                events = [first]
+                rows, stop = self._take_more(events, first.row_count)
+                if pending is not None and rows < self._batch_max_rows and not stop:
+                    # Not full: keep gathering while the flush runs, as an unpipelined
+                    # writer would, so that batches stay large at moderate rates.
+                    await pending
+                    pending = None
+                    rows, stop = self._take_more(events, rows)
+                batches = await self._prepare(events, pending)
+                if pending is not None:
+                    await pending  # commits stay in order: a cursor never runs ahead
+                self._in_database.clear()
+                pending = asyncio.create_task(
+                    self._flush_until_committed(events, batches), name="writer-flush"
+                )
+            if pending is not None:
+                await pending
         finally:
-            await self._close()
+            try:
+                if pending is not None and not pending.done():
+                    pending.cancel()
+                    await asyncio.wait([pending], timeout=5)
+            finally:
+                await self._close()
 
-    def _take_more(self, events: list[DecodedEvent]) -> tuple[list[DecodedEvent], bool]:
-        rows = events[0].row_count
+    async def _prepare(
+        self, events: list[DecodedEvent], pending: asyncio.Task[None] | None
+    ) -> list[FlushBatch] | None:
+        """Build the batches; with a flush running, only once it waits on PostgreSQL."""
+        if pending is not None:
+            # Building takes the event loop for milliseconds; done while the previous
+            # flush's merge runs, PostgreSQL and Python work at once (measured: -4 s per
+            # million odds end to end, the build time).
+            waiter = asyncio.ensure_future(self._in_database.wait())
+            try:
+                await asyncio.wait([waiter, pending], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+        try:
+            return build_batches(events, len(self._conns))
+        except POISON:
+            return None  # built again by the flush, which then bisects the batch
+
+    def _take_more(self, events: list[DecodedEvent], rows: int) -> tuple[int, bool]:
+        """Append queued events up to the row cap; True when the stop marker came."""
+        stop = False
         while rows < self._batch_max_rows:
             try:
                 item = self.queue.get_nowait()
             except asyncio.QueueEmpty:
                 break
             if item is None:
-                return events, True
+                stop = True
+                break
             events.append(item)
             rows += item.row_count
         self._metrics.queue_depth.set(self.queue.qsize())
-        return events, False
+        return rows, stop
 
     async def _connect(self, i: int) -> Any:
         if self._conns[i] is None or self._conns[i].is_closed():
@@ -133,12 +185,15 @@ class Writer:
                 conn.terminate()
                 raise
 
-    async def _flush_until_committed(self, events: list[DecodedEvent]) -> None:
+    async def _flush_until_committed(
+        self, events: list[DecodedEvent], batches: list[FlushBatch] | None = None
+    ) -> None:
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
-                batches = build_batches(events, len(self._conns))
+                if batches is None:
+                    batches = build_batches(events, len(self._conns))
                 async with asyncio.timeout(self._flush_timeout_s):
                     written = await self._write_shards(batches)
             except POISON as exc:
@@ -160,6 +215,7 @@ class Writer:
                 await self._close()
                 await asyncio.sleep(delay)
                 continue
+            self._staged_flushes_left = max(0, self._staged_flushes_left - 1)
             self._after_commit(batches, written, time.perf_counter() - started, attempt)
             return
 
@@ -241,15 +297,11 @@ class Writer:
     ) -> tuple[dict[str, int], list[tuple[str, str]]]:
         written: dict[str, int] = {}
         if batch.odds_history:
-            await conn.copy_records_to_table(
-                sql.STAGE_ODDS_HISTORY,
-                records=batch.odds_history,
-                columns=sql.ODDS_HISTORY_COLUMNS,
-            )
-            written["odds_history"] = _count(await conn.execute(sql.INSERT_ODDS_HISTORY))
+            written["odds_history"] = await self._write_history(conn, batch)
             await conn.copy_records_to_table(
                 sql.STAGE_ODDS, records=batch.odds, columns=sql.ODDS_COLUMNS
             )
+            self._in_database.set()  # the merge needs no Python: the next build may run
             written["odds"] = _count(await conn.execute(sql.MERGE_ODDS))
         if batch.fixture_history:
             await conn.copy_records_to_table(
@@ -285,6 +337,29 @@ class Writer:
         )
         # Published by the caller once every shard has committed, never before.
         return written, [(r["group_key"], r["last_entry_id"]) for r in stored]
+
+    async def _write_history(self, conn: Any, batch: FlushBatch) -> int:
+        """History rows: a plain COPY when it can be, else staging and ON CONFLICT DO NOTHING."""
+        if batch.history_plain and not self._staged_flushes_left:
+            # COPY cannot skip rows already stored, so it is tried under a savepoint and
+            # undone whole if a replay hits the unique key. Measured: 1.7x the rows/s of
+            # staging plus INSERT ... ON CONFLICT, which inserts row by row (speculatively).
+            try:
+                async with conn.transaction():
+                    await conn.copy_records_to_table(
+                        sql.ODDS_HISTORY,
+                        records=batch.odds_history,
+                        columns=sql.ODDS_HISTORY_COLUMNS,
+                    )
+            except asyncpg.UniqueViolationError:
+                self._staged_flushes_left = STAGED_FLUSHES_AFTER_REPLAY
+                self._metrics.history_replays.inc()
+            else:
+                return len(batch.odds_history)
+        await conn.copy_records_to_table(
+            sql.STAGE_ODDS_HISTORY, records=batch.odds_history, columns=sql.ODDS_HISTORY_COLUMNS
+        )
+        return _count(await conn.execute(sql.INSERT_ODDS_HISTORY))
 
     def _after_commit(
         self, batches: list[FlushBatch], written: dict[str, int], seconds: float, attempts: int

@@ -34,6 +34,8 @@ WorkerQueue = asyncio.Queue[DecodedEvent | None]
 RECONNECT_REASONS = ("eof", "stall", "connect_error", "read_error", "payload_error")
 AUTH_REASONS = frozenset({"http_401", "http_403"})
 MAX_EVENT_TYPES = 32
+# Events decoded between two yields to the event loop (see _read).
+YIELD_EVERY_EVENTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,8 +253,13 @@ class StreamWorker:
                 letter = self._reject("too_large", "", "", str(exc), b"")
                 await self._queue.put(self._letters_only([letter]))
                 events = exc.events
-            for event in events:
+            for i, event in enumerate(events, 1):
                 await self._handle(event)
+                if i % YIELD_EVERY_EVENTS == 0:
+                    # One read can hold hundreds of events. Without a yield, every round
+                    # trip of the writer (BEGIN, SAVEPOINT, ...) waits for the whole chunk to
+                    # be decoded, and PostgreSQL idles meanwhile: measured, 9 of 37 s.
+                    await asyncio.sleep(0)
             if not self._data_events:
                 # 200 and pings only: a key without access to this stream looks like this.
                 idle = time.monotonic() - connected_at
