@@ -2,11 +2,63 @@
 
 from __future__ import annotations
 
+import math
+import threading
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 LAG_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
 FLUSH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000)
+
+
+class BulkHistogram(Collector):
+    """A histogram without labels that takes many values per call.
+
+    The lag is observed once per committed odd: with prometheus_client's Histogram (a lock
+    and a bucket search in Python per value) that was 5% of the daemon's CPU at 35k odds/s;
+    here it is one C bisect per value and one lock per batch."""
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Iterable[float], registry: CollectorRegistry
+    ) -> None:
+        self._name = name
+        self._doc = documentation
+        self._bounds = [*sorted(float(b) for b in buckets), math.inf]
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._lock = threading.Lock()  # collect() runs on the HTTP server's thread
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        """Count every value in the first bucket whose upper bound is at least the value."""
+        counts = [0] * len(self._bounds)
+        total = 0.0
+        bounds = self._bounds
+        for value in values:
+            counts[bisect_left(bounds, value)] += 1
+            total += value
+        with self._lock:
+            self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
+            self._sum += total
+
+    def observe(self, value: float) -> None:
+        """One value."""
+        self.observe_many((value,))
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """Cumulative buckets, as Prometheus expects them."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, running = [], 0
+        for bound, count in zip(self._bounds, counts, strict=True):
+            running += count
+            cumulative.append(("+Inf" if bound == math.inf else repr(bound), running))
+        yield HistogramMetricFamily(self._name, self._doc, buckets=cumulative, sum_value=total)
 
 
 class Metrics:
@@ -82,7 +134,7 @@ class Metrics:
             ["group"],
             registry=r,
         )
-        self.lag = Histogram(
+        self.lag = BulkHistogram(
             "ingestor_lag_seconds",
             "Commit time minus the odd's source timestamp",
             buckets=LAG_BUCKETS,

@@ -139,6 +139,35 @@ def _entry_id(payload: Mapping[str, Any], event_id: str) -> tuple[str, tuple[int
     return entry, parsed
 
 
+# Text fields of an odd, in OddRow's order; the second group stores "" as null.
+_TEXTS = ("odd_id", "sportsbook", "fixture_id", "game_id", "sport", "league", "market", "name",
+          "selection", "selection_line", "player_id", "team_id")  # fmt: skip
+_BLANK_IS_NULL = frozenset({"sportsbook", "player_id", "team_id"})
+_NUMBER = (float, int)
+
+
+def _odd_texts(item: dict[str, Any]) -> list[str | None]:
+    """The text fields at once: this runs for every odd, so the common case is one pass and
+    the exact error comes from ``_text`` only when a value is not a clean string."""
+    values = [item.get(key) for key in _TEXTS]
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        if value.__class__ is not str or "\x00" in value:
+            _text(item, _TEXTS[i])  # raises the precise DecodeError
+        if not value and _TEXTS[i] in _BLANK_IS_NULL:
+            values[i] = None
+    return values
+
+
+def _price_fields(item: dict[str, Any]) -> tuple[float | None, float | None]:
+    points, price = item.get("points"), item.get("price")
+    # int covers American prices (-110); bool, also an int, has its own class and is refused.
+    points = float(points) if points.__class__ in _NUMBER else _number(item, "points")
+    price = float(price) if price.__class__ in _NUMBER else _number(item, "price")
+    return points, price
+
+
 def decode_odd(
     item: Any, kind: Kind, stream: str, entry_id: str, entry: tuple[int, int], event_id: str
 ) -> OddRow:
@@ -149,37 +178,22 @@ def decode_odd(
     if odd_uid is None:
         raise DecodeError("missing_id", "odd has no id")
     source_ts, micros = _source_time(item, entry[0])
+    (odd_id, sportsbook, fixture_id, game_id, sport, league, market, name, selection,
+     selection_line, player_id, team_id) = _odd_texts(item)  # fmt: skip
+    points, price = _price_fields(item)
+    settled = kind is Kind.SETTLED
+    # Positional: this constructor runs for every odd, and keywords cost a third more.
     return OddRow(
-        id=odd_uid,
-        kind=kind,
-        stream=stream,
-        odd_id=_text(item, "odd_id"),
-        sportsbook=_text(item, "sportsbook", blank_is_null=True),
-        fixture_id=_text(item, "fixture_id"),
-        game_id=_text(item, "game_id"),
-        sport=_text(item, "sport"),
-        league=_text(item, "league"),
-        market=_text(item, "market"),
-        name=_text(item, "name"),
-        selection=_text(item, "selection"),
-        selection_line=_text(item, "selection_line"),
-        player_id=_text(item, "player_id", blank_is_null=True),
-        team_id=_text(item, "team_id", blank_is_null=True),
-        version_id=_integer(item, "version_id"),
-        points=_number(item, "points"),
-        price=_number(item, "price"),
-        is_main=_flag(item, "is_main"),
-        is_live=_flag(item, "is_live"),
-        grouping_key=_text(item, "grouping_key"),
-        settlement=_text(item, "settlement") if kind is Kind.SETTLED else None,
-        settled_at=_when(item, "settled_at") if kind is Kind.SETTLED else None,
-        source_ts=source_ts,
-        entry_id=entry_id,
-        event_id=event_id,
-        order_key=order_key(micros, entry, kind),
+        odd_uid, kind, stream, odd_id, sportsbook, fixture_id, game_id, sport, league, market,
+        name, selection, selection_line, player_id, team_id, _integer(item, "version_id"),
+        points, price, _flag(item, "is_main"), _flag(item, "is_live"),
+        _text(item, "grouping_key"),
+        _text(item, "settlement") if settled else None,
+        _when(item, "settled_at") if settled else None,
+        source_ts, entry_id, event_id, order_key(micros, entry, kind),
         # A settlement carries no price (the vendor omits it); it must not null a stored one.
-        carries_price=kind is not Kind.SETTLED,
-    )
+        not settled,
+    )  # fmt: skip
 
 
 def decode_fixture(

@@ -371,11 +371,11 @@ class Writer:
         for table, n in written.items():
             m.rows_written.labels(table).inc(n)
         now = datetime.now(UTC)
-        observe = m.lag.observe
         for batch in batches:
             m.events_committed.inc(batch.stream_events)
-            for row in batch.streamed_odds:
-                observe((now - row.source_ts).total_seconds())
+            m.lag.observe_many(
+                [(now - row.source_ts).total_seconds() for row in batch.streamed_odds]
+            )
         m.queue_depth.set(self.queue.qsize())
         log.debug(
             "batch_flushed",

@@ -1,0 +1,37 @@
+"""The bulk lag histogram exposes exactly what prometheus_client's Histogram would."""
+
+from __future__ import annotations
+
+import random
+
+from prometheus_client import CollectorRegistry, Histogram
+
+from ingestor.metrics import LAG_BUCKETS, BulkHistogram
+
+
+def _samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+    return {
+        (s.name, s.labels.get("le", "")): s.value
+        for family in registry.collect()
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_bulk_histogram_matches_the_reference_histogram() -> None:
+    rng = random.Random(7)
+    # Bucket bounds themselves, zero, negatives and values past the last bound included.
+    values = [*LAG_BUCKETS, 0.0, -1.0, 7200.0] + [rng.expovariate(0.5) for _ in range(5000)]
+    reference, bulk = CollectorRegistry(), CollectorRegistry()
+    expected = Histogram("ingestor_lag_seconds", "lag", buckets=LAG_BUCKETS, registry=reference)
+    got = BulkHistogram("ingestor_lag_seconds", "lag", LAG_BUCKETS, bulk)
+    for value in values:
+        expected.observe(value)
+    got.observe_many(values[:3000])
+    for value in values[3000:]:
+        got.observe(value)
+    want, have = _samples(reference), _samples(bulk)
+    assert want.keys() == have.keys()
+    for key, value in want.items():
+        assert abs(have[key] - value) < 1e-6, key
+    assert have[("ingestor_lag_seconds_count", "")] == len(values)
