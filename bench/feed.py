@@ -112,6 +112,8 @@ class Feed:
         try:
             await (self._paced(writer) if self.rate else self._flat_out(writer))
             await self.done.wait()
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # the naive client is stopped by a signal in the middle of the stream
         finally:
             writer.close()
 
