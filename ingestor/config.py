@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     leagues_per_connection: int = Field(default=10, ge=1, le=100)
     coordination: Literal["none", "postgres"] = "none"
     lease_check_s: float = Field(default=5.0, gt=0)
-    writer_connections: int = Field(default=1, ge=1, le=16)
+    writer_connections: int = Field(default=2, ge=1, le=16)
     writer_batch_max_rows: int = Field(default=5000, ge=1, le=1_000_000)
     queue_max_events: int = Field(default=2000, ge=1, le=1_000_000)
     max_event_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)

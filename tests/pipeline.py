@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from ingestor.config import StreamConfig
+from ingestor.config import Settings, StreamConfig
 from ingestor.domain.groups import Group, make_groups
 from ingestor.metrics import Metrics
 from ingestor.storage.writer import Writer, WriterQueue
@@ -92,8 +92,9 @@ async def build_pipeline(
     queue: WriterQueue = asyncio.Queue(maxsize=queue_max_events)
     committed = committed if committed is not None else {}
     writer = Writer(
-        database_url, queue, metrics, batch_max_rows=5000, retry_max_s=0.5, committed=committed
-    )
+        database_url, queue, metrics, batch_max_rows=5000, retry_max_s=0.5, committed=committed,
+        connections=Settings.model_fields["writer_connections"].default,
+    )  # fmt: skip
     session = aiohttp.ClientSession()
     settings = WorkerSettings(
         base_url=feed.base_url,

@@ -221,13 +221,30 @@ def test_shards_split_odds_and_keep_cursors_in_the_first() -> None:
     evs = [event("copilot-odds", f"{i}-0", [odd(f"o{i}-{j}", ts=i) for j in range(6)])
            for i in range(1, 40)]  # fmt: skip
     evs.append(event("copilot-odds", "40-0", [odd("o1-0", ts=40)]))  # the same odd again
-    shards = build_batches(evs, 3)
-    ids = [{r[0] for r in b.odds_history} for b in shards]
-    assert sum(len(b.odds_history) for b in shards) == 39 * 6 + 1
+    *odds_shards, history = build_batches(evs, 4)
+    # History on a connection of its own, every row of the batch in it.
+    assert len(history.odds_history) == 39 * 6 + 1 and not history.odds
+    assert history.history_plain and not history.cursors
+    # Current state: each odd on exactly one of the other three, none of them with history.
+    ids = [{r[0] for r in b.odds} for b in odds_shards]
+    assert sum(len(b.odds) for b in odds_shards) == 39 * 6  # o1-0 collapsed to one row
     assert all(ids) and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
-    assert [len(b.cursors) for b in shards] == [1, 0, 0]
-    assert shards[0].cursors[0].entry_id == "40-0"
-    assert sum(b.stream_events for b in shards) == 40  # each event counted once
+    assert not any(b.odds_history for b in odds_shards)
+    assert [len(b.cursors) for b in odds_shards] == [1, 0, 0]
+    assert odds_shards[0].cursors[0].entry_id == "40-0"
+    assert sum(b.stream_events for b in odds_shards) == 40  # each event counted once
+
+
+def test_two_connections_split_history_from_current_state() -> None:
+    from ingestor.storage.batch import build_batch, build_batches
+
+    evs = [event("copilot-odds", f"{i}-0", [odd(f"o{j}", ts=i) for j in range(5)])
+           for i in range(1, 10)]  # fmt: skip
+    current, history = build_batches(evs, 2)
+    whole = build_batch(evs)
+    assert current.odds == whole.odds and not current.odds_history
+    assert history.odds_history == whole.odds_history and not history.odds
+    assert [c.entry_id for c in current.cursors] == ["9-0"]
 
 
 async def test_sharded_writer_keeps_every_rule(database_url: str, pg: Any) -> None:
@@ -247,3 +264,34 @@ async def test_sharded_writer_keeps_every_rule(database_url: str, pg: Any) -> No
     assert len(rows) == 8 and all(r["price"] == -119 for r in rows.values())
     assert rows["s3"]["status"] == "settled"
     assert await pg.fetchval("SELECT count(*) FROM odds_history") == 8 * 20 + 1
+    # And with the default two connections (history apart), from an empty database.
+    await pg.execute("TRUNCATE odds, odds_history, stream_cursors")
+    committed = await write_batches(database_url, batch, batch, connections=2)
+    assert committed == {GROUP: "900-0"}
+    rows = {r["id"]: r for r in await pg.fetch("SELECT * FROM odds")}
+    assert len(rows) == 8 and all(r["price"] == -119 for r in rows.values())
+    assert rows["s3"]["status"] == "settled"
+    assert await pg.fetchval("SELECT count(*) FROM odds_history") == 8 * 20 + 1
+
+
+async def test_pipelined_flushes_stay_full_and_commit_in_order(database_url: str, pg: Any) -> None:
+    # 23 one-odd events, five per flush: the next batch is built while the previous flush
+    # is in the database, and that must neither shrink batches nor reorder commits.
+    events = [
+        event("copilot-odds", f"{1000 + i}-0", [odd(A, price=-i, ts=100 + i)]) for i in range(23)
+    ]
+    queue: WriterQueue = asyncio.Queue()
+    for ev in [*events, None]:
+        queue.put_nowait(ev)
+    metrics = Metrics()
+    committed: dict[str, str] = {}
+    writer = Writer(
+        database_url, queue, metrics, batch_max_rows=5, retry_max_s=1, committed=committed
+    )
+    await writer.run()
+    assert writer.flushes == 5  # 5+5+5+5+3
+    assert committed == {GROUP: "1022-0"}
+    assert (await _odds(pg))["price"] == -22
+    assert await pg.fetchval("SELECT count(*) FROM odds_history") == 23
+    rows = metrics.registry.get_sample_value
+    assert rows("ingestor_batch_rows_sum") == 23 and rows("ingestor_batch_rows_count") == 5

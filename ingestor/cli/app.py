@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import signal
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import aiohttp
@@ -70,11 +72,19 @@ async def _partitions_loop(settings: Settings, stop: asyncio.Event) -> None:
             return
 
 
-def _tune_gc() -> None:
+@contextlib.contextmanager
+def _tuned_gc() -> Iterator[None]:
     """Fewer cyclic collections: the hot path makes millions of short-lived tuples, which
-    reference counting frees; measured 8% less daemon CPU at 30k odds/s."""
+    reference counting frees; measured 8% less daemon CPU at 30k odds/s. Undone on exit, so
+    that a caller running the daemon in its own process (the tests) gets its settings back."""
+    before = gc.get_threshold()
     gc.freeze()  # what start-up built lives as long as the process: never scan it again
     gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 def _worker_settings(settings: Settings) -> WorkerSettings:
@@ -206,8 +216,8 @@ async def run_daemon(settings: Settings) -> int:
                     else {}
                 ),
             )
-            _tune_gc()
-            code = await supervisor.run()
+            with _tuned_gc():
+                code = await supervisor.run()
     finally:
         # Drain order: the supervisor stopped reading and flushed; now the pool, then the port.
         try:

@@ -160,23 +160,36 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
 
 
 def build_batches(events: list[DecodedEvent], shards: int) -> list[FlushBatch]:
-    """One batch per writer connection: odds split by odd id; fixtures, dead letters and
-    every cursor in the first, which commits last."""
+    """One batch per writer connection. With two or more, the history rows get a connection
+    of their own (the last), and the current-state rows are split by odd id over the others;
+    fixtures, dead letters and every cursor are in the first, which commits last."""
     if shards <= 1:
         return [build_batch(events)]
-    split: list[list[DecodedEvent]] = [[] for _ in range(shards)]
+    odds_shards = shards - 1
+    split: list[list[DecodedEvent]] = [[] for _ in range(odds_shards)]
     for ev in events:
-        parts: list[list[OddRow]] = [[] for _ in range(shards)]
+        if odds_shards == 1:
+            split[0].append(ev)
+            continue
+        parts: list[list[OddRow]] = [[] for _ in range(odds_shards)]
         for row in ev.odds:
             # Within one batch an odd always lands on one shard: no two connections ever
             # touch the same row at once. Batches run one after the other, so the choice
             # need not be stable across processes (str hashes are salted).
-            parts[hash(row.id) % shards].append(row)
+            parts[hash(row.id) % odds_shards].append(row)
         split[0].append(_part(ev, parts[0], keep_rest=True))
-        for i in range(1, shards):
+        for i in range(1, odds_shards):
             if parts[i]:
                 split[i].append(_part(ev, parts[i], keep_rest=False))
-    return [build_batch(evs) for evs in split]
+    batches = [build_batch(evs) for evs in split]
+    # History goes apart: its COPY and the merge then run at once, in two backends. The
+    # history's snapshot filter still sees `odds` as before the batch, because the first
+    # connection (merge included) commits only after every other one has.
+    history = FlushBatch(history_plain=all(b.history_plain for b in batches))
+    for b in batches:
+        history.odds_history.extend(b.odds_history)
+        b.odds_history = []
+    return [*batches, history]
 
 
 def _part(ev: DecodedEvent, odds: list[OddRow], *, keep_rest: bool) -> DecodedEvent:

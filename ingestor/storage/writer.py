@@ -67,7 +67,8 @@ class Writer:
         self._batch_max_rows = batch_max_rows
         self._retry_max_s = retry_max_s
         self._flush_timeout_s = flush_timeout_s
-        # Several connections let PostgreSQL use several cores for one flush (sharded by odd).
+        # Several connections let PostgreSQL use several cores for one flush: the history on
+        # one, the current state (sharded by odd id) on the others.
         self._conns: list[Any] = [None] * connections
         # group key -> last committed entry id; workers read it when they reconnect.
         self.committed = committed
@@ -258,7 +259,7 @@ class Writer:
         """One transaction per shard; the first (with the cursors) commits last, so a
         committed cursor never covers rows that are not committed. A failure after some
         shards committed is retried whole: every write is idempotent."""
-        busy = [i for i, b in enumerate(batches) if i == 0 or b.odds_history]
+        busy = [i for i, b in enumerate(batches) if i == 0 or b.odds_history or b.odds]
         conns = [await self._connect(i) for i in busy]
         txs = [conn.transaction() for conn in conns]
         try:
@@ -298,6 +299,7 @@ class Writer:
         written: dict[str, int] = {}
         if batch.odds_history:
             written["odds_history"] = await self._write_history(conn, batch)
+        if batch.odds:
             await conn.copy_records_to_table(
                 sql.STAGE_ODDS, records=batch.odds, columns=sql.ODDS_COLUMNS
             )
