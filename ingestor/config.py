@@ -91,8 +91,8 @@ class Settings(BaseSettings):
     coordination: Literal["none", "postgres"] = "none"
     lease_check_s: float = Field(default=5.0, gt=0)
     writer_connections: int = Field(default=2, ge=1, le=16)
-    writer_batch_max_rows: int = Field(default=5000, ge=1, le=1_000_000)
-    queue_max_events: int = Field(default=2000, ge=1, le=1_000_000)
+    writer_batch_max_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    queue_max_events: int = Field(default=4000, ge=1, le=1_000_000)
     max_event_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     dead_letter_max_bytes: int = Field(default=65536, ge=0, le=16 * 1024 * 1024)
 
