@@ -25,6 +25,7 @@ import asyncpg
 import orjson
 
 from bench.feed import Feed, Workload, build
+from ingestor.config import Settings
 from ingestor.domain.decode import decode_event
 from ingestor.metrics import Metrics
 from ingestor.storage import sql
@@ -120,7 +121,10 @@ async def write_path(url: str, events: list[Any], r: Results) -> None:
     for ev in events:
         queue.put_nowait(ev)
     queue.put_nowait(None)
-    writer = Writer(url, queue, Metrics(), batch_max_rows=5000, retry_max_s=1, committed={})
+    defaults = Settings.model_fields  # the daemon's own batch cap and connection count
+    writer = Writer(url, queue, Metrics(), batch_max_rows=defaults["writer_batch_max_rows"].default,
+                    retry_max_s=1, committed={},
+                    connections=defaults["writer_connections"].default)  # fmt: skip
     rows = sum(len(e.odds) for e in events)
     started = time.perf_counter()
     await writer.run()
