@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
+
 from ingestor.metrics import Metrics
 from ingestor.storage.writer import Writer, WriterQueue
+from tests.conftest import wait_until
 from tests.fakefeed import odd
 from tests.helpers import GROUP, event, write_batches
 
@@ -295,3 +298,44 @@ async def test_pipelined_flushes_stay_full_and_commit_in_order(database_url: str
     assert await pg.fetchval("SELECT count(*) FROM odds_history") == 23
     rows = metrics.registry.get_sample_value
     assert rows("ingestor_batch_rows_sum") == 23 and rows("ingestor_batch_rows_count") == 5
+
+
+def test_only_a_repeat_within_one_group_leaves_the_fast_history_copy() -> None:
+    from ingestor.storage.batch import build_batch
+
+    one = event("copilot-odds", "5-0", [odd(A, ts=5)])
+    other_group = event("copilot-odds", "5-0", [odd(B, ts=5)], group="copilot:basketball:WNBA")
+    assert build_batch([one, other_group]).history_plain
+    assert not build_batch([one, other_group, one]).history_plain
+
+
+async def test_a_batch_that_is_not_full_waits_for_the_flush_and_is_topped_up(
+    database_url: str, pg: Any
+) -> None:
+    # Flush 1 (5 events) is held in its merge by a table lock while 2 more events wait in
+    # the writer; 3 more arrive, the lock goes: all 5 must go in flush 2, not 2 then 3.
+    def ev(i: int) -> Any:
+        return event("copilot-odds", f"{2000 + i}-0", [odd(A, price=-i, ts=200 + i)])
+
+    queue: WriterQueue = asyncio.Queue()
+    for i in range(7):
+        queue.put_nowait(ev(i))
+    writer = Writer(database_url, queue, Metrics(), batch_max_rows=5, retry_max_s=1, committed={})
+    watcher = await asyncpg.connect(database_url)
+    lock = pg.transaction()
+    await lock.start()
+    await pg.execute("LOCK TABLE odds IN SHARE MODE")  # blocks the merge's INSERT
+    task = asyncio.create_task(writer.run())
+    try:
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        await wait_until(lambda: watcher.fetchval(waiting))
+        await wait_until(queue.empty)  # the writer holds events 5 and 6: not yet a batch
+        for i in range(7, 10):
+            queue.put_nowait(ev(i))
+    finally:
+        await lock.rollback()
+        await watcher.close()
+    queue.put_nowait(None)
+    await asyncio.wait_for(task, 30)
+    assert writer.flushes == 2
+    assert (await _odds(pg))["price"] == -9

@@ -120,7 +120,7 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
     current: dict[str, _Current] = {}
     fixture_rows: list[tuple[FixtureRow, str, datetime]] = []
     cursors: dict[str, CursorAdvance] = {}
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str]] = set()
     for ev in events:
         if ev.advances_cursor:
             _advance(cursors, ev)
@@ -134,7 +134,8 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
         if ev.odds and batch.history_plain:
             # A duplicated event (or a snapshot, which is filtered in SQL) needs the
             # ON CONFLICT path; checked per event, not per row, because this loop is hot.
-            ekey = (ev.event_type, ev.entry_id)
+            # Per group: two groups may carry one entry id, each with its own leagues' odds.
+            ekey = (ev.group_key, ev.event_type, ev.entry_id)
             batch.history_plain = ev.event_id != SNAPSHOT_EVENT_ID and ekey not in seen
             seen.add(ekey)
         for r in ev.odds:
