@@ -54,6 +54,7 @@ class Daemon:
         self.proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(self.proc.wait(), timeout_s)
         await self._reader
+        self._show_tail()
         return code
 
     async def kill(self) -> None:
@@ -61,6 +62,12 @@ class Daemon:
         self.proc.kill()
         await self.proc.wait()
         await self._reader
+        self._show_tail()
+
+    def _show_tail(self, lines: int = 80) -> None:
+        """The daemon's last log lines on stdout: pytest shows them when the test fails."""
+        tail = b"".join(self.lines[-lines:]).decode(errors="replace")
+        print(f"--- daemon exited {self.proc.returncode}; its last lines ---\n{tail}")
 
     def peak_rss_mb(self) -> float:
         """Peak resident memory so far (VmHWM), while the process lives."""

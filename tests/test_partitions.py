@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import asyncpg
+import pytest
+
+from ingestor.metrics import Metrics
 from ingestor.storage.partitions import maintain, partition_name
+from ingestor.storage.writer import Writer, WriterQueue
+from tests.conftest import wait_until
 from tests.fakefeed import odd
-from tests.helpers import event, write_batches
+from tests.helpers import GROUP, event, write_batches
 
 D = date(2026, 3, 10)
 
@@ -68,7 +75,6 @@ async def test_replays_across_partitions_add_nothing(database_url: str, pg: Any)
 async def test_partitions_command_keeps_today_and_ahead(
     database_url: str, pg: Any, tmp_path: Any
 ) -> None:
-    import asyncio
     import os
     import sys
 
@@ -88,3 +94,48 @@ async def test_partitions_command_keeps_today_and_ahead(
     today = datetime.now(UTC).date()
     parts = await _parts(pg, "fixture_status_history")
     assert partition_name("fixture_status_history", today + timedelta(days=3)) in parts
+
+
+async def test_upkeep_never_leaves_the_writer_waiting_on_it(database_url: str, pg: Any) -> None:
+    """The writer's current-state connection holds its tables while it waits, in Python, for
+    the history connection; upkeep that held odds_history while it waited for those tables
+    closed a cycle PostgreSQL cannot see (a flush hung until flush_timeout_s)."""
+    current = await asyncpg.connect(database_url)  # the writer's current-state connection
+    upkeep = await asyncpg.connect(database_url)
+    queue: WriterQueue = asyncio.Queue()
+    writer = Writer(database_url, queue, Metrics(), batch_max_rows=1000, retry_max_s=1,
+                    committed={})  # fmt: skip
+    running = asyncio.create_task(writer.run())
+    entry = [f"{int(_ts(D)) * 1000 + i}-0" for i in range(2)]
+    queue.put_nowait(event("copilot-odds", entry[0], [odd("h", ts=_ts(D))]))
+    await wait_until(lambda: writer.committed.get(GROUP) == entry[0])
+    tx = current.transaction()
+    await tx.start()
+    await current.execute("LOCK TABLE fixture_status_history IN ROW EXCLUSIVE MODE")
+    try:
+        pid = upkeep.get_server_pid()
+        task = asyncio.create_task(
+            maintain(upkeep, today=D, ahead_days=1, retention_days=30, lock_timeout_s=5)
+        )
+        await wait_until(
+            lambda: pg.fetchval("SELECT count(*) FROM pg_locks WHERE pid = $1 AND NOT granted", pid)
+        )
+        # The history connection writes now: it must not queue behind the upkeep.
+        queue.put_nowait(event("copilot-odds", entry[1], [odd("h", ts=_ts(D) + 1)]))
+        await wait_until(lambda: writer.committed.get(GROUP) == entry[1], timeout_s=4)
+        assert not task.done()  # committed while the upkeep still waits: not behind it
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            await task  # upkeep gave up on the busy table, and keeps what it did
+        assert partition_name("odds_history", D + timedelta(days=1)) in await _parts(pg)
+    finally:
+        await tx.rollback()
+        queue.put_nowait(None)
+        await running
+        await current.close()
+        await upkeep.close()
+    made = await maintain(pg, today=D, ahead_days=1, retention_days=30)
+    assert made["created"] == [
+        partition_name("fixture_status_history", D),
+        partition_name("fixture_status_history", D + timedelta(days=1)),
+    ]
+    assert (await _parts(pg))[partition_name("odds_history", D)] == 2

@@ -55,21 +55,40 @@ async def maintain_partitions(settings: Settings) -> dict[str, list[str]]:
         await conn.close()
 
 
-async def _partitions_loop(settings: Settings, stop: asyncio.Event) -> None:
-    """Keep history day partitions ahead and within the retention; never fatal."""
-    while not stop.is_set():
-        try:
-            log.info("partitions_maintained", **await maintain_partitions(settings))
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            # Without it rows still land in the default partition: nothing is lost.
-            log.warning(
-                "partitions_failed",
-                error=type(exc).__name__,
-                detail=str(exc)[:300],
-                hint="partition DDL needs the tables' owner: set maintenance_database_url",
-            )
-        if await sleep_or_stop(stop, settings.partition_check_s):
+# After a failed round, the next comes this soon (a busy table frees up in seconds).
+PARTITIONS_RETRY_S = 60.0
+
+
+async def _partitions_round(settings: Settings) -> bool:
+    """One logged round of partition upkeep; False when it failed. Never fatal."""
+    try:
+        log.info("partitions_maintained", **await maintain_partitions(settings))
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # Without it rows still land in the default partition: nothing is lost.
+        busy = isinstance(exc, asyncpg.LockNotAvailableError)
+        log.warning(
+            "partitions_failed",
+            error=type(exc).__name__,
+            detail=str(exc)[:300],
+            hint=(
+                "a history table stayed locked past the upkeep's lock timeout; retried soon"
+                if busy
+                else "partition DDL needs the tables' owner: set maintenance_database_url"
+            ),
+        )
+        return False
+    return True
+
+
+async def _partitions_loop(settings: Settings, stop: asyncio.Event, done: bool) -> None:
+    """Keep history day partitions ahead and within the retention, after a first round."""
+    while True:
+        wait = settings.partition_check_s
+        if not done:
+            wait = min(wait, PARTITIONS_RETRY_S)
+        if await sleep_or_stop(stop, wait):
             return
+        done = await _partitions_round(settings)
 
 
 @contextlib.contextmanager
@@ -120,6 +139,8 @@ async def run_daemon(settings: Settings) -> int:
         committed = await db.register_groups(conn, groups)
     finally:
         await conn.close()
+    # Today's partitions exist before the first flush: no upkeep DDL racing it at start-up.
+    partitioned = await _partitions_round(settings) if settings.manage_partitions else True
 
     metrics = Metrics()
     stop = asyncio.Event()
@@ -211,7 +232,7 @@ async def run_daemon(settings: Settings) -> int:
                 restart_max_s=settings.worker_restart_max_s,
                 coordinator=coordinator,
                 extra=(
-                    {"partitions": lambda: _partitions_loop(settings, stop)}
+                    {"partitions": lambda: _partitions_loop(settings, stop, partitioned)}
                     if settings.manage_partitions
                     else {}
                 ),

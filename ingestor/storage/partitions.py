@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -10,6 +12,8 @@ from ingestor.storage import sql
 
 PARTITIONED = ("odds_history", "fixture_status_history")
 _DAY = re.compile(r"_p(\d{8})$")
+# How long one step of the upkeep waits for a table the writer is using, then gives up.
+LOCK_TIMEOUT_S = 2.0
 
 
 def partition_name(table: str, day: date) -> str:
@@ -31,27 +35,54 @@ async def _create(conn: Any, table: str, day: date) -> None:
 
 
 async def maintain(
-    conn: Any, *, today: date, ahead_days: int, retention_days: int
+    conn: Any,
+    *,
+    today: date,
+    ahead_days: int,
+    retention_days: int,
+    lock_timeout_s: float = LOCK_TIMEOUT_S,
 ) -> dict[str, list[str]]:
-    """Create today..today+ahead, drop days older than the retention; one process at a time."""
+    """Create today..today+ahead, drop days older than the retention; one process at a time.
+
+    Raises ``asyncpg.LockNotAvailableError`` when a table stayed busy; steps done stay done."""
     created: list[str] = []
     dropped: list[str] = []
     cutoff = today - timedelta(days=retention_days)
-    async with conn.transaction():
-        await conn.execute(sql.PARTITIONS_LOCK)
+    await conn.execute(sql.PARTITIONS_LOCK)
+    try:
         for table in PARTITIONED:
             existing = {r["name"] for r in await conn.fetch(sql.LIST_PARTITIONS, table)}
             for offset in range(ahead_days + 1):
-                day = today + timedelta(days=offset)
-                if partition_name(table, day) not in existing:
-                    await _create(conn, table, day)
-                    created.append(partition_name(table, day))
+                name = partition_name(table, today + timedelta(days=offset))
+                if name not in existing:
+                    async with _step(conn, lock_timeout_s):
+                        await _create(conn, table, today + timedelta(days=offset))
+                    created.append(name)
             for name in sorted(existing):
                 match = _DAY.search(name)
                 if match and datetime.strptime(match[1], "%Y%m%d").date() < cutoff:
-                    await conn.execute(sql.DROP_PARTITION.format(name=name))
+                    async with _step(conn, lock_timeout_s):
+                        await conn.execute(sql.DROP_PARTITION.format(name=name))
                     dropped.append(name)
-            await conn.execute(
-                sql.EXPIRE_DEFAULT.format(table=table), datetime.fromisoformat(_bound(cutoff))
-            )
+            async with _step(conn, lock_timeout_s):
+                await conn.execute(
+                    sql.EXPIRE_DEFAULT.format(table=table), datetime.fromisoformat(_bound(cutoff))
+                )
+    finally:
+        await conn.execute(sql.PARTITIONS_UNLOCK)
     return {"created": created, "dropped": dropped}
+
+
+@contextlib.asynccontextmanager
+async def _step(conn: Any, lock_timeout_s: float) -> AsyncIterator[None]:
+    """One short transaction per partition, which gives up when its table stays busy.
+
+    Why: the writer's current-state connection holds its tables while it waits, in Python,
+    for its history connection. Upkeep holding odds_history's ACCESS EXCLUSIVE lock while
+    waiting for fixture_status_history (one transaction over both) closed a wait cycle that
+    PostgreSQL cannot detect, and the flush hung until flush_timeout_s. Short transactions
+    hold one table at a time, and lock_timeout bounds how long a flush can queue behind one.
+    """
+    async with conn.transaction():
+        await conn.execute(sql.SET_LOCAL_LOCK_TIMEOUT, f"{max(1, int(lock_timeout_s * 1000))}ms")
+        yield

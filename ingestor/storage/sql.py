@@ -199,7 +199,10 @@ WHERE stream = $1 AND league = ANY($2::text[]) AND fixture_id IS NOT NULL
 
 # --- history partitions (identifiers come from code, never from input) -----------------------
 
-PARTITIONS_LOCK = "SELECT pg_advisory_xact_lock(hashtext('ingestor-partitions'))"
+# Session-level: the upkeep commits step by step, and two processes must not interleave.
+PARTITIONS_LOCK = "SELECT pg_advisory_lock(hashtext('ingestor-partitions'))"
+PARTITIONS_UNLOCK = "SELECT pg_advisory_unlock(hashtext('ingestor-partitions'))"
+SET_LOCAL_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', $1, true)"
 LIST_PARTITIONS = """
 SELECT c.relname AS name FROM pg_inherits i
 JOIN pg_class c ON c.oid = i.inhrelid
