@@ -115,27 +115,42 @@ async def test_upkeep_never_leaves_the_writer_waiting_on_it(database_url: str, p
     try:
         pid = upkeep.get_server_pid()
         task = asyncio.create_task(
-            maintain(upkeep, today=D, ahead_days=1, retention_days=30, lock_timeout_s=5)
+            maintain(upkeep, today=D, ahead_days=1, retention_days=30, lock_timeout_s=60)
         )
         await wait_until(
             lambda: pg.fetchval("SELECT count(*) FROM pg_locks WHERE pid = $1 AND NOT granted", pid)
         )
         # The history connection writes now: it must not queue behind the upkeep.
         queue.put_nowait(event("copilot-odds", entry[1], [odd("h", ts=_ts(D) + 1)]))
-        await wait_until(lambda: writer.committed.get(GROUP) == entry[1], timeout_s=4)
+        await wait_until(lambda: writer.committed.get(GROUP) == entry[1], timeout_s=30)
         assert not task.done()  # committed while the upkeep still waits: not behind it
-        with pytest.raises(asyncpg.LockNotAvailableError):
-            await task  # upkeep gave up on the busy table, and keeps what it did
-        assert partition_name("odds_history", D + timedelta(days=1)) in await _parts(pg)
     finally:
         await tx.rollback()
         queue.put_nowait(None)
         await running
         await current.close()
-        await upkeep.close()
+    made = await asyncio.wait_for(task, 30)  # the table is free: the upkeep goes on
+    await upkeep.close()
+    assert len(made["created"]) == 4
+    assert (await _parts(pg))[partition_name("odds_history", D)] == 2
+
+
+async def test_upkeep_gives_up_on_a_busy_table_and_keeps_what_it_did(
+    database_url: str, pg: Any
+) -> None:
+    busy = await asyncpg.connect(database_url)
+    tx = busy.transaction()
+    await tx.start()
+    await busy.execute("LOCK TABLE fixture_status_history IN ROW EXCLUSIVE MODE")
+    try:
+        with pytest.raises(asyncpg.LockNotAvailableError):
+            await maintain(pg, today=D, ahead_days=1, retention_days=30, lock_timeout_s=0.2)
+        assert partition_name("odds_history", D + timedelta(days=1)) in await _parts(pg)
+    finally:
+        await tx.rollback()
+        await busy.close()
     made = await maintain(pg, today=D, ahead_days=1, retention_days=30)
     assert made["created"] == [
         partition_name("fixture_status_history", D),
         partition_name("fixture_status_history", D + timedelta(days=1)),
     ]
-    assert (await _parts(pg))[partition_name("odds_history", D)] == 2
