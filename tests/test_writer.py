@@ -339,3 +339,49 @@ async def test_a_batch_that_is_not_full_waits_for_the_flush_and_is_topped_up(
     await asyncio.wait_for(task, 30)
     assert writer.flushes == 2
     assert (await _odds(pg))["price"] == -9
+
+
+async def test_a_wait_cycle_through_both_writer_connections_ends_at_the_lock_timeout(
+    database_url: str, pg: Any
+) -> None:
+    # The current-state connection waits, in Python, for the history connection: PostgreSQL
+    # cannot see that edge. A session holding odds_history that then asks for
+    # fixture_status_history closes a cycle; the writer's lock_timeout ends it, not the
+    # flush timeout (120 s here).
+    def status(entry: str) -> Any:
+        body = {"fixture_id": "FX", "game_id": "g", "league": "ATP", "sport": "tennis",
+                "new_status": "Live", "old_status": None, "timestamp": 30.0}  # fmt: skip
+        return event("fixture-status", entry, payload={"entry_id": entry, "data": body})
+
+    queue: WriterQueue = asyncio.Queue()
+    metrics = Metrics()
+    writer = Writer(database_url, queue, metrics, batch_max_rows=100, retry_max_s=0.1,
+                    committed={}, flush_timeout_s=120, connections=2,
+                    lock_timeout_s=0.5)  # fmt: skip
+    task = asyncio.create_task(writer.run())
+    queue.put_nowait(event("copilot-odds", "30-0", [odd(A, ts=30)]))
+    await wait_until(lambda: writer.committed.get(GROUP) == "30-0")
+    watcher = await asyncpg.connect(database_url)
+    other = pg.transaction()
+    await other.start()
+    try:
+        await pg.execute("LOCK TABLE odds_history IN ACCESS EXCLUSIVE MODE")
+        queue.put_nowait(status("31-0"))
+        queue.put_nowait(event("copilot-odds", "32-0", [odd(A, ts=32)]))
+        # History connection queued behind us, current-state connection done and waiting.
+        cycle_ready = """SELECT count(*) FILTER (WHERE wait_event_type = 'Lock') = 1
+            AND count(*) FILTER (WHERE state = 'idle in transaction') = 1
+            FROM pg_stat_activity WHERE application_name = 'ingestor-writer'"""
+        await wait_until(lambda: watcher.fetchval(cycle_ready), timeout_s=30)
+        await asyncio.wait_for(
+            pg.execute("LOCK TABLE fixture_status_history IN ACCESS EXCLUSIVE MODE"), 30
+        )
+    finally:
+        await other.rollback()
+        await watcher.close()
+    await wait_until(lambda: writer.committed.get(GROUP) == "32-0", timeout_s=30)
+    queue.put_nowait(None)
+    await asyncio.wait_for(task, 30)
+    errors = metrics.db_errors.labels("LockNotAvailableError")._value.get()
+    assert errors >= 1
+    assert await pg.fetchval("SELECT count(*) FROM fixture_status_history") == 1

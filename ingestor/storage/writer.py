@@ -39,6 +39,11 @@ WriterQueue = asyncio.Queue[DecodedEvent | None]
 # After a replay met stored history rows, this many flushes take the ON CONFLICT path
 # straight away: replays come in bursts, and each failed COPY costs a COPY.
 STAGED_FLUSHES_AFTER_REPLAY = 20
+# A flush's connections wait for each other in Python, where PostgreSQL's deadlock detector
+# cannot see it: another session that holds what one connection wants and waits for what the
+# other holds closes a cycle. A lock wait this long fails the flush, which rolls back (freeing
+# the other session) and is retried, instead of hanging until flush_timeout_s.
+LOCK_TIMEOUT_S = 10.0
 
 
 def _count(status: str) -> int:
@@ -60,6 +65,7 @@ class Writer:
         committed: dict[str, str],
         flush_timeout_s: float = 60.0,
         connections: int = 1,
+        lock_timeout_s: float = LOCK_TIMEOUT_S,
     ) -> None:
         self._dsn = dsn
         self.queue = queue
@@ -67,6 +73,7 @@ class Writer:
         self._batch_max_rows = batch_max_rows
         self._retry_max_s = retry_max_s
         self._flush_timeout_s = flush_timeout_s
+        self._lock_timeout = f"{max(1, int(lock_timeout_s * 1000))}ms"
         # Several connections let PostgreSQL use several cores for one flush: the history on
         # one, the current state (sharded by odd id) on the others.
         self._conns: list[Any] = [None] * connections
@@ -159,6 +166,7 @@ class Writer:
                 server_settings={
                     "application_name": "ingestor-writer",
                     "jit": "off",
+                    "lock_timeout": self._lock_timeout,
                     # A database that stops answering must fail the flush, not hang it.
                     "tcp_keepalives_idle": "10",
                     "tcp_keepalives_interval": "5",
