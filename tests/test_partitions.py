@@ -112,11 +112,11 @@ async def test_upkeep_never_leaves_the_writer_waiting_on_it(database_url: str, p
     tx = current.transaction()
     await tx.start()
     await current.execute("LOCK TABLE fixture_status_history IN ROW EXCLUSIVE MODE")
+    pid = upkeep.get_server_pid()
+    task = asyncio.create_task(
+        maintain(upkeep, today=D, ahead_days=1, retention_days=30, lock_timeout_s=60)
+    )
     try:
-        pid = upkeep.get_server_pid()
-        task = asyncio.create_task(
-            maintain(upkeep, today=D, ahead_days=1, retention_days=30, lock_timeout_s=60)
-        )
         await wait_until(
             lambda: pg.fetchval("SELECT count(*) FROM pg_locks WHERE pid = $1 AND NOT granted", pid)
         )
@@ -124,13 +124,16 @@ async def test_upkeep_never_leaves_the_writer_waiting_on_it(database_url: str, p
         queue.put_nowait(event("copilot-odds", entry[1], [odd("h", ts=_ts(D) + 1)]))
         await wait_until(lambda: writer.committed.get(GROUP) == entry[1], timeout_s=30)
         assert not task.done()  # committed while the upkeep still waits: not behind it
-    finally:
         await tx.rollback()
+        made = await asyncio.wait_for(task, 30)  # the table is free: the upkeep goes on
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         queue.put_nowait(None)
         await running
         await current.close()
-    made = await asyncio.wait_for(task, 30)  # the table is free: the upkeep goes on
-    await upkeep.close()
+        await upkeep.close()
     assert len(made["created"]) == 4
     assert (await _parts(pg))[partition_name("odds_history", D)] == 2
 
@@ -146,6 +149,10 @@ async def test_upkeep_gives_up_on_a_busy_table_and_keeps_what_it_did(
         with pytest.raises(asyncpg.LockNotAvailableError):
             await maintain(pg, today=D, ahead_days=1, retention_days=30, lock_timeout_s=0.2)
         assert partition_name("odds_history", D + timedelta(days=1)) in await _parts(pg)
+        # It let go of the upkeep lock: another process can take it.
+        taken = "SELECT pg_try_advisory_lock(hashtext('ingestor-partitions'))"
+        assert await busy.fetchval(taken)
+        await busy.execute("SELECT pg_advisory_unlock(hashtext('ingestor-partitions'))")
     finally:
         await tx.rollback()
         await busy.close()

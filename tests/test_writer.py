@@ -327,7 +327,8 @@ async def test_a_batch_that_is_not_full_waits_for_the_flush_and_is_topped_up(
     await pg.execute("LOCK TABLE odds IN SHARE MODE")  # blocks the merge's INSERT
     task = asyncio.create_task(writer.run())
     try:
-        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' " \
+                  "AND datname = current_database()"  # fmt: skip
         await wait_until(lambda: watcher.fetchval(waiting))
         await wait_until(queue.empty)  # the writer holds events 5 and 6: not yet a batch
         for i in range(7, 10):
@@ -371,7 +372,8 @@ async def test_a_wait_cycle_through_both_writer_connections_ends_at_the_lock_tim
         # History connection queued behind us, current-state connection done and waiting.
         cycle_ready = """SELECT count(*) FILTER (WHERE wait_event_type = 'Lock') = 1
             AND count(*) FILTER (WHERE state = 'idle in transaction') = 1
-            FROM pg_stat_activity WHERE application_name = 'ingestor-writer'"""
+            FROM pg_stat_activity
+            WHERE application_name = 'ingestor-writer' AND datname = current_database()"""
         await wait_until(lambda: watcher.fetchval(cycle_ready), timeout_s=30)
         await asyncio.wait_for(
             pg.execute("LOCK TABLE fixture_status_history IN ACCESS EXCLUSIVE MODE"), 30
@@ -382,6 +384,7 @@ async def test_a_wait_cycle_through_both_writer_connections_ends_at_the_lock_tim
     await wait_until(lambda: writer.committed.get(GROUP) == "32-0", timeout_s=30)
     queue.put_nowait(None)
     await asyncio.wait_for(task, 30)
-    errors = metrics.db_errors.labels("LockNotAvailableError")._value.get()
-    assert errors >= 1
+    # The flush failed on the lock timeout and was retried (what ended the cycle is checked
+    # above: the other session got its second lock).
+    assert metrics.db_errors.labels("LockNotAvailableError")._value.get() >= 1
     assert await pg.fetchval("SELECT count(*) FROM fixture_status_history") == 1

@@ -52,17 +52,21 @@ async def maintain_partitions(settings: Settings) -> dict[str, list[str]]:
             retention_days=settings.history_retention_days,
         )
     finally:
-        await conn.close()
+        await conn.close(timeout=5)
 
 
 # After a failed round, the next comes this soon (a busy table frees up in seconds).
 PARTITIONS_RETRY_S = 60.0
+# A database that stops answering must not hold a round (and start-up) for ever.
+PARTITIONS_ROUND_TIMEOUT_S = 300.0
 
 
 async def _partitions_round(settings: Settings) -> bool:
     """One logged round of partition upkeep; False when it failed. Never fatal."""
     try:
-        log.info("partitions_maintained", **await maintain_partitions(settings))
+        async with asyncio.timeout(PARTITIONS_ROUND_TIMEOUT_S):
+            done = await maintain_partitions(settings)
+        log.info("partitions_maintained", **done)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         # Without it rows still land in the default partition: nothing is lost.
         busy = isinstance(exc, asyncpg.LockNotAvailableError)

@@ -48,7 +48,10 @@ async def maintain(
     created: list[str] = []
     dropped: list[str] = []
     cutoff = today - timedelta(days=retention_days)
-    await conn.execute(sql.PARTITIONS_LOCK)
+    async with _step(conn, lock_timeout_s):
+        # Session-level, so it outlives this transaction: another process waits (or gives up
+        # at the lock timeout) while this one works, instead of doing the same DDL at once.
+        await conn.execute(sql.PARTITIONS_LOCK)
     try:
         for table in PARTITIONED:
             existing = {r["name"] for r in await conn.fetch(sql.LIST_PARTITIONS, table)}
@@ -69,7 +72,10 @@ async def maintain(
                     sql.EXPIRE_DEFAULT.format(table=table), datetime.fromisoformat(_bound(cutoff))
                 )
     finally:
-        await conn.execute(sql.PARTITIONS_UNLOCK)
+        # The lock dies with the session anyway; a failed unlock must not hide why we stopped.
+        if not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await conn.execute(sql.PARTITIONS_UNLOCK)
     return {"created": created, "dropped": dropped}
 
 
