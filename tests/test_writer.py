@@ -358,7 +358,7 @@ async def test_a_wait_cycle_through_both_writer_connections_ends_at_the_lock_tim
     metrics = Metrics()
     writer = Writer(database_url, queue, metrics, batch_max_rows=100, retry_max_s=0.1,
                     committed={}, flush_timeout_s=120, connections=2,
-                    lock_timeout_s=0.5)  # fmt: skip
+                    lock_timeout_s=2)  # fmt: skip
     task = asyncio.create_task(writer.run())
     queue.put_nowait(event("copilot-odds", "30-0", [odd(A, ts=30)]))
     await wait_until(lambda: writer.committed.get(GROUP) == "30-0")
@@ -369,11 +369,14 @@ async def test_a_wait_cycle_through_both_writer_connections_ends_at_the_lock_tim
         await pg.execute("LOCK TABLE odds_history IN ACCESS EXCLUSIVE MODE")
         queue.put_nowait(status("31-0"))
         queue.put_nowait(event("copilot-odds", "32-0", [odd(A, ts=32)]))
-        # History connection queued behind us, current-state connection done and waiting.
-        cycle_ready = """SELECT count(*) FILTER (WHERE wait_event_type = 'Lock') = 1
-            AND count(*) FILTER (WHERE state = 'idle in transaction') = 1
-            FROM pg_stat_activity
-            WHERE application_name = 'ingestor-writer' AND datname = current_database()"""
+        # History connection queued behind us; the current-state connection already holds
+        # fixture_status_history (being idle in its transaction is not enough: it may not
+        # have reached that table yet).
+        cycle_ready = """
+            SELECT bool_or(l.granted AND l.relation = 'fixture_status_history'::regclass)
+               AND bool_or(NOT l.granted)
+            FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+            WHERE a.application_name = 'ingestor-writer' AND a.datname = current_database()"""
         await wait_until(lambda: watcher.fetchval(cycle_ready), timeout_s=30)
         await asyncio.wait_for(
             pg.execute("LOCK TABLE fixture_status_history IN ACCESS EXCLUSIVE MODE"), 30
