@@ -167,7 +167,8 @@ class Writer:
                     "application_name": "ingestor-writer",
                     "jit": "off",
                     "lock_timeout": self._lock_timeout,
-                    # A database that stops answering must fail the flush, not hang it.
+                    # Server-side: PostgreSQL drops the session (and its locks) of a writer
+                    # that vanished. A database that stops answering is flush_timeout_s's job.
                     "tcp_keepalives_idle": "10",
                     "tcp_keepalives_interval": "5",
                     "tcp_keepalives_count": "3",
