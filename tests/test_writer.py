@@ -261,20 +261,16 @@ async def test_sharded_writer_keeps_every_rule(database_url: str, pg: Any) -> No
     ]
     batch.reverse()
     batch.append(event("copilot-settled-odds", "900-0", [_settled("s3", ts=200)]))
-    committed = await write_batches(database_url, batch, batch, connections=3)
-    assert committed == {GROUP: "900-0"}
-    rows = {r["id"]: r for r in await pg.fetch("SELECT * FROM odds")}
-    assert len(rows) == 8 and all(r["price"] == -119 for r in rows.values())
-    assert rows["s3"]["status"] == "settled"
-    assert await pg.fetchval("SELECT count(*) FROM odds_history") == 8 * 20 + 1
-    # And with the default two connections (history apart), from an empty database.
-    await pg.execute("TRUNCATE odds, odds_history, stream_cursors")
-    committed = await write_batches(database_url, batch, batch, connections=2)
-    assert committed == {GROUP: "900-0"}
-    rows = {r["id"]: r for r in await pg.fetch("SELECT * FROM odds")}
-    assert len(rows) == 8 and all(r["price"] == -119 for r in rows.values())
-    assert rows["s3"]["status"] == "settled"
-    assert await pg.fetchval("SELECT count(*) FROM odds_history") == 8 * 20 + 1
+    # Three connections (current state sharded), then the default two (history apart), each
+    # from an empty database.
+    for connections in (3, 2):
+        await pg.execute("TRUNCATE odds, odds_history, stream_cursors")
+        committed = await write_batches(database_url, batch, batch, connections=connections)
+        assert committed == {GROUP: "900-0"}
+        rows = {r["id"]: r for r in await pg.fetch("SELECT * FROM odds")}
+        assert len(rows) == 8 and all(r["price"] == -119 for r in rows.values())
+        assert rows["s3"]["status"] == "settled"
+        assert await pg.fetchval("SELECT count(*) FROM odds_history") == 8 * 20 + 1
 
 
 async def test_pipelined_flushes_stay_full_and_commit_in_order(database_url: str, pg: Any) -> None:
