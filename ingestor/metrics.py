@@ -46,10 +46,6 @@ class BulkHistogram(Collector):
             self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
             self._sum += total
 
-    def observe(self, value: float) -> None:
-        """One value."""
-        self.observe_many((value,))
-
     def collect(self) -> Iterator[HistogramMetricFamily]:
         """Cumulative buckets, as Prometheus expects them."""
         with self._lock:
