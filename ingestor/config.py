@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     # DDL needs the tables' owner: the writer may run as a role that only reads and writes.
     maintenance_database_url: SecretStr | None = None
     ready_max_failures: int = Field(default=10, ge=1)
+    ready_commit_wait_s: float = Field(default=30.0, gt=0)
     migrate_on_start: bool = False
     database_wait_s: float = Field(default=60.0, ge=0)
     shutdown_timeout_s: float = Field(default=10.0, gt=0)

@@ -139,6 +139,16 @@ class Metrics:
         self.queue_depth = Gauge(
             "ingestor_writer_queue_depth", "Events waiting for the writer", registry=r
         )
+        self.events_pending = Gauge(
+            "ingestor_events_pending",
+            "Events accepted but not yet committed: queued plus held by the writer",
+            registry=r,
+        )
+        self.last_commit = Gauge(
+            "ingestor_last_commit_timestamp_seconds",
+            "Unix time of the last committed flush (the start time until the first)",
+            registry=r,
+        )
         self.queue_capacity = Gauge(
             "ingestor_writer_queue_capacity", "Bound of the writer queue (events)", registry=r
         )

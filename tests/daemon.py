@@ -57,6 +57,13 @@ class Daemon:
         self._show_tail()
         return code
 
+    async def exited(self, timeout_s: float = 30) -> int:
+        """Wait for the process to end by itself; its exit code."""
+        code = await asyncio.wait_for(self.proc.wait(), timeout_s)
+        await self._reader
+        self._show_tail()
+        return code
+
     async def kill(self) -> None:
         """SIGKILL: no flush, no goodbye."""
         self.proc.kill()

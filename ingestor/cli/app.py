@@ -182,6 +182,13 @@ async def run_daemon(settings: Settings) -> int:
                 await pool.fetchval("SELECT 1")
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             return f"database unreachable ({type(exc).__name__})"
+        stalled = writer.stall_s()
+        if stalled > settings.ready_commit_wait_s:
+            # Health must not stay green while nothing is stored (a missing grant did that).
+            return (
+                f"no commit for {stalled:.0f} s while {queue.qsize() + writer.held} events "
+                f"wait (last flush error: {writer.last_error or 'none, still running'})"
+            )
         failing = [w.group.key for w in workers if w.failures >= settings.ready_max_failures]
         return f"groups failing: {', '.join(failing)}" if failing else None
 

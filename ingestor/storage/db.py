@@ -61,26 +61,31 @@ async def register_groups(conn: Any, groups: list[Group]) -> dict[str, str]:
     return cursors
 
 
+# Every table the daemon reads and writes (the writer, gap recovery, start-up).
 TABLES = ("odds", "odds_history", "fixtures", "fixture_status_history", "stream_cursors",
           "dead_letters")  # fmt: skip
 
 
 class PermissionProblem(SchemaError):
-    """The daemon's database role cannot write one of its tables."""
+    """The daemon's database role lacks a privilege it needs."""
 
 
 async def check_privileges(conn: Any) -> None:
-    """Say which table the role cannot write, before the first flush fails on it."""
-    missing = []
-    for table in TABLES:
-        rights = await conn.fetchval(sql.TABLE_PRIVILEGES, table)
-        if not rights:
-            missing.append(f"SELECT, INSERT and UPDATE on {table}")
+    """Name every missing grant, as the GRANT that fixes it, before the first flush fails."""
+    rows = await conn.fetch(sql.MISSING_PRIVILEGES, list(TABLES))
+    role = await conn.fetchval(sql.CURRENT_ROLE)
+    by_object: dict[tuple[str, str], list[str]] = {}
+    for r in rows:
+        by_object.setdefault((r["kind"], r["obj"]), []).append(r["priv"])
+    grants = [
+        f"GRANT {', '.join(privs)} ON {'SEQUENCE ' if kind == 'SEQUENCE' else ''}{obj} TO {role}"
+        for (kind, obj), privs in by_object.items()
+    ]
     if not await conn.fetchval(sql.TEMP_PRIVILEGE):
-        missing.append("TEMP on the database (the writer stages batches in temp tables)")
-    if missing:
-        role = await conn.fetchval("SELECT current_user")
+        # The writer stages batches in temporary tables.
+        grants.append(f"GRANT TEMPORARY ON DATABASE {await conn.fetchval(sql.DATABASE)} TO {role}")
+    if grants:
         raise PermissionProblem(
-            f"database role {role} lacks: {'; '.join(missing)} "
-            "(grant them, or run ingestor migrate as the owner)"
+            f"database role {role} lacks privileges the daemon needs: {'; '.join(grants)} "
+            "(run them as the tables' owner; deploy/postgres/init-roles.sh grants them all)"
         )

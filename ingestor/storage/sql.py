@@ -168,13 +168,28 @@ RETURNING group_key, last_entry_id
 """
 
 SCHEMA_REVISION = "SELECT version_num FROM alembic_version"
-# One privilege per call: a list in has_table_privilege means "any of them".
-TEMP_PRIVILEGE = "SELECT has_database_privilege(current_database(), 'TEMP')"
-TABLE_PRIVILEGES = (
-    "SELECT has_table_privilege(current_user, $1::text, 'SELECT')"
-    " AND has_table_privilege(current_user, $1::text, 'INSERT')"
-    " AND has_table_privilege(current_user, $1::text, 'UPDATE')"
+# Every privilege the daemon needs on its tables ($1), and USAGE (nextval) on every sequence
+# their column defaults draw from, that the current role lacks. Identity columns need no grant.
+MISSING_PRIVILEGES = """
+WITH need(kind, obj, priv) AS (
+    SELECT 'TABLE', t, p
+    FROM unnest($1::text[]) AS t, unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) AS p
+    UNION ALL
+    SELECT DISTINCT 'SEQUENCE', s.oid::regclass::text, 'USAGE'
+    FROM pg_attrdef ad
+    JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+                    AND d.refclassid = 'pg_class'::regclass
+    JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'
+    WHERE ad.adrelid = ANY($1::regclass[])
 )
+SELECT kind, obj, priv FROM need
+WHERE NOT CASE kind WHEN 'TABLE' THEN has_table_privilege(obj, priv)
+                    ELSE has_sequence_privilege(obj, priv) END
+ORDER BY kind DESC, obj, priv
+"""
+TEMP_PRIVILEGE = "SELECT has_database_privilege(current_database(), 'TEMP')"
+CURRENT_ROLE = "SELECT quote_ident(current_user)"
+DATABASE = "SELECT quote_ident(current_database())"
 PING = "SELECT 1"
 
 # --- gap recovery ----------------------------------------------------------------------------

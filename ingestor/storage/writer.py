@@ -83,6 +83,25 @@ class Writer:
         self._staged_flushes_left = 0
         # Set while a flush waits on a long statement: the next batch may be built then.
         self._in_database = asyncio.Event()
+        # Events taken from the queue and not yet committed (or dropped), and since when
+        # some have waited: what /readyz and ingestor_events_pending tell the operator.
+        self.held = 0
+        self._busy_since = self._last_commit = time.monotonic()
+        self.last_error: str | None = None
+        metrics.queue_depth.set_function(queue.qsize)
+        metrics.events_pending.set_function(lambda: queue.qsize() + self.held)
+        metrics.last_commit.set(time.time())
+
+    def stall_s(self) -> float:
+        """Seconds events have been held without any commit; 0 while none is held."""
+        if not self.held:
+            return 0.0
+        return time.monotonic() - max(self._last_commit, self._busy_since)
+
+    def _hold(self, events: int) -> None:
+        if not self.held:
+            self._busy_since = time.monotonic()
+        self.held += events
 
     async def run(self) -> None:
         """Flush as soon as the previous flush returned; no linger, capped at the row limit.
@@ -98,6 +117,7 @@ class Writer:
                 first = await self.queue.get()
                 if first is None:
                     break
+                self._hold(1)
                 events = [first]
                 rows, stop = self._take_more(events, first.row_count)
                 if pending is not None and rows < self._batch_max_rows and not stop:
@@ -110,9 +130,7 @@ class Writer:
                 if pending is not None:
                     await pending  # commits stay in order: a cursor never runs ahead
                 self._in_database.clear()
-                pending = asyncio.create_task(
-                    self._flush_until_committed(events, batches), name="writer-flush"
-                )
+                pending = asyncio.create_task(self._flush(events, batches), name="writer-flush")
             if pending is not None:
                 await pending
         finally:
@@ -144,6 +162,7 @@ class Writer:
     def _take_more(self, events: list[DecodedEvent], rows: int) -> tuple[int, bool]:
         """Append queued events up to the row cap; True when the stop marker came."""
         stop = False
+        taken = len(events)
         while rows < self._batch_max_rows:
             try:
                 item = self.queue.get_nowait()
@@ -154,7 +173,7 @@ class Writer:
                 break
             events.append(item)
             rows += item.row_count
-        self._metrics.queue_depth.set(self.queue.qsize())
+        self._hold(len(events) - taken)
         return rows, stop
 
     async def _connect(self, i: int) -> Any:
@@ -195,6 +214,11 @@ class Writer:
                 conn.terminate()
                 raise
 
+    async def _flush(self, events: list[DecodedEvent], batches: list[FlushBatch] | None) -> None:
+        """Commit these events (bisecting a bad one out), then stop holding them."""
+        await self._flush_until_committed(events, batches)
+        self.held -= len(events)
+
     async def _flush_until_committed(
         self, events: list[DecodedEvent], batches: list[FlushBatch] | None = None
     ) -> None:
@@ -213,6 +237,7 @@ class Writer:
             except RETRYABLE as exc:
                 attempt += 1
                 delay = random.uniform(0, min(self._retry_max_s, 0.05 * 2**attempt))
+                self.last_error = type(exc).__name__
                 self._metrics.db_errors.labels(type(exc).__name__).inc()
                 log.warning(
                     "flush_failed",
@@ -377,6 +402,9 @@ class Writer:
     ) -> None:
         m = self._metrics
         self.flushes += 1
+        self._last_commit = time.monotonic()
+        self.last_error = None
+        m.last_commit.set(time.time())
         m.flush_duration.observe(seconds)
         m.batch_rows.observe(sum(len(b.odds_history) for b in batches))
         for table, n in written.items():
@@ -387,7 +415,6 @@ class Writer:
             m.lag.observe_many(
                 [(now - row.source_ts).total_seconds() for row in batch.streamed_odds]
             )
-        m.queue_depth.set(self.queue.qsize())
         log.debug(
             "batch_flushed",
             odds=sum(len(b.odds_history) for b in batches),
