@@ -119,9 +119,7 @@ async def test_the_daemon_as_the_compose_role_stores_what_the_feed_sent(
     assert stopped["events_queued"] == stopped["events_committed"] > 0
 
 
-async def test_run_refuses_to_start_and_names_a_missing_grant(
-    roles: Roles, tmp_path: Path
-) -> None:
+async def test_run_refuses_to_start_and_names_a_missing_grant(roles: Roles, tmp_path: Path) -> None:
     owner = await asyncpg.connect(roles.owner_url)
     try:
         await owner.execute(f'REVOKE USAGE ON SEQUENCE odds_history_seq FROM "{roles.app}"')

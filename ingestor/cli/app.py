@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 
 import aiohttp
@@ -18,7 +18,7 @@ from ingestor.coordination import Coordinator
 from ingestor.domain.groups import make_groups
 from ingestor.logs import register_secret
 from ingestor.metrics import Metrics
-from ingestor.storage import db, partitions
+from ingestor.storage import db, partitions, sql
 from ingestor.storage.migrations import head_revision, upgrade
 from ingestor.storage.writer import Writer, WriterQueue
 from ingestor.stream.rehydrate import Rehydrator
@@ -125,6 +125,33 @@ def _worker_settings(settings: Settings) -> WorkerSettings:
     )
 
 
+def _readiness(
+    settings: Settings,
+    pool: Callable[[], asyncpg.Pool],
+    writer: Writer,
+    workers: list[StreamWorker],
+) -> Callable[[], Awaitable[str | None]]:
+    """/readyz: the database answers, commits happen, and no group fails past the bound."""
+
+    async def ready() -> str | None:
+        try:
+            async with asyncio.timeout(2):
+                await pool().fetchval(sql.PING)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            return f"database unreachable ({type(exc).__name__})"
+        stalled = writer.stall_s()
+        if stalled > settings.ready_commit_wait_s:
+            # Health must not stay green while nothing is stored (a missing grant did that).
+            return (
+                f"no commit for {stalled:.0f} s while {writer.queue.qsize() + writer.held} "
+                f"events wait (last flush error: {writer.last_error or 'none, still running'})"
+            )
+        failing = [w.group.key for w in workers if w.failures >= settings.ready_max_failures]
+        return f"groups failing: {', '.join(failing)}" if failing else None
+
+    return ready
+
+
 async def run_daemon(settings: Settings) -> int:
     """Start everything, run until SIGTERM/SIGINT, drain, and return the exit code."""
     dsn = settings.database_url.get_secret_value()
@@ -175,22 +202,7 @@ async def run_daemon(settings: Settings) -> int:
 
     workers: list[StreamWorker] = []
 
-    async def ready() -> str | None:
-        """Database reachable, and no group failing past the threshold."""
-        try:
-            async with asyncio.timeout(2):
-                await pool.fetchval("SELECT 1")
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            return f"database unreachable ({type(exc).__name__})"
-        stalled = writer.stall_s()
-        if stalled > settings.ready_commit_wait_s:
-            # Health must not stay green while nothing is stored (a missing grant did that).
-            return (
-                f"no commit for {stalled:.0f} s while {queue.qsize() + writer.held} events "
-                f"wait (last flush error: {writer.last_error or 'none, still running'})"
-            )
-        failing = [w.group.key for w in workers if w.failures >= settings.ready_max_failures]
-        return f"groups failing: {', '.join(failing)}" if failing else None
+    ready = _readiness(settings, lambda: pool, writer, workers)
 
     # Gap recovery and /readyz read through a small pool; the writer has its own connection.
     pool = await asyncpg.create_pool(dsn, min_size=0, max_size=2)
