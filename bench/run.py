@@ -123,8 +123,7 @@ async def write_path(url: str, events: list[Any], r: Results) -> None:
     queue.put_nowait(None)
     defaults = Settings.model_fields  # the daemon's own batch cap and connection count
     writer = Writer(url, queue, Metrics(), batch_max_rows=defaults["writer_batch_max_rows"].default,
-                    retry_max_s=1, committed={},
-                    connections=defaults["writer_connections"].default)  # fmt: skip
+                    retry_max_s=1, connections=defaults["writer_connections"].default)  # fmt: skip
     rows = sum(len(e.odds) for e in events)
     started = time.perf_counter()
     await writer.run()

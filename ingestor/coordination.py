@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from ingestor.domain.cursors import Cursor
 from ingestor.metrics import Metrics
 from ingestor.stream.worker import sleep_or_stop
 
@@ -37,7 +38,7 @@ SELECT count(*) FROM pg_locks
 WHERE locktype = 'advisory' AND granted AND classid = $1::int AND objsubid = 2
   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
-READ_CURSOR = "SELECT last_entry_id FROM stream_cursors WHERE group_key = $1"
+READ_CURSOR = "SELECT last_entry_id, last_event_id FROM stream_cursors WHERE group_key = $1"
 
 
 def group_lock_key(group_key: str) -> int:
@@ -46,7 +47,7 @@ def group_lock_key(group_key: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-Start = Callable[[str, str | None], Awaitable[None]]
+Start = Callable[[str, Cursor | None], Awaitable[None]]
 Stop = Callable[[str], Awaitable[None]]
 
 
@@ -116,10 +117,12 @@ class Coordinator:
             if key in self.owned or not await conn.fetchval(TRY_GROUP, group_lock_key(key)):
                 continue
             self.owned.add(key)
-            cursor = await conn.fetchval(READ_CURSOR, key)  # another process may have moved it
+            row = await conn.fetchrow(READ_CURSOR, key)  # another process may have moved it
+            cursor = Cursor(row[0], row[1]) if row and row[0] else None
             if not self._first_round:
                 self._metrics.group_takeovers.inc()
-            log.info("group_acquired", group=key, members=members, share=share, cursor=cursor)
+            log.info("group_acquired", group=key, members=members, share=share,
+                     cursor=cursor.entry_id if cursor else None)  # fmt: skip
             await self._start(key, cursor)
         self._first_round = False
         self._metrics.groups_owned.set(len(self.owned))

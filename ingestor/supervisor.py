@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 
 from ingestor.coordination import Coordinator
+from ingestor.domain.cursors import Cursor
 from ingestor.metrics import Metrics
 from ingestor.storage.writer import Writer
 from ingestor.stream.worker import StreamWorker, sleep_or_stop
@@ -62,12 +63,11 @@ class Supervisor:
                 if await sleep_or_stop(self._stop, delay):
                     return
 
-    async def start_worker(self, key: str, cursor: str | None = None) -> None:
+    async def start_worker(self, key: str, cursor: Cursor | None = None) -> None:
         """Run a group's worker (resuming from ``cursor`` when another process moved it)."""
         if key in self._tasks and not self._tasks[key].done():
             return
-        if cursor:
-            self._writer.committed[key] = cursor
+        self._writer.cursors.adopt(key, cursor)
         worker = self._workers[key]
         self._tasks[key] = asyncio.create_task(self._guard(worker), name=f"worker:{key}")
 

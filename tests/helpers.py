@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from ingestor.domain.cursors import Cursors
 from ingestor.domain.decode import decode_event
 from ingestor.domain.events import DecodedEvent
 from ingestor.metrics import Metrics
@@ -35,9 +36,9 @@ async def write_batches(
     *batches: list[DecodedEvent],
     metrics: Metrics | None = None,
     connections: int = 1,
-) -> dict[str, str]:
+) -> Cursors:
     """Run a real writer once per batch (each batch is one flush); returns committed cursors."""
-    committed: dict[str, str] = {}
+    committed = Cursors()
     for batch in batches:
         queue: WriterQueue = asyncio.Queue()
         for ev in batch:
@@ -49,7 +50,7 @@ async def write_batches(
             metrics or Metrics(),
             batch_max_rows=1_000_000,
             retry_max_s=1,
-            committed=committed,
+            cursors=committed,
             connections=connections,
         )
         await writer.run()

@@ -10,6 +10,7 @@ import aiohttp
 import asyncpg
 
 from ingestor.config import Settings, StreamConfig
+from ingestor.domain.cursors import Cursors
 from ingestor.domain.groups import Group, make_groups
 from ingestor.metrics import Metrics
 from ingestor.storage.writer import Writer, WriterQueue
@@ -32,7 +33,7 @@ class Pipeline:
     stop: asyncio.Event
     session: aiohttp.ClientSession
     task: asyncio.Task[int] | None = None
-    committed: dict[str, str] = field(default_factory=dict)
+    cursors: Cursors = field(default_factory=Cursors)
     pool: Any = None
     gate: RequestLimiter | None = None
     shutdown_timeout_s: float = 10
@@ -78,7 +79,7 @@ async def build_pipeline(
     queue_max_events: int = 1000,
     stall_timeout_s: float = 5.0,
     api_key: str = API_KEY,
-    committed: dict[str, str] | None = None,
+    cursors: Cursors | None = None,
     worker_class: type[StreamWorker] = StreamWorker,
     rehydrate: bool = False,
     connect_timeout_s: float = 5,
@@ -90,9 +91,9 @@ async def build_pipeline(
     metrics = Metrics()
     stop = asyncio.Event()
     queue: WriterQueue = asyncio.Queue(maxsize=queue_max_events)
-    committed = committed if committed is not None else {}
+    cursors = cursors if cursors is not None else Cursors()
     writer = Writer(
-        database_url, queue, metrics, batch_max_rows=5000, retry_max_s=0.5, committed=committed,
+        database_url, queue, metrics, batch_max_rows=5000, retry_max_s=0.5, cursors=cursors,
         connections=Settings.model_fields["writer_connections"].default,
     )  # fmt: skip
     session = aiohttp.ClientSession()
@@ -116,11 +117,11 @@ async def build_pipeline(
         rest = RestClient(session, feed.base_url, api_key, RequestLimiter(2000), metrics, 10)
         rehydrator = Rehydrator(rest, pool, queue, metrics, 48)
     workers = [
-        worker_class(g, session, settings, queue, metrics, committed, stop, rehydrator, gate)
+        worker_class(g, session, settings, queue, metrics, cursors, stop, rehydrator, gate)
         for g in groups
     ]
     return Pipeline(
-        feed, metrics, queue, writer, workers, stop, session, committed=committed, pool=pool,
+        feed, metrics, queue, writer, workers, stop, session, cursors=cursors, pool=pool,
         gate=gate, shutdown_timeout_s=shutdown_timeout_s,
     )  # fmt: skip
 

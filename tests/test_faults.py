@@ -65,7 +65,7 @@ async def test_feed_honours_last_entry_id_and_replays(running: Factory, pg: Any)
     await sim.start()
     await settle(pg, sim)
     # Every event arrived exactly once: replay filled the gap, snapshots added no duplicate.
-    await wait_until(lambda: p.committed.get(p.group.key) == _last_odds_entry(sim))
+    await wait_until(lambda: p.cursors.entry_id(p.group.key) == _last_odds_entry(sim))
     assert await history_diff(pg, sim.server.world, complete_from=first) == []
     resumed = [q for path, q in sim.server.requests if path.endswith("/odds") and "stream" in path]
     assert any(k == "last_entry_id" for k, _ in resumed[-1])

@@ -63,7 +63,7 @@ async def test_bad_events_become_dead_letters_and_the_stream_goes_on(
         frame("copilot-odds", {"entry_id": "6-0", "data": [odd("big", name="x" * 5000)]}),
         odds_frame("copilot-odds", "7-0", [odd("last", price=130, ts=7)]),
     )
-    await wait_until(lambda: p.committed.get(p.group.key) == "7-0")
+    await wait_until(lambda: p.cursors.entry_id(p.group.key) == "7-0")
     await wait_until(lambda: _count(pg, "dead_letters", 5))
     rows = await pg.fetch("SELECT * FROM dead_letters ORDER BY dead_letter_id")
     assert [r["reason"] for r in rows] == [
@@ -91,7 +91,7 @@ async def test_event_over_the_size_bound_is_a_dead_letter(database_url: str, pg:
         await feed.wait_connections(1)
         feed.send(odds_frame("copilot-odds", "1-0", [odd("huge", name="y" * 4000)]),
                   odds_frame("copilot-odds", "2-0", [odd("fine", ts=2)]))  # fmt: skip
-        await wait_until(lambda: p.committed.get(p.group.key) == "2-0")
+        await wait_until(lambda: p.cursors.entry_id(p.group.key) == "2-0")
         await wait_until(lambda: _count(pg, "dead_letters", 1))
         assert await pg.fetchval("SELECT reason FROM dead_letters") == "too_large"
         assert await pg.fetchval("SELECT count(*) FROM odds WHERE id = 'fine'") == 1

@@ -103,12 +103,11 @@ async def test_upkeep_never_leaves_the_writer_waiting_on_it(database_url: str, p
     current = await asyncpg.connect(database_url)  # the writer's current-state connection
     upkeep = await asyncpg.connect(database_url)
     queue: WriterQueue = asyncio.Queue()
-    writer = Writer(database_url, queue, Metrics(), batch_max_rows=1000, retry_max_s=1,
-                    committed={})  # fmt: skip
+    writer = Writer(database_url, queue, Metrics(), batch_max_rows=1000, retry_max_s=1)  # fmt: skip
     running = asyncio.create_task(writer.run())
     entry = [f"{int(_ts(D)) * 1000 + i}-0" for i in range(2)]
     queue.put_nowait(event("copilot-odds", entry[0], [odd("h", ts=_ts(D))]))
-    await wait_until(lambda: writer.committed.get(GROUP) == entry[0])
+    await wait_until(lambda: writer.cursors.entry_id(GROUP) == entry[0])
     tx = current.transaction()
     await tx.start()
     await current.execute("LOCK TABLE fixture_status_history IN ROW EXCLUSIVE MODE")
@@ -122,7 +121,7 @@ async def test_upkeep_never_leaves_the_writer_waiting_on_it(database_url: str, p
         )
         # The history connection writes now: it must not queue behind the upkeep.
         queue.put_nowait(event("copilot-odds", entry[1], [odd("h", ts=_ts(D) + 1)]))
-        await wait_until(lambda: writer.committed.get(GROUP) == entry[1], timeout_s=30)
+        await wait_until(lambda: writer.cursors.entry_id(GROUP) == entry[1], timeout_s=30)
         assert not task.done()  # committed while the upkeep still waits: not behind it
         await tx.rollback()
         made = await asyncio.wait_for(task, 30)  # the table is free: the upkeep goes on

@@ -287,12 +287,26 @@ def test_invalid_retry_keeps_previous_value() -> None:
 
 
 def test_unfinished_event_discarded_by_reset() -> None:
+    """The spec buffers an id until its event is dispatched: a drop in the middle of an event
+    must not lend the unfinished event's id to the next one (sse-contract-tests: "discards
+    partial messages on retry")."""
     parser = SSEParser()
+    assert parser.feed(b"id: 8\ndata: done\n\n") == [msg(b"done", id="8")]
     assert parser.feed(b"retry: 7\nevent: e\nid: 9\ndata: partial\ndata: par") == []
+    assert parser.last_event_id == "8"  # id 9 is not dispatched yet
     parser.reset()
-    assert parser.feed(b"data: x\n\n") == [msg(b"x", id="9")]
+    assert parser.feed(b"data: x\n\n") == [msg(b"x", id="8")]
     assert parser.retry_ms == 7
-    assert parser.last_event_id == "9"
+    assert parser.last_event_id == "8"
+
+
+def test_unfinished_event_without_data_does_not_set_the_id_either() -> None:
+    parser = SSEParser()
+    assert parser.feed(b"id: 5") == []
+    assert parser.feed(b"\n") == []
+    parser.reset()
+    assert parser.last_event_id == ""
+    assert parser.feed(b"data: y\n\n") == [msg(b"y")]
 
 
 def test_reset_discards_pending_cr_and_restarts_bom_check() -> None:

@@ -47,7 +47,7 @@ async def test_reconnect_sends_last_committed_entry_id(make_pipeline: Factory, p
     await p.feed.wait_connections(1)
     p.feed.send(odds_frame("copilot-odds", "1000-0", [odd("a", ts=1)]))
     p.feed.send(frame("ping", "2024-08-28T18:57:49Z"))  # control frames never move the cursor
-    await wait_until(lambda: p.committed.get(p.group.key) == "1000-0")
+    await wait_until(lambda: p.cursors.entry_id(p.group.key) == "1000-0")
     p.feed.drop()
     await p.feed.wait_connections(2)
     assert ("last_entry_id", "1000-0") in p.feed.requests[1].query
@@ -69,7 +69,7 @@ async def test_bad_and_unknown_events_do_not_stop_the_stream(
         frame("brand-new-event", {"hello": 1}),
         odds_frame("copilot-odds", "3-0", [odd("good", price=150, ts=3)]),
     )
-    await wait_until(lambda: p.committed.get(p.group.key) == "3-0")
+    await wait_until(lambda: p.cursors.entry_id(p.group.key) == "3-0")
     assert await pg.fetchval("SELECT price FROM odds WHERE id = 'good'") == 150
     g = p.group.key
     assert p.sample("ingestor_events_rejected_total", group=g, reason="invalid_json") == 1
@@ -116,7 +116,7 @@ async def test_full_queue_stops_reading_the_socket(make_pipeline: Factory, pg: A
     assert received._value.get() < sent / 3, received._value.get()
     assert p.feed.frames_written < sent
     writer_task = asyncio.create_task(p.writer.run())
-    await wait_until(lambda: p.committed.get(p.group.key) == f"{sent}-0", timeout_s=30)
+    await wait_until(lambda: p.cursors.entry_id(p.group.key) == f"{sent}-0", timeout_s=30)
     assert await pg.fetchval("SELECT count(*) FROM odds") == sent
     p.stop.set()
     worker_task.cancel()

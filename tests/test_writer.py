@@ -164,7 +164,7 @@ async def test_after_a_replay_the_next_flushes_skip_the_fast_copy(
     queue: WriterQueue = asyncio.Queue()
     for ev in [*events, None]:
         queue.put_nowait(ev)
-    writer = Writer(database_url, queue, metrics, batch_max_rows=1, retry_max_s=1, committed={})
+    writer = Writer(database_url, queue, metrics, batch_max_rows=1, retry_max_s=1)
     await writer.run()
     assert writer.flushes == 3
     # One failed COPY, then the replay burst is taken by ON CONFLICT at once.
@@ -188,7 +188,7 @@ async def test_cursor_moves_forward_only(database_url: str, pg: Any) -> None:
         [event("copilot-odds", "900-3", [odd(A, ts=90)])],
         [event("copilot-odds", "900-2", [odd(B, ts=91)])],
     )
-    assert committed == {GROUP: "900-3"}
+    assert committed.entry_id(GROUP) == "900-3" and len(committed) == 1
     row = await pg.fetchrow("SELECT * FROM stream_cursors WHERE group_key = $1", GROUP)
     assert (row["last_entry_id"], row["last_event_id"]) == ("900-3", "900-3")
 
@@ -266,7 +266,7 @@ async def test_sharded_writer_keeps_every_rule(database_url: str, pg: Any) -> No
     for connections in (3, 2):
         await pg.execute("TRUNCATE odds, odds_history, stream_cursors")
         committed = await write_batches(database_url, batch, batch, connections=connections)
-        assert committed == {GROUP: "900-0"}
+        assert committed.entry_id(GROUP) == "900-0" and len(committed) == 1
         rows = {r["id"]: r for r in await pg.fetch("SELECT * FROM odds")}
         assert len(rows) == 8 and all(r["price"] == -119 for r in rows.values())
         assert rows["s3"]["status"] == "settled"
@@ -283,13 +283,10 @@ async def test_pipelined_flushes_stay_full_and_commit_in_order(database_url: str
     for ev in [*events, None]:
         queue.put_nowait(ev)
     metrics = Metrics()
-    committed: dict[str, str] = {}
-    writer = Writer(
-        database_url, queue, metrics, batch_max_rows=5, retry_max_s=1, committed=committed
-    )
+    writer = Writer(database_url, queue, metrics, batch_max_rows=5, retry_max_s=1)
     await writer.run()
     assert writer.flushes == 5  # 5+5+5+5+3
-    assert committed == {GROUP: "1022-0"}
+    assert writer.cursors.entry_id(GROUP) == "1022-0" and len(writer.cursors) == 1
     assert (await _odds(pg))["price"] == -22
     assert await pg.fetchval("SELECT count(*) FROM odds_history") == 23
     rows = metrics.registry.get_sample_value
@@ -316,7 +313,7 @@ async def test_a_batch_that_is_not_full_waits_for_the_flush_and_is_topped_up(
     queue: WriterQueue = asyncio.Queue()
     for i in range(7):
         queue.put_nowait(ev(i))
-    writer = Writer(database_url, queue, Metrics(), batch_max_rows=5, retry_max_s=1, committed={})
+    writer = Writer(database_url, queue, Metrics(), batch_max_rows=5, retry_max_s=1)
     watcher = await asyncpg.connect(database_url)
     lock = pg.transaction()
     await lock.start()
@@ -353,11 +350,11 @@ async def test_a_wait_cycle_through_both_writer_connections_ends_at_the_lock_tim
     queue: WriterQueue = asyncio.Queue()
     metrics = Metrics()
     writer = Writer(database_url, queue, metrics, batch_max_rows=100, retry_max_s=0.1,
-                    committed={}, flush_timeout_s=120, connections=2,
+                    flush_timeout_s=120, connections=2,
                     lock_timeout_s=2)  # fmt: skip
     task = asyncio.create_task(writer.run())
     queue.put_nowait(event("copilot-odds", "30-0", [odd(A, ts=30)]))
-    await wait_until(lambda: writer.committed.get(GROUP) == "30-0")
+    await wait_until(lambda: writer.cursors.entry_id(GROUP) == "30-0")
     watcher = await asyncpg.connect(database_url)
     other = pg.transaction()
     await other.start()
@@ -380,7 +377,7 @@ async def test_a_wait_cycle_through_both_writer_connections_ends_at_the_lock_tim
     finally:
         await other.rollback()
         await watcher.close()
-    await wait_until(lambda: writer.committed.get(GROUP) == "32-0", timeout_s=30)
+    await wait_until(lambda: writer.cursors.entry_id(GROUP) == "32-0", timeout_s=30)
     queue.put_nowait(None)
     await asyncio.wait_for(task, 30)
     # The flush failed on the lock timeout and was retried (what ended the cycle is checked

@@ -167,7 +167,7 @@ async def run_daemon(settings: Settings) -> int:
             log.info("schema_migrated", revision=head_revision())
         await db.check_schema(conn, head_revision())
         await db.check_privileges(conn)
-        committed = await db.register_groups(conn, groups)
+        cursors = await db.register_groups(conn, groups)
     finally:
         await conn.close()
     # Today's partitions exist before the first flush: no upkeep DDL racing it at start-up.
@@ -195,7 +195,7 @@ async def run_daemon(settings: Settings) -> int:
         metrics,
         batch_max_rows=settings.writer_batch_max_rows,
         retry_max_s=settings.flush_retry_max_s,
-        committed=committed,
+        cursors=cursors,
         flush_timeout_s=settings.flush_timeout_s,
         connections=settings.writer_connections,
     )
@@ -213,7 +213,7 @@ async def run_daemon(settings: Settings) -> int:
         api_base_url=settings.effective_api_base_url,
         demo=settings.demo,
         metrics_port=settings.metrics_port,
-        resumed_cursors=len(committed),
+        resumed_cursors=len(cursors),
     )
     try:
         # Streams hold their connections for good: no pool cap, or group 101 would starve.
@@ -233,7 +233,7 @@ async def run_daemon(settings: Settings) -> int:
                 rehydrator = Rehydrator(rest, pool, queue, metrics, settings.rehydrate_window_h)
             gate = RequestLimiter(settings.stream_connects_per_15s)
             workers += [
-                StreamWorker(g, session, worker_settings, queue, metrics, committed, stop,
+                StreamWorker(g, session, worker_settings, queue, metrics, cursors, stop,
                              rehydrator, gate)
                 for g in groups
             ]  # fmt: skip

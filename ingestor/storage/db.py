@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from ingestor.domain.cursors import Cursor, Cursors
 from ingestor.domain.groups import Group
 from ingestor.storage import sql
 from ingestor.storage.migrations import SchemaError
@@ -49,15 +50,15 @@ async def check_schema(conn: Any, head: str) -> None:
         raise SchemaError(f"database has {found}, this build needs {head}: run `ingestor migrate`")
 
 
-async def register_groups(conn: Any, groups: list[Group]) -> dict[str, str]:
+async def register_groups(conn: Any, groups: list[Group]) -> Cursors:
     """Upsert one cursor row per group; return the committed cursors to resume from."""
-    cursors: dict[str, str] = {}
+    cursors = Cursors()
     for g in groups:
         row = await conn.fetchrow(
             sql.REGISTER_GROUP, g.key, g.stream.kind, g.stream.sport, list(g.leagues)
         )
         if row["last_entry_id"]:
-            cursors[g.key] = row["last_entry_id"]
+            cursors.adopt(g.key, Cursor(row["last_entry_id"], row["last_event_id"]))
     return cursors
 
 

@@ -164,7 +164,7 @@ ON CONFLICT (group_key) DO UPDATE SET
     cursor_key = GREATEST(EXCLUDED.cursor_key, c.cursor_key),
     last_event_at = GREATEST(EXCLUDED.last_event_at, c.last_event_at),
     updated_at = now()
-RETURNING group_key, last_entry_id
+RETURNING group_key, last_entry_id, last_event_id
 """
 
 SCHEMA_REVISION = "SELECT version_num FROM alembic_version"

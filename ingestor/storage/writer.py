@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 import structlog
 
+from ingestor.domain.cursors import Cursor, Cursors
 from ingestor.domain.events import DecodedEvent
 from ingestor.metrics import Metrics
 from ingestor.storage import sql
@@ -62,7 +63,7 @@ class Writer:
         *,
         batch_max_rows: int,
         retry_max_s: float,
-        committed: dict[str, str],
+        cursors: Cursors | None = None,
         flush_timeout_s: float = 60.0,
         connections: int = 1,
         lock_timeout_s: float = LOCK_TIMEOUT_S,
@@ -77,8 +78,8 @@ class Writer:
         # Several connections let PostgreSQL use several cores for one flush: the history on
         # one, the current state (sharded by odd id) on the others.
         self._conns: list[Any] = [None] * connections
-        # group key -> last committed entry id; workers read it when they reconnect.
-        self.committed = committed
+        # Advanced here, after each commit; workers read it when they reconnect.
+        self.cursors = cursors if cursors is not None else Cursors()
         self.flushes = 0
         self._staged_flushes_left = 0
         # Set while a flush waits on a long statement: the next batch may be built then.
@@ -323,13 +324,13 @@ class Writer:
             counts, cursors = result
             for table, n in counts.items():
                 written[table] = written.get(table, 0) + n
-            for group_key, entry_id in cursors:
-                self.committed[group_key] = entry_id
+            for group_key, cursor in cursors:
+                self.cursors.advance(group_key, cursor)
         return written
 
     async def _write(
         self, conn: Any, batch: FlushBatch
-    ) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    ) -> tuple[dict[str, int], list[tuple[str, Cursor]]]:
         written: dict[str, int] = {}
         if batch.odds_history:
             written["odds_history"] = await self._write_history(conn, batch)
@@ -372,7 +373,9 @@ class Writer:
             )
         )
         # Published by the caller once every shard has committed, never before.
-        return written, [(r["group_key"], r["last_entry_id"]) for r in stored]
+        return written, [
+            (r["group_key"], Cursor(r["last_entry_id"], r["last_event_id"])) for r in stored
+        ]
 
     async def _write_history(self, conn: Any, batch: FlushBatch) -> int:
         """History rows: a plain COPY when it can be, else staging and ON CONFLICT DO NOTHING."""

@@ -61,12 +61,15 @@ class SSEParser:
             raise ValueError("max_event_bytes must be positive")
         self.max_event_bytes = max_event_bytes
         self._line_limit = max_event_bytes + _FIELD_ALLOWANCE
+        # The spec's "last event ID string": set only when an event is dispatched, so an event
+        # cut off by a dropped connection never lends its id to the next one.
         self.last_event_id: str = ""
         self.retry_ms: int | None = None
         self.reset()
 
     def reset(self) -> None:
         """Drop any partial line/event (e.g. on reconnect); keep last_event_id and retry_ms."""
+        self._id_buffer = self.last_event_id  # the spec's "last event ID buffer"
         self._bom_check = True
         self._bom_buf = b""
         self._cr_pending = False
@@ -183,13 +186,14 @@ class SSEParser:
             self._event_type = value.decode("utf-8", "replace")
         elif name == b"id":
             if b"\x00" not in value:
-                self.last_event_id = value.decode("utf-8", "replace")
+                self._id_buffer = value.decode("utf-8", "replace")
         elif name == b"retry" and value.isdigit():
             with contextlib.suppress(ValueError):  # beyond Python's int digit limit
                 self.retry_ms = int(value)
 
     def _dispatch(self, out: list[SSEEvent]) -> None:
         """Handle a blank line: emit the buffered event, if any, and reset the buffers."""
+        self.last_event_id = self._id_buffer  # also for an event without data (spec step 1)
         if self._data and not self._skip_event:
             out.append(
                 SSEEvent(self._event_type or "message", b"\n".join(self._data), self.last_event_id)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import aiohttp
 import structlog
 
+from ingestor.domain.cursors import Cursors
 from ingestor.domain.decode import (
     CONTROL_EVENTS,
     DATA_EVENTS,
@@ -95,7 +95,7 @@ class StreamWorker:
         settings: WorkerSettings,
         queue: WorkerQueue,
         metrics: Metrics,
-        committed: Mapping[str, str],
+        cursors: Cursors,
         stop: asyncio.Event,
         rehydrator: Rehydrator | None = None,
         connect_gate: RequestLimiter | None = None,
@@ -110,7 +110,7 @@ class StreamWorker:
         self._s = settings
         self._queue = queue
         self._metrics = metrics
-        self._committed = committed
+        self._cursors = cursors
         self._stop = stop
         self._parser = SSEParser(settings.max_event_bytes)
         self.failures = 0
@@ -196,7 +196,7 @@ class StreamWorker:
     async def _session_once(self) -> str:
         """One connection from open to close; returns the reconnect reason."""
         key = self.group.key
-        last_entry_id = self._committed.get(key)
+        last_entry_id = self._cursors.entry_id(key)
         self._data_events = 0
         self._parser.reset()
         if self._gate is not None:
