@@ -109,6 +109,13 @@ class Metrics:
             ["group", "reason"],
             registry=r,
         )
+        self.stream_redirects = Counter(
+            "ingestor_stream_redirects",
+            "Redirects answered to a stream request, by group and outcome: followed (same"
+            " origin) or refused (another origin: the key is never sent there)",
+            ["group", "outcome"],
+            registry=r,
+        )
         self.stream_connected = Gauge(
             "ingestor_stream_connected", "1 while the group's stream is open", ["group"], registry=r
         )

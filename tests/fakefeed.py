@@ -91,12 +91,15 @@ class FakeFeed:
     frames_written: int = 0
     write_started: float | None = None  # loop time of a write still waiting for the socket
     answer: tuple[int, dict[str, str], str] | None = None  # (status, headers, body) instead
+    redirect: tuple[int, str] | None = None  # (status, Location) for the next stream request
+    redirect_always: bool = False
 
     async def start(self) -> str:
         """Listen on a free loopback port; returns the API base URL."""
         app = web.Application()
         app.router.add_get("/api/v3/stream/copilot/{sport}/odds", self._stream)
         app.router.add_get("/api/v3/stream/odds/{sport}", self._stream)
+        app.router.add_get("/moved/{tail:.*}", self._stream)  # a redirect's same-origin target
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -131,6 +134,11 @@ class FakeFeed:
         self.requests.append(
             Seen(request.path, list(request.query.items()), dict(request.headers), str(request.url))
         )
+        if self.redirect is not None:
+            status, location = self.redirect
+            if not self.redirect_always:
+                self.redirect = None
+            return web.Response(status=status, headers={"Location": location})
         if self.answer is not None:
             status, headers, body = self.answer
             return web.Response(status=status, headers=headers, text=body)

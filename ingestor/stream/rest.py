@@ -10,7 +10,7 @@ import aiohttp
 import orjson
 
 from ingestor.metrics import Metrics
-from ingestor.stream.client import vendor_message
+from ingestor.stream.client import RedirectRefused, get_same_origin, vendor_message
 
 WINDOW_S = 15.0  # the vendor's rate-limit window
 
@@ -90,19 +90,23 @@ class RestClient:
         await self._limiter.acquire()
         counter = self._metrics.rest_requests
         try:
-            async with self._session.get(
+            resp, _ = await get_same_origin(
+                self._session,
                 self._base_url + path,
                 params=params,
                 headers=self._headers,
                 timeout=self._timeout,
-                allow_redirects=False,
-            ) as resp:
+            )
+            async with resp:
                 body = await resp.read()
                 counter.labels(path, str(resp.status)).inc()
                 if resp.status == 429:
                     self._limiter.close_for(retry_after_s(resp.headers.get("Retry-After")))
                 if resp.status != 200:
                     raise RestError(f"GET {path}: HTTP {resp.status}: {vendor_message(body)}")
+        except RedirectRefused as exc:
+            counter.labels(path, "redirect_refused").inc()
+            raise RestError(f"GET {path}: {exc}") from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             counter.labels(path, "error").inc()
             raise RestError(f"GET {path}: {type(exc).__name__}") from None

@@ -32,7 +32,9 @@ log = structlog.get_logger("ingestor.stream")
 
 WorkerQueue = asyncio.Queue[DecodedEvent | None]
 RECONNECT_REASONS = ("eof", "stall", "connect_error", "read_error", "payload_error")
-AUTH_REASONS = frozenset({"http_401", "http_403"})
+# The server refuses us (a rejected key, "stop reconnecting", a redirect we will not follow):
+# seconds will not heal that, so these retry slowly.
+REFUSED_REASONS = frozenset({"http_401", "http_403", "http_204", "redirect_refused"})
 MAX_EVENT_TYPES = 32
 # Events decoded between two yields to the event loop (see _read).
 YIELD_EVERY_EVENTS = 8
@@ -184,8 +186,7 @@ class StreamWorker:
             self._metrics.stream_consecutive_failures.labels(key).set(self.failures)
             self._metrics.stream_reconnects.labels(key, reason).inc()
             delay = self._backoff_s()
-            if reason in AUTH_REASONS:
-                # A rejected key will not heal in seconds: retry slowly, capped.
+            if reason in REFUSED_REASONS:
                 slow = min(self._s.auth_retry_max_s, 30.0 * 2 ** min(30, max(0, self.failures - 1)))
                 delay = max(delay, random.uniform(slow / 2, slow))
             self.last_delay_s = delay
@@ -196,21 +197,27 @@ class StreamWorker:
     async def _session_once(self) -> str:
         """One connection from open to close; returns the reconnect reason."""
         key = self.group.key
-        last_entry_id = self._cursors.entry_id(key)
+        cursor = self._cursors.get(key)
+        last_entry_id = cursor.entry_id if cursor else None
+        # The id of the last event this worker saw, else the one committed before a restart.
+        last_event_id = self._parser.last_event_id or (cursor.event_id if cursor else None)
         self._data_events = 0
         self._parser.reset()
         if self._gate is not None:
             await self._gate.acquire()
         try:
-            resp = await open_stream(
+            resp, redirects = await open_stream(
                 self._session,
                 self._s.base_url,
                 self.group,
                 api_key=self._s.api_key,
                 last_entry_id=last_entry_id,
+                last_event_id=last_event_id,
                 connect_timeout_s=self._s.connect_timeout_s,
             )
         except StreamHTTPError as exc:
+            if exc.reason == "redirect_refused":
+                self._metrics.stream_redirects.labels(key, "refused").inc()
             log.error("stream_http_error", group=key, status=exc.status, vendor_message=exc.message)
             if exc.status == 429 and self._gate is not None:
                 self._gate.close_for(retry_after_s(exc.retry_after))
@@ -218,6 +225,8 @@ class StreamWorker:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("stream_connect_failed", group=key, error=type(exc).__name__)
             return "connect_error"
+        if redirects:
+            self._metrics.stream_redirects.labels(key, "followed").inc(redirects)
         self._metrics.stream_connected.labels(key).set(1)
         log.info("stream_connected", group=key, last_entry_id=last_entry_id)
         self._start_rehydration()
