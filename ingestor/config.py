@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     api_base_url: str = "https://api.opticodds.com/api/v3"
     # Used instead of api_base_url when no API key is set (the compose stack's simulator).
     demo_api_base_url: str | None = None
+    # True: read demo_api_base_url even when a key is set (an explicit switch for the demo).
+    demo: bool = False
     metrics_host: str = "0.0.0.0"
     metrics_port: int = Field(default=9108, ge=0, le=65535)
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -117,6 +119,7 @@ class Settings(BaseSettings):
     maintenance_database_url: SecretStr | None = None
     ready_max_failures: int = Field(default=10, ge=1)
     ready_commit_wait_s: float = Field(default=30.0, gt=0)
+    progress_log_s: float = Field(default=60.0, gt=0)
     migrate_on_start: bool = False
     database_wait_s: float = Field(default=60.0, ge=0)
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
@@ -133,15 +136,23 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return url.rstrip("/")
 
+    @model_validator(mode="after")
+    def _demo_needs_its_url(self) -> Settings:
+        if self.demo and self.demo_api_base_url is None:
+            raise ValueError("demo = true needs demo_api_base_url (the simulator's API root)")
+        return self
+
     @property
-    def demo(self) -> bool:
-        """No key and a demo URL: read the simulator, and say so loudly."""
-        return self.api_key is None and self.demo_api_base_url is not None
+    def in_demo(self) -> bool:
+        """Reading the simulator: asked for, or no key and a demo URL. Said loudly."""
+        return self.demo_api_base_url is not None and (self.demo or self.api_key is None)
 
     @property
     def effective_api_base_url(self) -> str:
         """Where the streams and REST calls go."""
-        return self.demo_api_base_url if self.demo and self.demo_api_base_url else self.api_base_url
+        if self.in_demo and self.demo_api_base_url:
+            return self.demo_api_base_url
+        return self.api_base_url
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
 import structlog
+from structlog.typing import EventDict
 
 _SECRETS: set[str] = set()
 REDACTED = "[redacted]"
@@ -28,7 +28,7 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: Any, __: str, event_dict: EventDict) -> EventDict:
     # Defence in depth: nothing passes a key on purpose, but an exception text might.
     if _SECRETS:
         for key, value in event_dict.items():
@@ -36,26 +36,49 @@ def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     return event_dict
 
 
-def _json(_: Any, __: str, event_dict: dict[str, Any]) -> str:
+def _json(_: Any, __: str, event_dict: EventDict) -> str:
     return orjson.dumps(event_dict, default=str).decode()
 
 
+def _stdlib_fields(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """A stdlib record (aiohttp, asyncio, alembic) keeps its logger name beside the event."""
+    record = event_dict.get("_record")
+    if record is not None:
+        event_dict.setdefault("logger", record.name)
+    return event_dict
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
-    """Configure structlog (and route stdlib logging through the same output)."""
+    """Configure structlog, and route stdlib logging (aiohttp's, asyncio's) through the same
+    processors, so that every line is one JSON object in JSON mode (a traceback included)."""
     out = stream or sys.stdout
     console = fmt == "console" or (fmt == "auto" and out.isatty())
-    processors: Iterable[Any] = [
+    shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
-        _redact,
-        structlog.dev.ConsoleRenderer() if console else _json,
     ]
+    renderer = structlog.dev.ConsoleRenderer() if console else _json
     structlog.configure(
-        processors=list(processors),
+        processors=[*shared, structlog.processors.format_exc_info, _redact, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=logging.WARNING, stream=out, format="%(name)s %(message)s")
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, _stdlib_fields],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                _redact,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)

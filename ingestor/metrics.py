@@ -46,6 +46,25 @@ class BulkHistogram(Collector):
             self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
             self._sum += total
 
+    def counts(self) -> list[int]:
+        """Observations per bucket so far (not cumulative), the last one over every bound."""
+        with self._lock:
+            return list(self._counts)
+
+    def quantile(self, since: list[int], q: float) -> float | None:
+        """The upper bound of the bucket holding quantile ``q`` of what came after ``since``
+        (None when nothing did; inf when it lies past the last bound)."""
+        delta = [a - b for a, b in zip(self.counts(), since, strict=True)]
+        total = sum(delta)
+        if not total:
+            return None
+        running = 0
+        for bound, n in zip(self._bounds, delta, strict=True):
+            running += n
+            if running >= q * total:
+                return bound
+        return math.inf
+
     def collect(self) -> Iterator[HistogramMetricFamily]:
         """Cumulative buckets, as Prometheus expects them."""
         with self._lock:
@@ -190,6 +209,12 @@ class Metrics:
         )
         self.groups_owned = Gauge(
             "ingestor_groups_owned", "Connection groups this process streams", registry=r
+        )
+        self.groups_standby = Gauge(
+            "ingestor_groups_standby",
+            "Groups this process wants but another process streams (it takes them over when"
+            " that process lets go)",
+            registry=r,
         )
         self.group_takeovers = Counter(
             "ingestor_group_takeovers",

@@ -9,11 +9,11 @@ from typing import Any
 
 import structlog
 
-from ingestor.coordination import Coordinator
 from ingestor.domain.cursors import Cursor
+from ingestor.lifecycle import sleep_or_stop
 from ingestor.metrics import Metrics
 from ingestor.storage.writer import Writer
-from ingestor.stream.worker import StreamWorker, sleep_or_stop
+from ingestor.stream.worker import StreamWorker
 
 log = structlog.get_logger("ingestor.supervisor")
 
@@ -33,14 +33,15 @@ class Supervisor:
         *,
         shutdown_timeout_s: float,
         restart_max_s: float,
-        coordinator: Callable[[Supervisor], Coordinator] | None = None,
-        extra: dict[str, Callable[[], Coroutine[Any, Any, None]]] | None = None,
+        workers_on_demand: bool = False,
     ) -> None:
         self._writer = writer
         self._workers = {w.group.key: w for w in workers}
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._coordinator = coordinator(self) if coordinator else None
-        self._extra = extra or {}
+        # Named tasks that must not end while the process runs (leases, partition upkeep...).
+        self._extra: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {}
+        # True: a watched task (the leases) starts and stops the workers; False: all start.
+        self._workers_on_demand = workers_on_demand
         self._metrics = metrics
         self._stop = stop
         self._shutdown_timeout_s = shutdown_timeout_s
@@ -63,12 +64,17 @@ class Supervisor:
                 if await sleep_or_stop(self._stop, delay):
                     return
 
+    def watch(self, name: str, factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``factory()`` as a named task beside the writer; its end stops the process."""
+        self._extra[name] = factory
+
     async def start_worker(self, key: str, cursor: Cursor | None = None) -> None:
         """Run a group's worker (resuming from ``cursor`` when another process moved it)."""
         if key in self._tasks and not self._tasks[key].done():
             return
         self._writer.cursors.adopt(key, cursor)
         worker = self._workers[key]
+        worker.reset_failures()  # readiness counts this ownership's failures only
         self._tasks[key] = asyncio.create_task(self._guard(worker), name=f"worker:{key}")
 
     async def stop_worker(self, key: str) -> None:
@@ -77,6 +83,11 @@ class Supervisor:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        self._workers[key].reset_failures()
+
+    def running(self) -> list[StreamWorker]:
+        """The workers of the groups this process streams now."""
+        return [self._workers[k] for k, t in self._tasks.items() if not t.done()]
 
     async def run(self) -> int:
         """Until ``stop`` is set or a task that must not end does; returns the exit code."""
@@ -84,15 +95,12 @@ class Supervisor:
         writer_task = spawn(self._writer.run(), name="writer")
         watched: list[asyncio.Task[None]] = [writer_task]
         watched += [spawn(factory(), name=name) for name, factory in self._extra.items()]
-        if self._coordinator is not None:
-            watched.append(spawn(self._coordinator.run(), name="leases"))
-        else:
+        if not self._workers_on_demand:
             for key in self._workers:
                 await self.start_worker(key)
             watched += self._tasks.values()
         stop_task = spawn(self._stop.wait(), name="stop-signal")
-        log.info("supervisor_started", groups=len(self._workers),
-                 coordinated=self._coordinator is not None)  # fmt: skip
+        log.info("supervisor_started", groups=len(self._workers), tasks=[*self._extra])
         done, _ = await asyncio.wait([stop_task, *watched], return_when=asyncio.FIRST_COMPLETED)
         code = EXIT_OK
         if stop_task not in done:

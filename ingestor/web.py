@@ -9,7 +9,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ingestor.metrics import Metrics
 
-ReadyCheck = Callable[[], Awaitable[str | None]]
+# (ready, the reason why not, or a note)
+ReadyCheck = Callable[[], Awaitable[tuple[bool, str]]]
 
 
 def make_app(metrics: Metrics, ready: ReadyCheck) -> web.Application:
@@ -23,10 +24,10 @@ def make_app(metrics: Metrics, ready: ReadyCheck) -> web.Application:
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        problem = await ready()
-        if problem:
-            return web.Response(status=503, text=f"not ready: {problem}\n")
-        return web.Response(text="ready\n")
+        ok, text = await ready()
+        if not ok:
+            return web.Response(status=503, text=f"not ready: {text}\n")
+        return web.Response(text=f"ready: {text}\n")
 
     app = web.Application()
     app.router.add_get("/metrics", metrics_view)

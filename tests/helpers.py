@@ -10,9 +10,9 @@ import orjson
 
 from ingestor.domain.cursors import Cursors
 from ingestor.domain.decode import decode_event
-from ingestor.domain.events import DecodedEvent
+from ingestor.domain.events import DecodedEvent, EventQueue
 from ingestor.metrics import Metrics
-from ingestor.storage.writer import Writer, WriterQueue
+from ingestor.storage.writer import Writer
 
 GROUP = "copilot:basketball:NBA"
 
@@ -40,7 +40,7 @@ async def write_batches(
     """Run a real writer once per batch (each batch is one flush); returns committed cursors."""
     committed = Cursors()
     for batch in batches:
-        queue: WriterQueue = asyncio.Queue()
+        queue: EventQueue = asyncio.Queue()
         for ev in batch:
             queue.put_nowait(ev)
         queue.put_nowait(None)

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import asyncpg
 
 from ingestor.config import Settings, StreamConfig
 from ingestor.domain.cursors import Cursors
+from ingestor.domain.events import EventQueue
 from ingestor.domain.groups import Group, make_groups
 from ingestor.metrics import Metrics
-from ingestor.storage.writer import Writer, WriterQueue
+from ingestor.storage.reader import PgOddsReader
+from ingestor.storage.writer import Writer
 from ingestor.stream.rehydrate import Rehydrator
 from ingestor.stream.rest import RequestLimiter, RestClient
 from ingestor.stream.worker import StreamWorker, WorkerSettings
@@ -27,24 +28,24 @@ class Pipeline:
 
     feed: Any
     metrics: Metrics
-    queue: WriterQueue
+    queue: EventQueue
     writer: Writer
     workers: list[StreamWorker]
     stop: asyncio.Event
     session: aiohttp.ClientSession
     task: asyncio.Task[int] | None = None
     cursors: Cursors = field(default_factory=Cursors)
-    pool: Any = None
+    reader: PgOddsReader | None = None
     gate: RequestLimiter | None = None
     shutdown_timeout_s: float = 10
 
     async def close(self) -> None:
-        """Stop if running, then release the HTTP session and the pool."""
+        """Stop if running, then release the HTTP session and the reader's pool."""
         if self.task and not self.task.done():
             await self.shutdown()
         await self.session.close()
-        if self.pool is not None:
-            await self.pool.close()
+        if self.reader is not None:
+            await self.reader.close()
 
     @property
     def group(self) -> Group:
@@ -90,7 +91,7 @@ async def build_pipeline(
     """Wire the real parts together exactly as the composition root does."""
     metrics = Metrics()
     stop = asyncio.Event()
-    queue: WriterQueue = asyncio.Queue(maxsize=queue_max_events)
+    queue: EventQueue = asyncio.Queue(maxsize=queue_max_events)
     cursors = cursors if cursors is not None else Cursors()
     writer = Writer(
         database_url, queue, metrics, batch_max_rows=5000, retry_max_s=0.5, cursors=cursors,
@@ -110,18 +111,18 @@ async def build_pipeline(
     )
     groups = make_groups(streams or [copilot_stream()], 10)
     gate = RequestLimiter(200)
-    pool = None
+    reader = None
     rehydrator = None
     if rehydrate:
-        pool = await asyncpg.create_pool(database_url, min_size=0, max_size=2)
+        reader = PgOddsReader(database_url)
         rest = RestClient(session, feed.base_url, api_key, RequestLimiter(2000), metrics, 10)
-        rehydrator = Rehydrator(rest, pool, queue, metrics, 48)
+        rehydrator = Rehydrator(rest, reader, queue, metrics, 48)
     workers = [
         worker_class(g, session, settings, queue, metrics, cursors, stop, rehydrator, gate)
         for g in groups
     ]
     return Pipeline(
-        feed, metrics, queue, writer, workers, stop, session, cursors=cursors, pool=pool,
+        feed, metrics, queue, writer, workers, stop, session, cursors=cursors, reader=reader,
         gate=gate, shutdown_timeout_s=shutdown_timeout_s,
     )  # fmt: skip
 

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from ingestor.domain.decode import DecodeError, decode_event
+from ingestor.domain.decode import decode_event
+from ingestor.domain.errors import DecodeError
 from ingestor.domain.events import Kind
 from ingestor.stream.sse import SSEParser
 from tests.fakefeed import SEED_EVENTS, odd

@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from ingestor.domain.decode import DecodeError, decode_event
+from ingestor.domain.decode import decode_event
+from ingestor.domain.errors import DecodeError
 from ingestor.metrics import Metrics
 from tests.conftest import wait_until
 from tests.fakefeed import FakeFeed, odd

@@ -9,9 +9,10 @@ from typing import Any
 import asyncpg
 import pytest
 
+from ingestor.domain.events import EventQueue
 from ingestor.metrics import Metrics
 from ingestor.storage.partitions import maintain, partition_name
-from ingestor.storage.writer import Writer, WriterQueue
+from ingestor.storage.writer import Writer
 from tests.conftest import wait_until
 from tests.fakefeed import odd
 from tests.helpers import GROUP, event, write_batches
@@ -102,7 +103,7 @@ async def test_upkeep_never_leaves_the_writer_waiting_on_it(database_url: str, p
     closed a cycle PostgreSQL cannot see (a flush hung until flush_timeout_s)."""
     current = await asyncpg.connect(database_url)  # the writer's current-state connection
     upkeep = await asyncpg.connect(database_url)
-    queue: WriterQueue = asyncio.Queue()
+    queue: EventQueue = asyncio.Queue()
     writer = Writer(database_url, queue, Metrics(), batch_max_rows=1000, retry_max_s=1)  # fmt: skip
     running = asyncio.create_task(writer.run())
     entry = [f"{int(_ts(D)) * 1000 + i}-0" for i in range(2)]

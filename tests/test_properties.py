@@ -11,7 +11,8 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingestor.domain.decode import DATA_EVENTS, DecodeError, decode_event
+from ingestor.domain.decode import DATA_EVENTS, decode_event
+from ingestor.domain.errors import DecodeError
 from ingestor.stream.sse import EventTooLarge, SSEParser
 from tests.fakefeed import SEED_EVENTS, odd
 from tests.helpers import event, write_batches

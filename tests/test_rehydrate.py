@@ -8,8 +8,8 @@ from typing import Any
 
 from ingestor.stream.rest import RequestLimiter
 from tests.conftest import wait_until
-from tests.pipeline import Pipeline
-from tests.sim import RunningSim, ledger_diff
+from tests.pipeline import Pipeline, build_pipeline, copilot_stream, supervise
+from tests.sim import RunningSim, ledger_diff, start_sim
 
 Factory = Callable[..., Awaitable[tuple[RunningSim, Pipeline]]]
 
@@ -62,3 +62,36 @@ async def test_rehydration_can_be_switched_off(running: Factory, pg: Any) -> Non
     await sim.server.emit(20)
     await wait_until(lambda: p.sample("ingestor_events_committed_total") > 0)
     assert not [path for path, _ in sim.server.requests if "/stream/" not in path]
+
+
+async def test_snapshots_honour_every_filter_of_the_stream(database_url: str, pg: Any) -> None:
+    """Only what the stream would have sent: REST gets the stream's book, market and price
+    format; main/live flags, leagues and fixture ids are applied to what comes back."""
+    sim = await start_sim()
+    chosen = sim.server.world.fixtures[1]
+    stream = copilot_stream(["NBA", "NCAAB"]).model_copy(update={
+        "markets": ["Point Spread"], "is_main": True, "odds_format": "DECIMAL",
+        "fixture_ids": [chosen.id],
+    })  # fmt: skip
+    p = await build_pipeline(database_url, sim, streams=[stream], rehydrate=True)
+    supervise(p)
+    try:
+        await wait_until(lambda: p.sample("ingestor_rehydrations_total", group=p.group.key,
+                                          result="complete") >= 1, timeout_s=20)  # fmt: skip
+        await wait_until(lambda: pg.fetchval("SELECT count(*) FROM odds"), timeout_s=20)
+        calls = [q for path, q in sim.server.requests if path.endswith("/copilot/fixtures/odds")]
+        assert calls and all(("odds_format", "DECIMAL") in q for q in calls)
+        assert all(("market", "Point Spread") in q for q in calls)
+        assert {v for q in calls for k, v in q if k == "fixture_id"} == {chosen.id}
+        rows = await pg.fetch("SELECT fixture_id, market, is_main FROM odds")
+        want = {o.id for o in chosen.odds if o.stream == "copilot" and o.market == "Point Spread"
+                and o.is_main and o.status == "open"}  # fmt: skip
+        assert len(rows) == len(want) == 2
+        assert {(r["fixture_id"], r["market"], r["is_main"]) for r in rows} == {
+            (chosen.id, "Point Spread", True)
+        }
+        fixtures = await pg.fetch("SELECT fixture_id FROM fixtures")
+        assert [r["fixture_id"] for r in fixtures] == [chosen.id]
+    finally:
+        await p.close()
+        await sim.stop()

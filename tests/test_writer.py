@@ -7,8 +7,9 @@ from typing import Any
 
 import asyncpg
 
+from ingestor.domain.events import EventQueue
 from ingestor.metrics import Metrics
-from ingestor.storage.writer import Writer, WriterQueue
+from ingestor.storage.writer import Writer
 from tests.conftest import wait_until
 from tests.fakefeed import odd
 from tests.helpers import GROUP, event, write_batches
@@ -161,7 +162,7 @@ async def test_after_a_replay_the_next_flushes_skip_the_fast_copy(
     ]
     await write_batches(database_url, events)
     metrics = Metrics()
-    queue: WriterQueue = asyncio.Queue()
+    queue: EventQueue = asyncio.Queue()
     for ev in [*events, None]:
         queue.put_nowait(ev)
     writer = Writer(database_url, queue, metrics, batch_max_rows=1, retry_max_s=1)
@@ -279,7 +280,7 @@ async def test_pipelined_flushes_stay_full_and_commit_in_order(database_url: str
     events = [
         event("copilot-odds", f"{1000 + i}-0", [odd(A, price=-i, ts=100 + i)]) for i in range(23)
     ]
-    queue: WriterQueue = asyncio.Queue()
+    queue: EventQueue = asyncio.Queue()
     for ev in [*events, None]:
         queue.put_nowait(ev)
     metrics = Metrics()
@@ -310,7 +311,7 @@ async def test_a_batch_that_is_not_full_waits_for_the_flush_and_is_topped_up(
     def ev(i: int) -> Any:
         return event("copilot-odds", f"{2000 + i}-0", [odd(A, price=-i, ts=200 + i)])
 
-    queue: WriterQueue = asyncio.Queue()
+    queue: EventQueue = asyncio.Queue()
     for i in range(7):
         queue.put_nowait(ev(i))
     writer = Writer(database_url, queue, Metrics(), batch_max_rows=5, retry_max_s=1)
@@ -347,7 +348,7 @@ async def test_a_wait_cycle_through_both_writer_connections_ends_at_the_lock_tim
                 "new_status": "Live", "old_status": None, "timestamp": 30.0}  # fmt: skip
         return event("fixture-status", entry, payload={"entry_id": entry, "data": body})
 
-    queue: WriterQueue = asyncio.Queue()
+    queue: EventQueue = asyncio.Queue()
     metrics = Metrics()
     writer = Writer(database_url, queue, metrics, batch_max_rows=100, retry_max_s=0.1,
                     flush_timeout_s=120, connections=2,

@@ -1,4 +1,9 @@
-"""Composition root: the only place that wires config, stream, storage and metrics together."""
+"""Composition root: the only place that wires config, stream, storage and metrics together.
+
+``run_daemon`` is three steps: start-up checks (which return the committed cursors), building
+the parts, serving until SIGTERM. Every resource is held by one ``AsyncExitStack``, so a start
+that fails half way (a taken metrics port, say) releases what it had already opened.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,32 @@ import asyncio
 import contextlib
 import gc
 import signal
-from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
-import asyncpg
 import structlog
 
 from ingestor.config import Settings
 from ingestor.coordination import Coordinator
-from ingestor.domain.groups import make_groups
+from ingestor.domain.cursors import Cursors
+from ingestor.domain.events import EventQueue
+from ingestor.domain.groups import Group, make_groups
+from ingestor.errors import PortUnavailable
 from ingestor.logs import register_secret
 from ingestor.metrics import Metrics
-from ingestor.storage import db, partitions, sql
-from ingestor.storage.migrations import head_revision, upgrade
-from ingestor.storage.writer import Writer, WriterQueue
+from ingestor.progress import progress_loop
+from ingestor.readiness import Readiness
+from ingestor.storage import db
+from ingestor.storage.leases import PgLeases
+from ingestor.storage.partitions import Upkeep
+from ingestor.storage.reader import PgOddsReader
+from ingestor.storage.schema import SCHEMA_HEAD
+from ingestor.storage.writer import Writer
 from ingestor.stream.rehydrate import Rehydrator
 from ingestor.stream.rest import RequestLimiter, RestClient
-from ingestor.stream.worker import StreamWorker, WorkerSettings, sleep_or_stop
+from ingestor.stream.worker import StreamWorker, WorkerSettings
 from ingestor.supervisor import Supervisor
 from ingestor.web import make_app, start
 
@@ -32,67 +45,10 @@ log = structlog.get_logger("ingestor.app")
 
 def _password(dsn: str) -> str | None:
     """The password inside a postgresql:// URL, so that the log scrubber knows it."""
-    from urllib.parse import urlsplit
-
     try:
         return urlsplit(dsn).password
     except ValueError:
         return None
-
-
-async def maintain_partitions(settings: Settings) -> dict[str, list[str]]:
-    """One round of history partition upkeep, as the owner when one is configured."""
-    url = (settings.maintenance_database_url or settings.database_url).get_secret_value()
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        return await partitions.maintain(
-            conn,
-            today=datetime.now(UTC).date(),
-            ahead_days=settings.partitions_ahead_days,
-            retention_days=settings.history_retention_days,
-        )
-    finally:
-        await conn.close(timeout=5)
-
-
-# After a failed round, the next comes this soon (a busy table frees up in seconds).
-PARTITIONS_RETRY_S = 60.0
-# A database that stops answering must not hold a round (and start-up) for ever.
-PARTITIONS_ROUND_TIMEOUT_S = 300.0
-
-
-async def _partitions_round(settings: Settings) -> bool:
-    """One logged round of partition upkeep; False when it failed. Never fatal."""
-    try:
-        async with asyncio.timeout(PARTITIONS_ROUND_TIMEOUT_S):
-            done = await maintain_partitions(settings)
-        log.info("partitions_maintained", **done)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        # Without it rows still land in the default partition: nothing is lost.
-        busy = isinstance(exc, asyncpg.LockNotAvailableError)
-        log.warning(
-            "partitions_failed",
-            error=type(exc).__name__,
-            detail=str(exc)[:300],
-            hint=(
-                "a history table stayed locked past the upkeep's lock timeout; retried soon"
-                if busy
-                else "partition DDL needs the tables' owner: set maintenance_database_url"
-            ),
-        )
-        return False
-    return True
-
-
-async def _partitions_loop(settings: Settings, stop: asyncio.Event, done: bool) -> None:
-    """Keep history day partitions ahead and within the retention, after a first round."""
-    while True:
-        wait = settings.partition_check_s
-        if not done:
-            wait = min(wait, PARTITIONS_RETRY_S)
-        if await sleep_or_stop(stop, wait):
-            return
-        done = await _partitions_round(settings)
 
 
 @contextlib.contextmanager
@@ -125,31 +81,150 @@ def _worker_settings(settings: Settings) -> WorkerSettings:
     )
 
 
-def _readiness(
+def _upkeep(settings: Settings) -> Upkeep:
+    url = settings.maintenance_database_url or settings.database_url
+    return Upkeep(
+        url.get_secret_value(),
+        ahead_days=settings.partitions_ahead_days,
+        retention_days=settings.history_retention_days,
+        check_s=settings.partition_check_s,
+    )
+
+
+async def start_up(settings: Settings, groups: list[Group]) -> Cursors:
+    """Step 1: the database answers, its schema is this build's, the role may write, the
+    groups are registered; returns their committed cursors. Never migrates unless asked."""
+    dsn = settings.database_url.get_secret_value()
+    conn = await db.connect_with_wait(dsn, settings.database_wait_s)
+    try:
+        if settings.migrate_on_start:
+            from ingestor.storage.migrations import upgrade  # alembic only when asked
+
+            applied = await asyncio.to_thread(upgrade, dsn)
+            log.info("schema_migrated", applied=applied, revision=SCHEMA_HEAD)
+        await db.check_schema(conn, SCHEMA_HEAD)
+        await db.check_privileges(conn)
+        return await db.register_groups(conn, groups)
+    finally:
+        await conn.close()
+
+
+@dataclass
+class Daemon:
+    """The built parts that serving needs."""
+
+    supervisor: Supervisor
+    coordinator: Coordinator
+    writer: Writer
+
+
+async def build(
     settings: Settings,
-    pool: Callable[[], asyncpg.Pool],
-    writer: Writer,
-    workers: list[StreamWorker],
-) -> Callable[[], Awaitable[str | None]]:
-    """/readyz: the database answers, commits happen, and no group fails past the bound."""
+    groups: list[Group],
+    cursors: Cursors,
+    stop: asyncio.Event,
+    stack: contextlib.AsyncExitStack,
+) -> Daemon:
+    """Step 2: every part, wired; the resources they hold are closed by ``stack``."""
+    dsn = settings.database_url.get_secret_value()
+    metrics = Metrics()
+    queue: EventQueue = asyncio.Queue(maxsize=settings.queue_max_events)
+    metrics.queue_capacity.set(settings.queue_max_events)
+    writer = Writer(
+        dsn, queue, metrics,
+        batch_max_rows=settings.writer_batch_max_rows, retry_max_s=settings.flush_retry_max_s,
+        cursors=cursors, flush_timeout_s=settings.flush_timeout_s,
+        connections=settings.writer_connections,
+    )  # fmt: skip
+    # Streams hold their connections for good: no pool cap, or group 101 would starve.
+    session = await stack.enter_async_context(
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    )
+    ws = _worker_settings(settings)
+    rehydrator = None
+    if settings.rehydrate:
+        reader = PgOddsReader(dsn)
+        stack.push_async_callback(reader.close)
+        rest = RestClient(session, ws.base_url, ws.api_key,
+                          RequestLimiter(settings.rest_requests_per_15s), metrics,
+                          settings.rest_timeout_s)  # fmt: skip
+        rehydrator = Rehydrator(rest, reader, queue, metrics, settings.rehydrate_window_h)
+    gate = RequestLimiter(settings.stream_connects_per_15s)
+    workers = [StreamWorker(g, session, ws, queue, metrics, cursors, stop, rehydrator, gate)
+               for g in groups]  # fmt: skip
+    supervisor = Supervisor(writer, workers, metrics, stop,
+                            shutdown_timeout_s=settings.shutdown_timeout_s,
+                            restart_max_s=settings.worker_restart_max_s,
+                            workers_on_demand=True)  # fmt: skip
+    supervisor.watch("progress", lambda: progress_loop(metrics, stop, settings.progress_log_s))
+    if settings.manage_partitions:
+        upkeep = _upkeep(settings)
+        # Today's partitions exist before the first flush: no upkeep DDL racing it.
+        await upkeep.round()
+        supervisor.watch("partitions", lambda: upkeep.loop(stop))
+    leases = PgLeases(dsn)
+    coordinator = Coordinator(
+        leases, [g.key for g in groups], supervisor.start_worker, supervisor.stop_worker,
+        metrics, check_s=settings.lease_check_s, stop_event=stop,
+        share_fairly=settings.coordination == "postgres",
+    )  # fmt: skip
+    supervisor.watch("leases", coordinator.run)
+    # Closed after the final flush: the claims outlive it, so no successor starts behind it.
+    stack.push_async_callback(coordinator.close)
+    pinger = db.Pinger(dsn)
+    stack.push_async_callback(pinger.close)
+    readiness = Readiness(settings, pinger, writer, supervisor, coordinator)
+    try:
+        runner = await start(make_app(metrics, readiness.check),
+                             settings.metrics_host, settings.metrics_port)  # fmt: skip
+    except OSError as exc:
+        raise PortUnavailable(
+            f"metrics port {settings.metrics_host}:{settings.metrics_port} cannot be opened: "
+            f"{exc.strerror or exc} (set metrics_port or INGESTOR_METRICS_PORT)"
+        ) from None
+    stack.push_async_callback(runner.cleanup)
+    if settings.in_demo:
+        metrics.demo_mode.set(1)
+    return Daemon(supervisor, coordinator, writer)
 
-    async def ready() -> str | None:
-        try:
-            async with asyncio.timeout(2):
-                await pool().fetchval(sql.PING)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            return f"database unreachable ({type(exc).__name__})"
-        stalled = writer.stall_s()
-        if stalled > settings.ready_commit_wait_s:
-            # Health must not stay green while nothing is stored (a missing grant did that).
-            return (
-                f"no commit for {stalled:.0f} s while {writer.queue.qsize() + writer.held} "
-                f"events wait (last flush error: {writer.last_error or 'none, still running'})"
-            )
-        failing = [w.group.key for w in workers if w.failures >= settings.ready_max_failures]
-        return f"groups failing: {', '.join(failing)}" if failing else None
 
-    return ready
+def _announce(settings: Settings, groups: list[Group], cursors: Cursors) -> None:
+    if settings.in_demo:
+        log.warning(
+            "demo_mode",
+            message="reading the SIMULATOR, not the real feed",
+            api_base_url=settings.effective_api_base_url,
+        )
+    elif settings.demo_api_base_url:
+        log.warning(
+            "demo_url_ignored",
+            message="OPTICODDS_API_KEY is set, so demo_api_base_url is not used: reading the "
+            "real feed (set demo = true to read the simulator anyway)",
+            api_base_url=settings.effective_api_base_url,
+        )
+    log.info(
+        "daemon_started",
+        groups=[g.key for g in groups],
+        api_base_url=settings.effective_api_base_url,
+        demo=settings.in_demo,
+        coordination=settings.coordination,
+        metrics_port=settings.metrics_port,
+        resumed_cursors=len(cursors),
+    )
+
+
+async def serve(daemon: Daemon, stop: asyncio.Event) -> int:
+    """Step 3: run until SIGTERM/SIGINT, then drain (stop reading, flush, commit)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # The handler only sets the event: draining happens in the supervisor, in order.
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        with _tuned_gc():
+            return await daemon.supervisor.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
 async def run_daemon(settings: Settings) -> int:
@@ -160,116 +235,11 @@ async def run_daemon(settings: Settings) -> int:
     if settings.maintenance_database_url:
         register_secret(_password(settings.maintenance_database_url.get_secret_value()))
     groups = make_groups(settings.streams, settings.leagues_per_connection)
-    conn = await db.connect_with_wait(dsn, settings.database_wait_s)
-    try:
-        if settings.migrate_on_start:  # only when asked: never migrate silently
-            await asyncio.to_thread(upgrade, dsn)
-            log.info("schema_migrated", revision=head_revision())
-        await db.check_schema(conn, head_revision())
-        await db.check_privileges(conn)
-        cursors = await db.register_groups(conn, groups)
-    finally:
-        await conn.close()
-    # Today's partitions exist before the first flush: no upkeep DDL racing it at start-up.
-    partitioned = await _partitions_round(settings) if settings.manage_partitions else True
-
-    metrics = Metrics()
+    cursors = await start_up(settings, groups)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # The handler only sets the event: draining happens in the supervisor, in order.
-        loop.add_signal_handler(sig, stop.set)
-
-    queue: WriterQueue = asyncio.Queue(maxsize=settings.queue_max_events)
-    metrics.queue_capacity.set(settings.queue_max_events)
-    if settings.demo:
-        metrics.demo_mode.set(1)
-        log.warning(
-            "demo_mode",
-            message="OPTICODDS_API_KEY is not set: reading the SIMULATOR, not the real feed",
-            api_base_url=settings.effective_api_base_url,
-        )
-    writer = Writer(
-        dsn,
-        queue,
-        metrics,
-        batch_max_rows=settings.writer_batch_max_rows,
-        retry_max_s=settings.flush_retry_max_s,
-        cursors=cursors,
-        flush_timeout_s=settings.flush_timeout_s,
-        connections=settings.writer_connections,
-    )
-
-    workers: list[StreamWorker] = []
-
-    ready = _readiness(settings, lambda: pool, writer, workers)
-
-    # Gap recovery and /readyz read through a small pool; the writer has its own connection.
-    pool = await asyncpg.create_pool(dsn, min_size=0, max_size=2)
-    runner = await start(make_app(metrics, ready), settings.metrics_host, settings.metrics_port)
-    log.info(
-        "daemon_started",
-        groups=[g.key for g in groups],
-        api_base_url=settings.effective_api_base_url,
-        demo=settings.demo,
-        metrics_port=settings.metrics_port,
-        resumed_cursors=len(cursors),
-    )
-    try:
-        # Streams hold their connections for good: no pool cap, or group 101 would starve.
-        connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            worker_settings = _worker_settings(settings)
-            rehydrator = None
-            if settings.rehydrate:
-                rest = RestClient(
-                    session,
-                    worker_settings.base_url,
-                    worker_settings.api_key,
-                    RequestLimiter(settings.rest_requests_per_15s),
-                    metrics,
-                    settings.rest_timeout_s,
-                )
-                rehydrator = Rehydrator(rest, pool, queue, metrics, settings.rehydrate_window_h)
-            gate = RequestLimiter(settings.stream_connects_per_15s)
-            workers += [
-                StreamWorker(g, session, worker_settings, queue, metrics, cursors, stop,
-                             rehydrator, gate)
-                for g in groups
-            ]  # fmt: skip
-            coordinator = None
-            if settings.coordination == "postgres":
-
-                def coordinator(sup: Supervisor) -> Coordinator:
-                    return Coordinator(
-                        dsn, [g.key for g in groups], sup.start_worker, sup.stop_worker,
-                        metrics, check_s=settings.lease_check_s, stop_event=stop,
-                    )  # fmt: skip
-
-            supervisor = Supervisor(
-                writer,
-                workers,
-                metrics,
-                stop,
-                shutdown_timeout_s=settings.shutdown_timeout_s,
-                restart_max_s=settings.worker_restart_max_s,
-                coordinator=coordinator,
-                extra=(
-                    {"partitions": lambda: _partitions_loop(settings, stop, partitioned)}
-                    if settings.manage_partitions
-                    else {}
-                ),
-            )
-            with _tuned_gc():
-                code = await supervisor.run()
-    finally:
-        # Drain order: the supervisor stopped reading and flushed; now the pool, then the port.
-        try:
-            await asyncio.wait_for(pool.close(), timeout=5)
-        except TimeoutError:
-            pool.terminate()
-        await runner.cleanup()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    async with contextlib.AsyncExitStack() as stack:
+        daemon = await build(settings, groups, cursors, stop, stack)
+        _announce(settings, groups, cursors)
+        code = await serve(daemon, stop)
     log.info("daemon_stopped", exit_code=code)
     return code

@@ -1,4 +1,7 @@
-"""``ingestor`` command line: migrate, run, check-config."""
+"""``ingestor`` command line: run, migrate, check-config, partitions, simulate.
+
+Every failure an operator can meet is one line on stderr, never a traceback: exit code 2 for
+a configuration problem, 1 for a runtime one (database, port, schema)."""
 
 from __future__ import annotations
 
@@ -6,16 +9,19 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ingestor import logs
 from ingestor.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
+from ingestor.errors import StartupError
 from ingestor.simulator.run import add_arguments as add_simulator_arguments
-from ingestor.storage.db import DatabaseUnavailable
-from ingestor.storage.migrations import SchemaError
 
+EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 VENDOR_URL = str(Settings.model_fields["api_base_url"].default)
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,14 +31,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     config_help = f"TOML config file (default: $INGESTOR_CONFIG or {DEFAULT_CONFIG_PATH})"
+    commands = {}
     for name, text in (
         ("run", "stream into PostgreSQL until SIGTERM or SIGINT"),
-        ("migrate", "bring the database schema to the newest revision (alembic upgrade head)"),
-        ("check-config", "validate the configuration file and exit, without connecting"),
+        ("migrate", "bring the database schema to the newest revision, or to --to REVISION"),
+        ("check-config", "validate the configuration and list the connections it opens"),
         ("partitions", "create the history's day partitions ahead and drop expired ones, once"),
     ):
-        cmd = sub.add_parser(name, help=text, description=text)
+        cmd = commands[name] = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--config", type=Path, default=None, help=config_help)
+    commands["migrate"].add_argument(
+        "--to", metavar="REVISION", default="head",
+        help="target revision: 'head' (default), an older one to downgrade to, or 'base'",
+    )  # fmt: skip
     text = "serve a local stand-in for the OpticOdds API (streams and REST) for demos and tests"
     sim = sub.add_parser("simulate", help=text, description=text)
     add_simulator_arguments(sim)
@@ -50,15 +61,82 @@ def _database_url(config: Path | None) -> str:
     return str(Settings.model_fields["database_url"].default.get_secret_value())
 
 
-async def _partitions_once(settings: Settings) -> int:
-    from ingestor.cli.app import maintain_partitions
+def _migrate(url: str, target: str) -> int:
+    from ingestor.storage import migrations  # alembic is imported for this command only
 
-    done = await maintain_partitions(settings)
+    known = migrations.revisions()
+    if target not in ("head", "base", *known):
+        raise ConfigError(f"--to {target}: no such revision (known: {', '.join(known)})")
+    current: str | None = _database_call(migrations.current_revision(url), "migrate")
+    wanted = known[-1] if target == "head" else None if target == "base" else target
+    order = [None, *known]
+    if current is not None and current not in known:
+        raise StartupError(f"the database is at revision {current}, unknown to this build")
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ingestor.storage.db import describe
+
+    try:
+        if order.index(wanted) >= order.index(current):
+            done, verb = migrations.upgrade(url, target), "applied"
+        else:
+            done, verb = migrations.downgrade(url, target), "undid"
+    except SQLAlchemyError as exc:  # a statement of a migration failed (as a non-owner, say)
+        raise StartupError(f"migrate: {describe(getattr(exc, 'orig', None) or exc)}") from None
+    if done:
+        print(f"{verb} {', '.join(done)}; the schema is at {wanted or 'base'}", file=sys.stderr)
+    else:
+        print(f"nothing to do: the schema is at {current or 'base'}", file=sys.stderr)
+    return 0
+
+
+def _database_call(coro: Coroutine[Any, Any, T], what: str) -> T:
+    """Run one database coroutine; a refused or missing database becomes one line."""
+    import asyncpg
+
+    from ingestor.storage.db import describe
+
+    try:
+        return asyncio.run(coro)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StartupError(f"{what}: cannot use the database: {describe(exc)}") from None
+
+
+def _partitions(settings: Settings) -> int:
+    from ingestor.storage.partitions import maintain_once
+
+    url = (settings.maintenance_database_url or settings.database_url).get_secret_value()
+    done: dict[str, list[str]] = _database_call(
+        maintain_once(url, ahead_days=settings.partitions_ahead_days,
+                      retention_days=settings.history_retention_days),
+        "partitions",
+    )  # fmt: skip
     print(f"created {len(done['created'])}, dropped {len(done['dropped'])}", file=sys.stderr)
     return 0
 
 
+def _check_config(settings: Settings) -> int:
+    from ingestor.domain.groups import make_groups
+
+    groups = make_groups(settings.streams, settings.leagues_per_connection)
+    print(
+        f"configuration OK: {len(settings.streams)} stream(s), {len(groups)} connection(s) "
+        f"of at most {settings.leagues_per_connection} leagues, to "
+        f"{settings.effective_api_base_url}{' (DEMO: the simulator)' if settings.in_demo else ''}",
+        file=sys.stderr,
+    )
+    for g in groups:
+        print(f"  {g.key}  ({len(g.leagues)} league(s))", file=sys.stderr)
+    return 0
+
+
 def _run(settings: Settings) -> int:
+    if settings.api_key is None and not settings.in_demo and settings.api_base_url == VENDOR_URL:
+        raise ConfigError(
+            "OPTICODDS_API_KEY (or OPTICODDS_API_KEY_FILE) is not set: the vendor's API "
+            "needs a key; set demo_api_base_url to read a simulator instead"
+        )
+    logs.configure(settings.log_format, settings.log_level)
     from ingestor.cli.app import run_daemon  # imported late: check-config needs none of it
 
     return asyncio.run(run_daemon(settings))
@@ -67,37 +145,26 @@ def _run(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ingestor`` script and ``python -m ingestor``."""
     args = _parser().parse_args(argv)
-    if args.command == "simulate":
-        from ingestor.simulator.run import main as simulate
-
-        logs.configure("auto", "info")
-        return simulate(args)
     try:
-        if args.command == "migrate":
-            from ingestor.storage.migrations import upgrade
+        if args.command == "simulate":
+            from ingestor.simulator.run import main as simulate
 
-            upgrade(_database_url(args.config))
-            print("schema is at the newest revision", file=sys.stderr)
-            return 0
+            logs.configure("auto", "info")
+            return simulate(args)
+        if args.command == "migrate":
+            return _migrate(_database_url(args.config), args.to)
         settings = load_settings(args.config)
         if args.command == "partitions":
-            return asyncio.run(_partitions_once(settings))
+            return _partitions(settings)
         if args.command == "check-config":
-            print(f"configuration OK: {len(settings.streams)} stream(s)", file=sys.stderr)
-            return 0
-        if settings.api_key is None and not settings.demo and settings.api_base_url == VENDOR_URL:
-            raise ConfigError(
-                "OPTICODDS_API_KEY (or OPTICODDS_API_KEY_FILE) is not set: the vendor's API "
-                "needs a key; set demo_api_base_url to read a simulator instead"
-            )
-        logs.configure(settings.log_format, settings.log_level)
+            return _check_config(settings)
         return _run(settings)
     except ConfigError as exc:
         print(f"ingestor: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (SchemaError, DatabaseUnavailable) as exc:
+    except StartupError as exc:
         print(f"ingestor: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_RUNTIME
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ from typing import Any
 
 import orjson
 
+from ingestor.domain.errors import DecodeError, EntryIdError
 from ingestor.domain.events import (
     SNAPSHOT_EVENT_ID,
     DecodedEvent,
-    EntryIdError,
     FixtureRow,
     Kind,
     OddRow,
@@ -38,15 +38,6 @@ REJECT_REASONS = (
     "invalid_json", "wrong_type", "missing_id", "nul_in_text", "bad_datetime", "bad_timestamp",
     "bad_entry_id", "missing_timestamp", "too_large",
 )  # fmt: skip
-
-
-class DecodeError(ValueError):
-    """A data event that cannot be stored; ``reason`` is a short stable label."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.payload: bytes = b""  # the offending odd, when one odd of an event is at fault
 
 
 def _text(obj: Mapping[str, Any], key: str, *, blank_is_null: bool = False) -> str | None:

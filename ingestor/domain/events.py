@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # decode.py builds these rows, so the import only serves the types
-    from ingestor.domain.decode import DecodeError
+from ingestor.domain.errors import DecodeError, EntryIdError
 
 # Order keys are big-endian byte strings so that Postgres compares them with plain bytea
 # ordering (memcmp): (source time in µs, entry ms, entry seq, kind rank).
@@ -41,10 +40,6 @@ _KIND_STATUS = ("open", "locked", "settled")
 
 
 SNAPSHOT_EVENT_ID = "snapshot"
-
-
-class EntryIdError(ValueError):
-    """An entry id that is not ``<milliseconds>-<sequence>``."""
 
 
 def parse_entry_id(entry_id: str) -> tuple[int, int]:
@@ -163,3 +158,8 @@ class DecodedEvent:
     def row_count(self) -> int:
         """Rows this event adds to a batch (the writer's batch cap counts these)."""
         return len(self.odds) + len(self.fixtures) or 1
+
+
+# The one queue between the workers (and gap recovery) and the writer; None asks the writer
+# to flush what came before and stop.
+EventQueue = asyncio.Queue[DecodedEvent | None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingestor.config import StreamConfig
+from ingestor.config import ConfigError, StreamConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ def make_groups(streams: list[StreamConfig], leagues_per_connection: int) -> lis
             leagues = tuple(stream.leagues[i : i + leagues_per_connection])
             key = group_key(stream, leagues)
             if key in seen:
-                raise ValueError(f"streams: two streams produce the same connection group {key}")
+                raise ConfigError(f"streams: two streams produce the same connection group {key}")
             seen.add(key)
             groups.append(Group(key, stream, leagues))
     return groups

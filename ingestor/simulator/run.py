@@ -11,6 +11,7 @@ import sys
 import structlog
 from aiohttp import web
 
+from ingestor.errors import PortUnavailable
 from ingestor.simulator.server import Faults, SimServer
 from ingestor.simulator.world import World
 
@@ -83,7 +84,14 @@ async def serve(args: argparse.Namespace) -> int:
     server = SimServer(world, faults)
     runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    await web.TCPSite(runner, args.host, args.port).start()
+    try:
+        await web.TCPSite(runner, args.host, args.port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise PortUnavailable(
+            f"simulate: port {args.host}:{args.port} cannot be opened: {exc.strerror or exc} "
+            "(choose another with --port)"
+        ) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -11,7 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
-from ingestor.domain.events import EntryIdError, parse_entry_id
+from ingestor.domain.errors import EntryIdError
+from ingestor.domain.events import parse_entry_id
 from ingestor.simulator.world import COPILOT, REGULAR, LogEntry, World
 
 MAX_FIXTURE_IDS = 5

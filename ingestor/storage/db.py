@@ -4,24 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import asyncpg
 import structlog
 
 from ingestor.domain.cursors import Cursor, Cursors
 from ingestor.domain.groups import Group
+from ingestor.errors import DatabaseUnavailable, PermissionProblem, SchemaError
 from ingestor.storage import sql
-from ingestor.storage.migrations import SchemaError
 
 log = structlog.get_logger("ingestor.db")
 
 
-class DatabaseUnavailable(Exception):
-    """PostgreSQL did not answer within the start-up bound."""
+# Refusals that waiting does not cure: the database or role does not exist, the password is
+# wrong, the server refuses this client. Start-up fails at once on these, with the cause.
+PERMANENT = (
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidPasswordError,
+)
 
 
-async def connect_with_wait(dsn: str, wait_s: float) -> Any:
+def describe(exc: BaseException) -> str:
+    """One line for a connection failure, without the URL (it may hold a password)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def connect_with_wait(dsn: str, wait_s: float) -> asyncpg.Connection:
     """Connect, retrying until ``wait_s`` has passed (compose starts us beside Postgres)."""
     deadline = time.monotonic() + wait_s
     attempt = 0
@@ -29,17 +39,55 @@ async def connect_with_wait(dsn: str, wait_s: float) -> Any:
         attempt += 1
         try:
             return await asyncpg.connect(dsn, timeout=min(10.0, max(wait_s, 1.0)))
+        except PERMANENT as exc:
+            raise DatabaseUnavailable(
+                f"PostgreSQL refused the connection: {describe(exc)}"
+            ) from None
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             if time.monotonic() >= deadline:
                 raise DatabaseUnavailable(
                     f"PostgreSQL not reachable after {wait_s:.0f} s ({attempt} attempts): "
-                    f"{type(exc).__name__}: {exc}"
+                    f"{describe(exc)}"
                 ) from None
-            log.info("database_wait", attempt=attempt, error=type(exc).__name__)
+            log.info("database_wait", attempt=attempt, error=describe(exc))
             await asyncio.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 
-async def check_schema(conn: Any, head: str) -> None:
+class Pinger:
+    """Readiness's own connection: never queued behind gap recovery or the writer."""
+
+    def __init__(self, dsn: str, timeout_s: float = 2.0) -> None:
+        self._dsn = dsn
+        self._timeout_s = timeout_s
+        self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()  # one probe at a time on the one connection
+
+    async def ping(self) -> str | None:
+        """None when PostgreSQL answers within the bound, else why not."""
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    if self._conn is None or self._conn.is_closed():
+                        self._conn = await asyncpg.connect(
+                            self._dsn, server_settings={"application_name": "ingestor-ready"}
+                        )
+                    await self._conn.fetchval(sql.PING)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                await self.close()
+                return f"database unreachable ({type(exc).__name__})"
+        return None
+
+    async def close(self) -> None:
+        """Close the connection, if any (bounded)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await asyncio.wait_for(conn.close(), timeout=2)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn.terminate()
+
+
+async def check_schema(conn: asyncpg.Connection, head: str) -> None:
     """Refuse to run on a missing or older schema; never migrate silently."""
     try:
         current = await conn.fetchval(sql.SCHEMA_REVISION)
@@ -50,7 +98,7 @@ async def check_schema(conn: Any, head: str) -> None:
         raise SchemaError(f"database has {found}, this build needs {head}: run `ingestor migrate`")
 
 
-async def register_groups(conn: Any, groups: list[Group]) -> Cursors:
+async def register_groups(conn: asyncpg.Connection, groups: list[Group]) -> Cursors:
     """Upsert one cursor row per group; return the committed cursors to resume from."""
     cursors = Cursors()
     for g in groups:
@@ -67,11 +115,7 @@ TABLES = ("odds", "odds_history", "fixtures", "fixture_status_history", "stream_
           "dead_letters")  # fmt: skip
 
 
-class PermissionProblem(SchemaError):
-    """The daemon's database role lacks a privilege it needs."""
-
-
-async def check_privileges(conn: Any) -> None:
+async def check_privileges(conn: asyncpg.Connection) -> None:
     """Name every missing grant, as the GRANT that fixes it, before the first flush fails."""
     rows = await conn.fetch(sql.MISSING_PRIVILEGES, list(TABLES))
     role = await conn.fetchval(sql.CURRENT_ROLE)

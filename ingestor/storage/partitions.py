@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
+import asyncpg
+import structlog
+
+from ingestor.lifecycle import sleep_or_stop
 from ingestor.storage import sql
+
+log = structlog.get_logger("ingestor.partitions")
 
 PARTITIONED = ("odds_history", "fixture_status_history")
 _DAY = re.compile(r"_p(\d{8})$")
@@ -25,7 +31,7 @@ def _bound(day: date) -> str:
     return datetime(day.year, day.month, day.day, tzinfo=UTC).isoformat()
 
 
-async def _create(conn: Any, table: str, day: date) -> None:
+async def _create(conn: asyncpg.Connection, table: str, day: date) -> None:
     """Create one day; rows of that day already in the default partition move into it
     (PostgreSQL refuses the new partition while the default holds rows of its range)."""
     name, lo, hi = partition_name(table, day), _bound(day), _bound(day + timedelta(days=1))
@@ -35,7 +41,7 @@ async def _create(conn: Any, table: str, day: date) -> None:
 
 
 async def maintain(
-    conn: Any,
+    conn: asyncpg.Connection,
     *,
     today: date,
     ahead_days: int,
@@ -80,7 +86,7 @@ async def maintain(
 
 
 @contextlib.asynccontextmanager
-async def _step(conn: Any, lock_timeout_s: float) -> AsyncIterator[None]:
+async def _step(conn: asyncpg.Connection, lock_timeout_s: float) -> AsyncIterator[None]:
     """One short transaction per partition, which gives up when its table stays busy.
 
     Why: the writer's current-state connection holds its tables while it waits, in Python,
@@ -92,3 +98,68 @@ async def _step(conn: Any, lock_timeout_s: float) -> AsyncIterator[None]:
     async with conn.transaction():
         await conn.execute(sql.SET_LOCAL_LOCK_TIMEOUT, f"{max(1, int(lock_timeout_s * 1000))}ms")
         yield
+
+
+# After a failed round, the next comes this soon (a busy table frees up in seconds).
+RETRY_S = 60.0
+# A database that stops answering must not hold a round (and start-up) for ever.
+ROUND_TIMEOUT_S = 300.0
+
+
+async def maintain_once(url: str, *, ahead_days: int, retention_days: int) -> dict[str, list[str]]:
+    """One round of upkeep on a connection of its own (the tables' owner's, for the DDL)."""
+    conn = await asyncpg.connect(url, timeout=10)
+    try:
+        return await maintain(
+            conn,
+            today=datetime.now(UTC).date(),
+            ahead_days=ahead_days,
+            retention_days=retention_days,
+        )
+    finally:
+        await conn.close(timeout=5)
+
+
+class Upkeep:
+    """The daemon's partition upkeep: a first round before streaming, then every check_s."""
+
+    def __init__(self, url: str, *, ahead_days: int, retention_days: int, check_s: float) -> None:
+        self._url = url
+        self._ahead_days = ahead_days
+        self._retention_days = retention_days
+        self._check_s = check_s
+        self._done = False
+
+    async def round(self) -> bool:
+        """One logged round; False when it failed. Never fatal: without it, rows land in the
+        default partition and nothing is lost."""
+        try:
+            async with asyncio.timeout(ROUND_TIMEOUT_S):
+                done = await maintain_once(
+                    self._url, ahead_days=self._ahead_days, retention_days=self._retention_days
+                )
+            log.info("partitions_maintained", **done)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            busy = isinstance(exc, asyncpg.LockNotAvailableError)
+            log.warning(
+                "partitions_failed",
+                error=type(exc).__name__,
+                detail=str(exc)[:300],
+                hint=(
+                    "a history table stayed locked past the upkeep's lock timeout; retried soon"
+                    if busy
+                    else "partition DDL needs the tables' owner: set maintenance_database_url"
+                ),
+            )
+            self._done = False
+            return False
+        self._done = True
+        return True
+
+    async def loop(self, stop: asyncio.Event) -> None:
+        """Keep the days ahead and within the retention until stopped."""
+        while True:
+            wait = self._check_s if self._done else min(self._check_s, RETRY_S)
+            if await sleep_or_stop(stop, wait):
+                return
+            await self.round()

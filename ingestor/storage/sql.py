@@ -233,3 +233,15 @@ CREATE_PARTITION = "CREATE TABLE {name} PARTITION OF {table} FOR VALUES FROM ('{
 MOVE_BACK = "INSERT INTO {table} SELECT * FROM moved_rows; DROP TABLE moved_rows"
 DROP_PARTITION = "DROP TABLE IF EXISTS {name}"
 EXPIRE_DEFAULT = "DELETE FROM {table}_default WHERE source_ts < $1"
+
+# --- group leases (session advisory locks; see ingestor/coordination.py) -----------------------
+
+TRY_GROUP = "SELECT pg_try_advisory_lock($1::bigint)"
+RELEASE_GROUP = "SELECT pg_advisory_unlock($1::bigint)"
+TAKE_MEMBER = "SELECT pg_try_advisory_lock($1::int, $2::int)"
+COUNT_MEMBERS = """
+SELECT count(*) FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND classid = $1::int AND objsubid = 2
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+READ_CURSOR = "SELECT last_entry_id, last_event_id FROM stream_cursors WHERE group_key = $1"

@@ -15,7 +15,7 @@ import orjson
 import structlog
 
 from ingestor.domain.cursors import Cursor, Cursors
-from ingestor.domain.events import DecodedEvent
+from ingestor.domain.events import DecodedEvent, EventQueue
 from ingestor.metrics import Metrics
 from ingestor.storage import sql
 from ingestor.storage.batch import FlushBatch, build_batches
@@ -34,8 +34,6 @@ POISON = (
 )
 # Errors after which the same batch is tried again on a fresh connection.
 RETRYABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
-
-WriterQueue = asyncio.Queue[DecodedEvent | None]
 
 # After a replay met stored history rows, this many flushes take the ON CONFLICT path
 # straight away: replays come in bursts, and each failed COPY costs a COPY.
@@ -58,7 +56,7 @@ class Writer:
     def __init__(
         self,
         dsn: str,
-        queue: WriterQueue,
+        queue: EventQueue,
         metrics: Metrics,
         *,
         batch_max_rows: int,

@@ -7,22 +7,25 @@ the same newer-wins merge as streamed ones, so they never overwrite a fresher st
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
-from ingestor.domain.decode import (
-    DecodeError,
-    decode_snapshot_odd,
-    inferred_lock,
-    snapshot_fixture,
+from ingestor.domain.decode import decode_snapshot_odd, inferred_lock, snapshot_fixture
+from ingestor.domain.errors import DecodeError
+from ingestor.domain.events import (
+    SNAPSHOT_EVENT_ID,
+    DecodedEvent,
+    EventQueue,
+    FixtureRow,
+    OddRow,
 )
-from ingestor.domain.events import SNAPSHOT_EVENT_ID, DecodedEvent, FixtureRow, OddRow
 from ingestor.domain.groups import Group
 from ingestor.metrics import Metrics
-from ingestor.storage import sql
+from ingestor.ports import OddsReader
 from ingestor.stream.rest import RestClient, RestError
 
 log = structlog.get_logger("ingestor.rehydrate")
@@ -30,6 +33,7 @@ log = structlog.get_logger("ingestor.rehydrate")
 FIXTURE_IDS_PER_CALL = 5  # the vendor's cap on the odds endpoints
 FINISHED = frozenset({"completed", "cancelled"})
 MAX_PAGES = 50
+PROGRESS_EVERY_S = 10.0  # a large group's snapshot says how far it got this often
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
@@ -37,43 +41,90 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[i : i + size]
 
 
-def _matches(row: OddRow, group: Group) -> bool:
-    """Apply the stream's own boolean filters to snapshot rows before writing them."""
+def _within(value: str | None, allowed: list[str] | None) -> bool:
+    """Text filters compare case-insensitively, as the vendor's parameters do."""
+    return allowed is None or (value is not None and value.casefold() in allowed)
+
+
+def _folded(values: list[str] | None) -> list[str] | None:
+    return None if values is None else [v.casefold() for v in values]
+
+
+def matches(row: OddRow, group: Group) -> bool:
+    """Whether the stream itself would have sent this odd: every filter it is opened with
+    (league, market, sportsbook, fixture, main and live flags), not only those REST honours."""
     s = group.stream
-    return not (
-        (s.is_main is not None and row.is_main is not None and row.is_main != s.is_main)
-        or (s.is_live is not None and row.is_live is not None and row.is_live != s.is_live)
+    fold = [lg.casefold() for lg in group.leagues]
+    return (
+        _within(row.league, fold)
+        and _within(row.market, [m.casefold() for m in s.markets] if s.markets else None)
+        and _within(
+            row.sportsbook, [b.casefold() for b in s.sportsbooks] if s.sportsbooks else None
+        )
+        and (s.fixture_ids is None or row.fixture_id in s.fixture_ids)
+        and (s.is_main is None or row.is_main is None or row.is_main == s.is_main)
+        and (s.is_live is None or row.is_live is None or row.is_live == s.is_live)
     )
+
+
+def snapshot_params(group: Group) -> list[tuple[str, str]]:
+    """The stream's filters on what an odd is (its book and market), and its price format.
+
+    ``is_main`` and ``is_live`` are not sent: they change during an odd's life (a main line
+    that moves flips ``is_main`` with no lock), and an odd we hold that left the filter must
+    come back in the snapshot, or it would be taken for suspended (not returned means locked)
+    and never repaired. ``matches`` applies them to every odd we do not hold yet."""
+    s = group.stream
+    params = [("sportsbook", b) for b in s.sportsbooks or ()]
+    params += [("market", m) for m in s.markets or ()]
+    if s.odds_format:
+        # The prices must come in the stream's format, or `price` would mix formats.
+        params.append(("odds_format", s.odds_format))
+    return params
 
 
 class Rehydrator:
     """Snapshots one group's fixtures' odds into the writer queue."""
 
     def __init__(
-        self, rest: RestClient, pool: Any, queue: Any, metrics: Metrics, window_h: float
+        self,
+        rest: RestClient,
+        reader: OddsReader,
+        queue: EventQueue,
+        metrics: Metrics,
+        window_h: float,
     ) -> None:
         self._rest = rest
-        self._pool = pool
+        self._reader = reader
         self._queue = queue
         self._metrics = metrics
         self._window_h = window_h
 
     async def run(self, group: Group) -> int:
         """Queue the snapshot of every relevant fixture; returns the odds rows queued."""
+        started = time.monotonic()
         fixture_ids = await self._fixture_ids(group)
-        rows = 0
+        log.info("rehydrate_started", group=group.key, fixtures=len(fixture_ids))
+        rows = done = 0
         complete = True
+        said = started
         for chunk in _chunks(fixture_ids, FIXTURE_IDS_PER_CALL):
             try:
                 rows += await self._chunk(group, chunk)
             except RestError as exc:
                 complete = False
                 log.warning("rehydrate_failed", group=group.key, fixtures=chunk, error=str(exc))
+            done += len(chunk)
+            if time.monotonic() - said >= PROGRESS_EVERY_S:
+                said = time.monotonic()
+                log.info("rehydrate_progress", group=group.key, fixtures_done=done,
+                         fixtures=len(fixture_ids), rows=rows)  # fmt: skip
         result = "complete" if complete else "partial"
         self._metrics.rehydrations.labels(group.key, result).inc()
         log.info(
-            "rehydrate_done", group=group.key, fixtures=len(fixture_ids), rows=rows, result=result
-        )
+            "rehydrate_done", group=group.key, fixtures=len(fixture_ids), rows=rows, result=result,
+            seconds=round(time.monotonic() - started, 2),
+        )  # fmt: skip
         return rows
 
     async def _fixture_ids(self, group: Group) -> list[str]:
@@ -85,11 +136,8 @@ class Rehydrator:
             items = await self._rest.get_pages(path, params, MAX_PAGES)
         except RestError as exc:
             log.warning("rehydrate_fixtures_fallback", group=group.key, error=str(exc))
-            async with self._pool.acquire() as conn:
-                recs = await conn.fetch(
-                    sql.KNOWN_FIXTURES, s.kind, list(group.leagues), self._window_h
-                )
-            return sorted(r["fixture_id"] for r in recs)
+            known = await self._reader.known_fixtures(s.kind, group.leagues, self._window_h)
+            return [f for f in known if s.fixture_ids is None or f in s.fixture_ids]
         cutoff = at - timedelta(hours=self._window_h)
         fixtures: list[FixtureRow] = []
         for item in items:
@@ -100,9 +148,10 @@ class Rehydrator:
         keep = [
             f
             for f in fixtures
-            if (f.new_status or "").lower() not in FINISHED
-            or (f.start_date is not None and f.start_date >= cutoff)
-        ]
+            if ((f.new_status or "").lower() not in FINISHED
+                or (f.start_date is not None and f.start_date >= cutoff))
+            and (s.fixture_ids is None or f.fixture_id in s.fixture_ids)
+        ]  # fmt: skip
         if keep:
             await self._put(group, [], keep)
         return [f.fixture_id for f in keep]
@@ -110,9 +159,7 @@ class Rehydrator:
     async def _snapshot(self, group: Group, chunk: list[str]) -> list[dict[str, Any]]:
         s = group.stream
         path = "/copilot/fixtures/odds" if s.kind == "copilot" else "/fixtures/odds"
-        params = [("fixture_id", f) for f in chunk]
-        params += [("sportsbook", b) for b in s.sportsbooks or ()]
-        params += [("market", m) for m in s.markets or ()]
+        params = [("fixture_id", f) for f in chunk] + snapshot_params(group)
         calls = [params, [*params, ("settled", "true")]] if s.kind == "copilot" else [params]
         odds: list[dict[str, Any]] = []
         for call in calls:
@@ -128,13 +175,7 @@ class Rehydrator:
     async def _chunk(self, group: Group, chunk: list[str]) -> int:
         s = group.stream
         # Read what we hold before asking: an odd the stream adds meanwhile is not a candidate.
-        async with self._pool.acquire() as conn:
-            held = {
-                r["id"]: r
-                for r in await conn.fetch(
-                    sql.ODDS_OF_FIXTURES, chunk, s.kind, s.sportsbooks, s.markets
-                )
-            }
+        held = await self._reader.odds_of_fixtures(chunk, s.kind, s.sportsbooks, s.markets)
         at = datetime.now(UTC)
         items = await self._snapshot(group, chunk)
         returned: set[str] = set()
@@ -150,12 +191,12 @@ class Rehydrator:
             returned.add(row.id)
             # A held odd that left the stream's filter (a main line that moved) is updated,
             # so it does not stay "main" and "open" for ever; a new one outside it is skipped.
-            if row.id in held or _matches(row, group):
+            if row.id in held or matches(row, group):
                 rows.append(row)
         rows += [
-            inferred_lock(uid, s.kind, r["source_ts"], r["entry_id"], r["order_key"])
-            for uid, r in held.items()
-            if r["status"] == "open" and uid not in returned
+            inferred_lock(uid, s.kind, h.source_ts, h.entry_id, h.order_key)
+            for uid, h in held.items()
+            if h.status == "open" and uid not in returned
         ]
         if rows:
             await self._put(group, rows, [])

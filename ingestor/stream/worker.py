@@ -13,15 +13,11 @@ import aiohttp
 import structlog
 
 from ingestor.domain.cursors import Cursors
-from ingestor.domain.decode import (
-    CONTROL_EVENTS,
-    DATA_EVENTS,
-    REJECT_REASONS,
-    DecodeError,
-    decode_event,
-)
-from ingestor.domain.events import DeadLetter, DecodedEvent
+from ingestor.domain.decode import CONTROL_EVENTS, DATA_EVENTS, REJECT_REASONS, decode_event
+from ingestor.domain.errors import DecodeError
+from ingestor.domain.events import DeadLetter, DecodedEvent, EventQueue
 from ingestor.domain.groups import Group
+from ingestor.lifecycle import LogLimit, sleep_or_stop
 from ingestor.metrics import Metrics
 from ingestor.stream.client import StreamHTTPError, open_stream
 from ingestor.stream.rehydrate import Rehydrator
@@ -30,7 +26,6 @@ from ingestor.stream.sse import EventTooLarge, SSEEvent, SSEParser
 
 log = structlog.get_logger("ingestor.stream")
 
-WorkerQueue = asyncio.Queue[DecodedEvent | None]
 RECONNECT_REASONS = ("eof", "stall", "connect_error", "read_error", "payload_error")
 # The server refuses us (a rejected key, "stop reconnecting", a redirect we will not follow):
 # seconds will not heal that, so these retry slowly.
@@ -56,37 +51,6 @@ class WorkerSettings:
     no_data_warning_s: float = 120.0
 
 
-class LogLimit:
-    """At most ``burst`` lines per key and minute; the rest are counted, not printed."""
-
-    def __init__(self, burst: int = 5, window_s: float = 60.0) -> None:
-        self._burst = burst
-        self._window_s = window_s
-        self._seen: dict[str, tuple[float, int]] = {}
-
-    def allow(self, key: str) -> bool:
-        """Whether this occurrence may be logged."""
-        now = time.monotonic()
-        start, count = self._seen.get(key, (now, 0))
-        if now - start >= self._window_s:
-            start, count = now, 0
-        self._seen[key] = (start, count + 1)
-        return count < self._burst
-
-    def suppressed(self, key: str) -> int:
-        """Occurrences in the current window beyond the burst."""
-        return max(0, self._seen.get(key, (0.0, 0))[1] - self._burst)
-
-
-async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep, waking early when ``stop`` is set; True when stopping."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return False
-    return True
-
-
 class StreamWorker:
     """Holds one SSE connection for a group and reconnects it with backoff."""
 
@@ -95,7 +59,7 @@ class StreamWorker:
         group: Group,
         session: aiohttp.ClientSession,
         settings: WorkerSettings,
-        queue: WorkerQueue,
+        queue: EventQueue,
         metrics: Metrics,
         cursors: Cursors,
         stop: asyncio.Event,
@@ -130,6 +94,11 @@ class StreamWorker:
         self._log_limit = LogLimit()
         self._last_data = metrics.last_data_event.labels(group.key)
         self._no_data = metrics.stream_no_data.labels(group.key)
+
+    def reset_failures(self) -> None:
+        """Forget the failures of an earlier ownership of the group (readiness counts them)."""
+        self.failures = 0
+        self._metrics.stream_consecutive_failures.labels(self.group.key).set(0)
 
     def _retry_floor_s(self) -> float:
         retry = self._parser.retry_ms

@@ -1,0 +1,63 @@
+"""The ``OddsReader`` port: what gap recovery reads, on a small pool of its own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import asyncpg
+
+from ingestor.ports import HeldOdd
+from ingestor.storage import sql
+
+
+class PgOddsReader:
+    """Reads `odds` for gap recovery; the pool opens on first use (none if never used)."""
+
+    def __init__(self, dsn: str, max_connections: int = 2) -> None:
+        self._dsn = dsn
+        self._max = max_connections
+        self._pool: asyncpg.Pool | None = None
+
+    async def _acquire_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=0, max_size=self._max)
+        return self._pool
+
+    async def odds_of_fixtures(
+        self,
+        fixture_ids: Sequence[str],
+        stream: str,
+        sportsbooks: Sequence[str] | None,
+        markets: Sequence[str] | None,
+    ) -> dict[str, HeldOdd]:
+        """The stored odds of these fixtures within the stream's filters, by odd id."""
+        pool = await self._acquire_pool()
+        rows = await pool.fetch(
+            sql.ODDS_OF_FIXTURES,
+            list(fixture_ids),
+            stream,
+            list(sportsbooks) if sportsbooks else None,
+            list(markets) if markets else None,
+        )
+        return {
+            r["id"]: HeldOdd(r["status"], r["source_ts"], r["entry_id"], r["order_key"])
+            for r in rows
+        }
+
+    async def known_fixtures(
+        self, stream: str, leagues: Sequence[str], window_h: float
+    ) -> list[str]:
+        """Fixtures the database has seen lately (when the REST listing fails)."""
+        pool = await self._acquire_pool()
+        rows = await pool.fetch(sql.KNOWN_FIXTURES, stream, list(leagues), window_h)
+        return sorted(r["fixture_id"] for r in rows)
+
+    async def close(self) -> None:
+        """Close the pool, if it was opened."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), timeout=5)
+            except TimeoutError:
+                pool.terminate()
