@@ -23,8 +23,24 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INGESTOR_METRICS_PORT", raising=False)
     settings = load_settings(EXAMPLE)
-    assert settings.streams[0].leagues == ["NBA", "NCAAB", "WNBA"]
+    assert settings.streams[0].leagues == ["NBA", "NCAAB"]
     assert settings.leagues_per_connection == 10
+
+
+def test_example_config_asks_only_for_what_the_demo_simulator_serves() -> None:
+    """The demo (compose, or the README's no-Docker lines) runs the example against
+    `ingestor simulate` with its defaults: every stream must get data, a book stream too."""
+    from ingestor.cli.main import _parser
+    from ingestor.simulator.run import parse_leagues
+
+    sim = _parser().parse_args(["simulate"])
+    served = set(parse_leagues(sim.leagues))
+    books = set(sim.sportsbooks.split(","))
+    settings = load_settings(EXAMPLE)
+    for stream in settings.streams:
+        assert {(stream.sport, lg) for lg in stream.leagues} <= served, stream
+        assert set(stream.sportsbooks or ()) <= books, stream
+    assert any(s.kind == "odds" and len(s.sportsbooks or ()) >= 2 for s in settings.streams)
 
 
 def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -98,6 +98,8 @@ def _database_call(coro: Coroutine[Any, Any, T], what: str) -> T:
 
     try:
         return asyncio.run(coro)
+    except asyncpg.UndefinedTableError as exc:
+        raise StartupError(f"{what}: {describe(exc)}: run `ingestor migrate` first") from None
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StartupError(f"{what}: cannot use the database: {describe(exc)}") from None
 
