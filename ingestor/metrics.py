@@ -227,6 +227,13 @@ class Metrics:
             ["group"],
             registry=r,
         )
+        self.task_failures = Counter(
+            "ingestor_task_failures",
+            "Tasks that must not end (writer, leases, partitions, progress) that ended: the"
+            " process stops with exit code 1 (the orchestrator restarts it)",
+            ["task"],
+            registry=r,
+        )
         self.unknown_events = Counter(
             "ingestor_unknown_events",
             "Events of a type the daemon does not know, by group and type",

@@ -107,7 +107,10 @@ class Supervisor:
             code = EXIT_FAILED
             for task in done:
                 exc = None if task.cancelled() else task.exception()
-                log.error("task_ended", task=task.get_name(), error=repr(exc) if exc else None)
+                self._metrics.task_failures.labels(task.get_name()).inc()
+                # The traceback goes with it: a task that must not end is a bug or worse.
+                log.error("task_ended", task=task.get_name(), error=repr(exc) if exc else None,
+                          exc_info=exc)  # fmt: skip
         self._stop.set()
         stop_task.cancel()
         others = [t for t in watched if t is not writer_task]

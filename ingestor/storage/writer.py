@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import struct
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 import orjson
@@ -22,15 +20,14 @@ from ingestor.storage.batch import FlushBatch, build_batches
 
 log = structlog.get_logger("ingestor.writer")
 
-# Errors that retrying the same rows cannot cure: the batch is split to find the culprit.
+# What PostgreSQL says of rows it refuses: retrying the same rows cannot cure it, so the
+# batch is split to find the one bad event. Only errors of the data: a TypeError or
+# ValueError while building or encoding a batch is a bug of ours, and a bug must stop the
+# writer (and the process) loudly, never file good events as dead letters one by one.
 POISON = (
     asyncpg.DataError,
     asyncpg.IntegrityConstraintViolationError,
     asyncpg.ProgramLimitExceededError,
-    ValueError,
-    OverflowError,
-    TypeError,
-    struct.error,
 )
 # Errors after which the same batch is tried again on a fresh connection.
 RETRYABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
@@ -75,7 +72,7 @@ class Writer:
         self._lock_timeout = f"{max(1, int(lock_timeout_s * 1000))}ms"
         # Several connections let PostgreSQL use several cores for one flush: the history on
         # one, the current state (sharded by odd id) on the others.
-        self._conns: list[Any] = [None] * connections
+        self._conns: list[asyncpg.Connection | None] = [None] * connections
         # Advanced here, after each commit; workers read it when they reconnect.
         self.cursors = cursors if cursors is not None else Cursors()
         self.flushes = 0
@@ -142,7 +139,7 @@ class Writer:
 
     async def _prepare(
         self, events: list[DecodedEvent], pending: asyncio.Task[None] | None
-    ) -> list[FlushBatch] | None:
+    ) -> list[FlushBatch]:
         """Build the batches; with a flush running, only once it waits on PostgreSQL."""
         if pending is not None:
             # Building holds the event loop for 15-30 ms; done while the previous flush's
@@ -153,10 +150,7 @@ class Writer:
                 await asyncio.wait([waiter, pending], return_when=asyncio.FIRST_COMPLETED)
             finally:
                 waiter.cancel()
-        try:
-            return build_batches(events, len(self._conns))
-        except POISON:
-            return None  # built again by the flush, which then bisects the batch
+        return build_batches(events, len(self._conns))
 
     def _take_more(self, events: list[DecodedEvent], rows: int) -> tuple[int, bool]:
         """Append queued events up to the row cap; True when the stop marker came."""
@@ -175,8 +169,9 @@ class Writer:
         self._hold(len(events) - taken)
         return rows, stop
 
-    async def _connect(self, i: int) -> Any:
-        if self._conns[i] is None or self._conns[i].is_closed():
+    async def _connect(self, i: int) -> asyncpg.Connection:
+        current = self._conns[i]
+        if current is None or current.is_closed():
             conn = await asyncpg.connect(
                 self._dsn,
                 timeout=10,
@@ -197,8 +192,8 @@ class Writer:
             except BaseException:
                 await conn.close()
                 raise
-            self._conns[i] = conn
-        return self._conns[i]
+            self._conns[i] = current = conn
+        return current
 
     async def _close(self) -> None:
         for i, conn in enumerate(self._conns):
@@ -327,7 +322,7 @@ class Writer:
         return written
 
     async def _write(
-        self, conn: Any, batch: FlushBatch
+        self, conn: asyncpg.Connection, batch: FlushBatch
     ) -> tuple[dict[str, int], list[tuple[str, Cursor]]]:
         written: dict[str, int] = {}
         if batch.odds_history:
@@ -375,7 +370,7 @@ class Writer:
             (r["group_key"], Cursor(r["last_entry_id"], r["last_event_id"])) for r in stored
         ]
 
-    async def _write_history(self, conn: Any, batch: FlushBatch) -> int:
+    async def _write_history(self, conn: asyncpg.Connection, batch: FlushBatch) -> int:
         """History rows: a plain COPY when it can be, else staging and ON CONFLICT DO NOTHING."""
         if batch.history_plain and not self._staged_flushes_left:
             # COPY cannot skip rows already stored, so it is tried under a savepoint and
