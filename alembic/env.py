@@ -7,10 +7,10 @@ import os
 import re
 from logging.config import fileConfig
 
+from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from alembic import context
 from ingestor.storage.models import metadata
 
 config = context.config

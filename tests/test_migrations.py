@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import asyncpg
-
 from alembic import command
+
 from ingestor.storage.migrations import alembic_config, downgrade, head_revision, upgrade
 from tests.fakefeed import API_KEY
 

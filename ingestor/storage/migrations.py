@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import asyncpg
+from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from alembic import command
 from ingestor.errors import SchemaError
 from ingestor.storage import sql
 
