@@ -32,7 +32,7 @@ from ingestor.storage import sql
 from ingestor.storage.batch import build_batch
 from ingestor.storage.migrations import upgrade
 from ingestor.storage.writer import Writer
-from tests.tcpproxy import TcpProxy
+from tests.support.tcpproxy import TcpProxy
 
 ROOT = Path(__file__).parents[1]
 ADMIN = os.environ.get("BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -85,8 +85,10 @@ class Coordinator:
         await self._leases.close()
 
     async def _round(self) -> None:
-        members = await self._leases.members() if self._share_fairly else 1
-        share = fair_share(len(self._groups), members)
+        # Asked every round, in every mode: besides the count, it proves the session that
+        # holds our claims is still alive (a lost one must stop the workers at once).
+        members = await self._leases.members()
+        share = fair_share(len(self._groups), members if self._share_fairly else 1)
         for key in sorted(self.owned)[share:]:  # over the share: give back, worker first
             await self._stop(key)
             await self._leases.release(key)

@@ -151,8 +151,8 @@ async def pg(database_url: str) -> AsyncIterator[Any]:
 @pytest.fixture
 async def running(database_url: str) -> AsyncIterator[Any]:
     """Factory: a simulator (two basketball leagues) and a supervised pipeline reading it."""
-    from tests.pipeline import build_pipeline, copilot_stream, supervise
-    from tests.sim import connected, start_sim
+    from tests.support.pipeline import build_pipeline, copilot_stream, supervise
+    from tests.support.sim import connected, start_sim
 
     made: list[Any] = []
 
@@ -173,6 +173,30 @@ async def running(database_url: str) -> AsyncIterator[Any]:
     for sim, p in made:
         await p.close()
         await sim.stop()
+
+
+@pytest.fixture
+async def make_pipeline(database_url: str) -> AsyncIterator[Any]:
+    """Factory: a pipeline on a fresh local feed (``feed=`` to bring one; ``answer=`` for a
+    fixed HTTP answer instead of a stream), not yet supervised; all torn down afterwards."""
+    from tests.support.fakefeed import FakeFeed
+    from tests.support.pipeline import Pipeline, build_pipeline
+
+    built: list[Pipeline] = []
+
+    async def factory(**kw: Any) -> Pipeline:
+        feed = kw.pop("feed", None) or FakeFeed()
+        feed.answer = kw.pop("answer", feed.answer)
+        if not feed.base_url:
+            await feed.start()
+        p = await build_pipeline(database_url, feed, **kw)
+        built.append(p)
+        return p
+
+    yield factory
+    for p in built:
+        await p.close()
+        await p.feed.stop()
 
 
 async def wait_until(predicate: Any, timeout_s: float = 10.0, interval_s: float = 0.02) -> Any:

@@ -40,8 +40,12 @@ class PgLeases:
 
     @asynccontextmanager
     async def _session(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._conn is not None and self._conn.is_closed():
+            # The claims died with that session: never reconnect quietly as if they had not.
+            self._conn = None
+            raise LeaseError("the lease session was lost")
         try:
-            if self._conn is None or self._conn.is_closed():
+            if self._conn is None:
                 self._conn = await asyncpg.connect(
                     self._dsn, timeout=10, command_timeout=10,
                     server_settings={"application_name": "ingestor-leases"},

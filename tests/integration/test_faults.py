@@ -1,0 +1,101 @@
+"""Fault suite, in process: the simulator keeps the truth, every test ends with the ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import wait_until
+from tests.support.pipeline import Pipeline, SimPipelineFactory, copilot_stream
+from tests.support.sim import RunningSim, history_diff, settle
+
+STREAM = copilot_stream(["NBA", "NCAAB"])
+
+
+def reconnects(p: Pipeline, reason: str) -> float:
+    return p.sample("ingestor_stream_reconnects_total", group=p.group.key, reason=reason)
+
+
+async def test_start_from_empty_database_rehydrates_everything(
+    running: SimPipelineFactory, pg: Any
+) -> None:
+    sim, p = await running()
+    await sim.server.emit(30)  # and the world existed before we connected
+    await settle(pg, sim)
+    assert p.sample("ingestor_rehydrations_total", group=p.group.key, result="complete") >= 1
+    assert p.sample("ingestor_rest_requests_total", endpoint="/copilot/fixtures/odds",
+                    outcome="200") >= 2  # fmt: skip
+    assert await p.shutdown() == 0
+
+
+async def test_cut_in_the_middle_of_an_event(running: SimPipelineFactory, pg: Any) -> None:
+    sim, p = await running()
+    await sim.server.emit(40)
+    await settle(pg, sim)
+    assert sim.server.cut_all(mid_frame=True) == 1
+    await sim.server.emit(40)
+    await settle(pg, sim)
+    assert sim.server.connections_total >= 2
+    assert reconnects(p, "payload_error") + reconnects(p, "eof") + reconnects(p, "read_error") >= 1
+    # The half frame named entry 9999999999999-0: nothing of it may be stored.
+    assert not await pg.fetchval("SELECT count(*) FROM odds_history WHERE entry_id LIKE '9999%'")
+    assert await history_diff(pg, sim.server.world) == []
+    assert await p.shutdown() == 0
+
+
+async def test_feed_restarts_and_ignores_last_entry_id(
+    running: SimPipelineFactory, pg: Any
+) -> None:
+    sim, p = await running(honour_last_entry_id=False)
+    await sim.server.emit(30)
+    await settle(pg, sim)
+    await sim.stop()
+    sim.server.world.emit(60)  # events the daemon never sees on the stream
+    await sim.start()
+    await settle(pg, sim)
+    assert sim.server.connections_total >= 2
+    assert await history_diff(pg, sim.server.world) == []
+    assert await p.shutdown() == 0
+
+
+async def test_feed_honours_last_entry_id_and_replays(running: SimPipelineFactory, pg: Any) -> None:
+    sim, p = await running(honour_last_entry_id=True)
+    first = len(sim.server.world.log)  # what was there before we connected is not replayed
+    await sim.server.emit(30)
+    await settle(pg, sim)
+    await sim.stop()
+    sim.server.world.emit(60)
+    await sim.start()
+    await settle(pg, sim)
+    # Every event arrived exactly once: replay filled the gap, snapshots added no duplicate.
+    await wait_until(lambda: p.cursors.entry_id(p.group.key) == _last_odds_entry(sim))
+    assert await history_diff(pg, sim.server.world, complete_from=first) == []
+    resumed = [q for path, q in sim.server.requests if path.endswith("/odds") and "stream" in path]
+    assert any(k == "last_entry_id" for k, _ in resumed[-1])
+    assert await p.shutdown() == 0
+
+
+def _last_odds_entry(sim: RunningSim) -> str:
+    return sim.server.world.log[-1].entry_id
+
+
+async def test_duplicated_and_reordered_entry_ids(running: SimPipelineFactory, pg: Any) -> None:
+    sim, p = await running(duplicate_rate=0.3, reorder_rate=0.3)
+    for _ in range(5):
+        await sim.server.emit(40)
+    await settle(pg, sim)
+    assert await history_diff(pg, sim.server.world) == []
+    assert await p.shutdown() == 0
+
+
+async def test_silent_feed_reconnects_within_the_stall_bound(
+    running: SimPipelineFactory, pg: Any
+) -> None:
+    sim, p = await running(stall_timeout_s=0.5)
+    await sim.server.emit(20)
+    await settle(pg, sim)
+    sim.server.faults.stall = True  # no events and no pings, connection left open
+    await sim.server.emit(20)
+    await wait_until(lambda: reconnects(p, "stall") >= 1, timeout_s=5)
+    sim.server.faults.stall = False
+    await settle(pg, sim)
+    assert await p.shutdown() == 0

@@ -1,0 +1,90 @@
+"""Randomised faults for a while, then the ledger. CI runs a short fixed-seed run; `scripts/soak`
+runs it for longer (SOAK_SECONDS, SOAK_SEED)."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import Counter
+from typing import Any
+
+from tests.conftest import wait_until
+from tests.support.pipeline import Pipeline, build_pipeline, copilot_stream, supervise
+from tests.support.sim import RunningSim, connected, history_diff, settle, start_sim
+from tests.support.tcpproxy import TcpProxy
+
+SECONDS = float(os.environ.get("SOAK_SECONDS", "8"))
+SEED = int(os.environ.get("SOAK_SEED", "20261125"))
+FAULTS = ("cut_mid_frame", "drop", "restart_with_gap", "dup_reorder", "replay_toggle", "stall",
+          "database_cut")  # fmt: skip
+
+
+async def _fault(name: str, rng: random.Random, sim: RunningSim, p: Pipeline,
+                 proxy: TcpProxy) -> None:  # fmt: skip
+    server, faults = sim.server, sim.server.faults
+    if name == "cut_mid_frame":
+        server.cut_all(mid_frame=True)
+    elif name == "drop":
+        server.cut_all(mid_frame=False)
+    elif name == "restart_with_gap":
+        await sim.stop()
+        server.world.emit(rng.randint(5, 40))
+        await sim.start()
+    elif name == "dup_reorder":
+        faults.duplicate_rate = rng.choice((0.0, 0.1, 0.3))
+        faults.reorder_rate = rng.choice((0.0, 0.1, 0.3))
+    elif name == "replay_toggle":
+        faults.honour_last_entry_id = not faults.honour_last_entry_id
+    elif name == "stall":
+        before = p.sample("ingestor_stream_reconnects_total", group=p.group.key, reason="stall")
+        faults.stall = True
+        await wait_until(lambda: p.sample("ingestor_stream_reconnects_total", group=p.group.key,
+                                          reason="stall") > before, timeout_s=10)  # fmt: skip
+        faults.stall = False
+    elif name == "database_cut":
+        await proxy.cut()
+        await server.emit(rng.randint(5, 30))
+        await wait_until(lambda: p.sample("ingestor_db_errors_total", error="ConnectionResetError")
+                         + p.sample("ingestor_db_errors_total", error="ConnectionRefusedError")
+                         + p.sample("ingestor_db_errors_total", error="ConnectionDoesNotExistError")
+                         > 0 or p.queue.empty(), timeout_s=10)  # fmt: skip
+        await proxy.restore()
+
+
+async def test_random_faults_end_in_the_ledger(database_url: str, pg: Any) -> None:
+    rng = random.Random(SEED)
+    host_port, _, dbname = database_url.rpartition("@")[2].partition("/")
+    host, _, port = host_port.partition(":")
+    proxy = TcpProxy(host, int(port or 5432))
+    await proxy.start()
+    sim = await start_sim(seed=SEED)
+    p = await build_pipeline(
+        f"postgresql://postgres@127.0.0.1:{proxy.port}/{dbname}", sim,
+        streams=[copilot_stream(["NBA", "NCAAB"])], rehydrate=True, stall_timeout_s=0.3,
+    )  # fmt: skip
+    # The writer and gap recovery both reach PostgreSQL through the proxy that we cut.
+    supervise(p)
+    done: Counter[str] = Counter()
+    try:
+        await connected(sim)
+        deadline = time.monotonic() + SECONDS
+        while time.monotonic() < deadline:
+            await sim.server.emit(rng.randint(5, 50))
+            name = rng.choice(FAULTS)
+            await _fault(name, rng, sim, p, proxy)
+            done[name] += 1
+        f = sim.server.faults
+        f.duplicate_rate = f.reorder_rate = 0.0
+        await sim.server.emit(20)
+        await settle(pg, sim, timeout_s=60, context=f"seed {SEED}, faults {dict(done)}: ")
+        assert await history_diff(pg, sim.server.world) == []
+        print(
+            f"seed {SEED}, {SECONDS:.0f}s, faults: {dict(done)}, "
+            f"events {len(sim.server.world.log)}, connections {sim.server.connections_total}"
+        )
+        assert await p.shutdown() == 0
+    finally:
+        await p.close()
+        await sim.stop()
+        await proxy.close()

@@ -1,0 +1,58 @@
+"""The README's example queries run against data written by the real writer."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.support.fakefeed import odd
+from tests.support.helpers import event, write_batches
+
+README = Path(__file__).parents[2] / "README.md"
+LOCKED = "1:-1:D86AB59E8025:team_total:miami_heat_over_105_5"
+MOVING = "1:-1:4825158B6424:1st_half_total_points:over_104_5"
+
+
+def readme_queries() -> list[str]:
+    """The ```sql blocks of the README, in order."""
+    return re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.S)
+
+
+async def test_readme_queries_answer_their_questions(database_url: str, pg: Any) -> None:
+    spread, locked_at, moves = readme_queries()
+    # Just after midnight "today" is short: keep every timestamp inside the server's today.
+    midnight = await pg.fetchval("SELECT extract(epoch FROM date_trunc('day', now()))")
+    now = max(time.time(), float(midnight) + 101)
+    home = {"market": "Point Spread", "fixture_id": "G1"}
+    fixture = {
+        "fixture": {"id": "G1", "home_team_display": "Celtics", "away_team_display": "Knicks"},
+        "fixture_id": "G1", "league": "NBA", "sport": "basketball", "timestamp": now - 100,
+        "new_status": None, "old_status": None, "new_start_date": None, "old_start_date": None,
+    }  # fmt: skip
+    await write_batches(
+        database_url,
+        [
+            event("fixture-status", "1-0", payload={"entry_id": "1-0", "data": fixture}),
+            event("copilot-odds", "2-0", [
+                odd("s1", name="Celtics -3.5", points=-3.5, price=-110, ts=now - 50, **home),
+                odd("s2", name="Celtics -5.5", points=-5.5, price=120, ts=now - 50,
+                    is_main=False, **home),
+                odd("s3", name="Knicks +3.5", points=3.5, price=-110, ts=now - 50, **home),
+                odd(MOVING, price=-150, ts=now - 40),
+                odd(LOCKED, price=-101, ts=now - 30),
+            ]),
+            event("copilot-odds", "3-0", [odd(MOVING, price=-160, ts=now - 20)]),
+            event("copilot-locked-odds", "4-0", [odd(LOCKED, price=-103, ts=now - 10),
+                                                 odd("s3", price=-110, ts=now - 10, **home)]),
+        ],
+    )  # fmt: skip
+    rows = await pg.fetch(spread)
+    assert [(r["name"], r["points"], r["home_team_display"]) for r in rows] == [
+        ("Celtics -3.5", -3.5, "Celtics")  # the alternate and the locked line are left out
+    ]
+    rows = await pg.fetch(locked_at)
+    assert [r["price"] for r in rows] == [-103]
+    rows = await pg.fetch(moves)
+    assert [(r["kind"], r["price"]) for r in rows] == [("odds", -150), ("odds", -160)]

@@ -1,0 +1,118 @@
+"""Gap recovery: the 5-id cap, the database fallback, the stream's filters, switching it off."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import wait_until
+from tests.support.pipeline import (
+    SimPipelineFactory,
+    build_pipeline,
+    copilot_stream,
+    supervise,
+)
+from tests.support.sim import RunningSim, connected, ledger_diff, start_sim
+
+
+async def test_odds_calls_carry_at_most_five_fixture_ids(
+    running: SimPipelineFactory, pg: Any
+) -> None:
+    sim, p = await running()
+    await wait_until(lambda: p.sample("ingestor_rehydrations_total", group=p.group.key,
+                                      result="complete") >= 1)  # fmt: skip
+    calls = [q for path, q in sim.server.requests if path.endswith("/copilot/fixtures/odds")]
+    sizes = [sum(1 for k, _ in q if k == "fixture_id") for q in calls]
+    assert sizes and max(sizes) == 5 and sum(sizes) == 2 * len(sim.server.world.fixtures)
+    assert all(("settled", "true") in q for q in calls[1::2])  # each chunk asks for settled too
+
+
+async def test_listing_failure_falls_back_to_known_fixtures(
+    running: SimPipelineFactory, pg: Any
+) -> None:
+    sim, p = await running(honour_last_entry_id=False)
+    await wait_until(lambda: _equal(pg, sim), timeout_s=20)
+    sim.server.faults.rest_fail_paths.add("/api/v3/copilot/fixtures")
+    await sim.stop()
+    for f in sim.server.world.fixtures:  # a gap the stream will not replay
+        for o in f.odds:
+            o.price += 1
+    # Prices changed without events: only a snapshot can tell, and the listing is down.
+    for f in sim.server.world.fixtures:
+        for o in f.odds:
+            o.ts += 1
+    await sim.start()
+    await wait_until(lambda: _equal(pg, sim), timeout_s=20)
+    assert p.sample("ingestor_rest_requests_total", endpoint="/copilot/fixtures",
+                    outcome="503") >= 1  # fmt: skip
+
+
+async def _equal(pg: Any, sim: RunningSim) -> bool:
+    return not await ledger_diff(pg, sim.server.world)
+
+
+async def test_rehydration_can_be_switched_off(running: SimPipelineFactory, pg: Any) -> None:
+    sim, p = await running(rehydrate=False)
+    await sim.server.emit(20)
+    await wait_until(lambda: p.sample("ingestor_events_committed_total") > 0)
+    assert not [path for path, _ in sim.server.requests if "/stream/" not in path]
+
+
+async def test_snapshots_honour_every_filter_of_the_stream(database_url: str, pg: Any) -> None:
+    """Only what the stream would have sent: REST gets the stream's book, market and price
+    format; main/live flags, leagues and fixture ids are applied to what comes back."""
+    sim = await start_sim()
+    chosen = sim.server.world.fixtures[1]
+    stream = copilot_stream(["NBA", "NCAAB"]).model_copy(update={
+        "markets": ["Point Spread"], "is_main": True, "odds_format": "DECIMAL",
+        "fixture_ids": [chosen.id],
+    })  # fmt: skip
+    p = await build_pipeline(database_url, sim, streams=[stream], rehydrate=True)
+    supervise(p)
+    try:
+        await wait_until(lambda: p.sample("ingestor_rehydrations_total", group=p.group.key,
+                                          result="complete") >= 1, timeout_s=20)  # fmt: skip
+        await wait_until(lambda: pg.fetchval("SELECT count(*) FROM odds"), timeout_s=20)
+        calls = [q for path, q in sim.server.requests if path.endswith("/copilot/fixtures/odds")]
+        assert calls and all(("odds_format", "DECIMAL") in q for q in calls)
+        assert all(("market", "Point Spread") in q for q in calls)
+        assert {v for q in calls for k, v in q if k == "fixture_id"} == {chosen.id}
+        rows = await pg.fetch("SELECT fixture_id, market, is_main FROM odds")
+        want = {o.id for o in chosen.odds if o.stream == "copilot" and o.market == "Point Spread"
+                and o.is_main and o.status == "open"}  # fmt: skip
+        assert len(rows) == len(want) == 2
+        assert {(r["fixture_id"], r["market"], r["is_main"]) for r in rows} == {
+            (chosen.id, "Point Spread", True)
+        }
+        fixtures = await pg.fetch("SELECT fixture_id FROM fixtures")
+        assert [r["fixture_id"] for r in fixtures] == [chosen.id]
+    finally:
+        await p.close()
+        await sim.stop()
+
+
+async def test_main_line_that_leaves_the_filter_is_updated(database_url: str, pg: Any) -> None:
+    sim = await start_sim()
+    stream = copilot_stream(["NBA", "NCAAB"]).model_copy(update={"is_main": True})
+    p = await build_pipeline(database_url, sim, streams=[stream], rehydrate=True)
+    supervise(p)
+    try:
+        await connected(sim)
+        await sim.server.emit(10)
+        await wait_until(lambda: _main_count(pg), timeout_s=20)
+        moved = next(o for o in sim.server.world.odds("copilot") if o.is_main and
+                     o.status == "open")  # fmt: skip
+        moved.is_main = False  # the line moved: no lock event, is_main flips
+        moved.ts += 1
+        sim.server.cut_all(mid_frame=False)  # the reconnect re-hydrates
+        await wait_until(lambda: _is_main(pg, moved.id), timeout_s=20)
+    finally:
+        await p.close()
+        await sim.stop()
+
+
+async def _main_count(pg: Any) -> int:
+    return int(await pg.fetchval("SELECT count(*) FROM odds WHERE is_main"))
+
+
+async def _is_main(pg: Any, uid: str) -> bool:
+    return await pg.fetchval("SELECT is_main FROM odds WHERE id = $1", uid) is False

@@ -1,0 +1,259 @@
+"""How flushes run: replays, shards, pipelining, lock timeouts, bad rows and bugs."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from ingestor.domain.events import EventQueue
+from ingestor.metrics import Metrics
+from ingestor.storage.writer import Writer
+from tests.conftest import wait_until
+from tests.support.fakefeed import FakeFeed, odd
+from tests.support.helpers import GROUP, event, history_of, odds_row, write_batches
+from tests.support.pipeline import build_pipeline, supervise
+
+A = "1:-1:FIX1:moneyline:team_a"
+
+
+B = "1:-1:FIX1:moneyline:team_b"
+
+
+async def test_replayed_batch_adds_nothing(database_url: str, pg: Any) -> None:
+    batch = [
+        event("copilot-odds", "700-0", [odd(A, price=-110, ts=70), odd(B, price=100, ts=70)]),
+        event("copilot-locked-odds", "701-0", [odd(A, price=-110, ts=71)]),
+    ]
+    metrics = Metrics()
+    await write_batches(database_url, batch, metrics=metrics)
+    before = await pg.fetch("SELECT * FROM odds ORDER BY id")
+    await write_batches(database_url, batch, batch, metrics=metrics)
+    assert await pg.fetch("SELECT * FROM odds ORDER BY id") == before  # not even updated_at
+    assert await pg.fetchval("SELECT count(*) FROM odds_history") == 3
+    written = metrics.registry.get_sample_value
+    assert written("ingestor_rows_written_total", {"table": "odds_history"}) == 3
+    # Each of the two writers tried the fast COPY, met the stored rows and redid the flush.
+    assert written("ingestor_history_replays_total") == 2
+
+
+async def test_after_a_replay_the_next_flushes_skip_the_fast_copy(
+    database_url: str, pg: Any
+) -> None:
+    events = [
+        event("copilot-odds", f"{750 + i}-0", [odd(A, price=-i, ts=75 + i)]) for i in range(3)
+    ]
+    await write_batches(database_url, events)
+    metrics = Metrics()
+    queue: EventQueue = asyncio.Queue()
+    for ev in [*events, None]:
+        queue.put_nowait(ev)
+    writer = Writer(database_url, queue, metrics, batch_max_rows=1, retry_max_s=1)
+    await writer.run()
+    assert writer.flushes == 3
+    # One failed COPY, then the replay burst is taken by ON CONFLICT at once.
+    assert metrics.registry.get_sample_value("ingestor_history_replays_total") == 1
+    assert await pg.fetchval("SELECT count(*) FROM odds_history") == 3
+
+
+async def test_replay_mixed_with_new_rows_keeps_the_new(database_url: str, pg: Any) -> None:
+    old = event("copilot-odds", "800-0", [odd(A, price=-110, ts=80)])
+    new = event("copilot-odds", "801-0", [odd(A, price=-115, ts=81), odd(B, price=5, ts=81)])
+    await write_batches(database_url, [old])
+    await write_batches(database_url, [old, new])
+    assert await history_of(pg, A) == [("odds", "800-0", -110), ("odds", "801-0", -115)]
+    assert await history_of(pg, B) == [("odds", "801-0", 5)]
+    assert (await odds_row(pg, A))["price"] == -115
+
+
+def test_shards_split_odds_and_keep_cursors_in_the_first() -> None:
+    from ingestor.storage.batch import build_batches
+
+    evs = [event("copilot-odds", f"{i}-0", [odd(f"o{i}-{j}", ts=i) for j in range(6)])
+           for i in range(1, 40)]  # fmt: skip
+    evs.append(event("copilot-odds", "40-0", [odd("o1-0", ts=40)]))  # the same odd again
+    *odds_shards, history = build_batches(evs, 4)
+    # History on a connection of its own, every row of the batch in it.
+    assert len(history.odds_history) == 39 * 6 + 1 and not history.odds
+    assert history.history_plain and not history.cursors
+    # Current state: each odd on exactly one of the other three, none of them with history.
+    ids = [{r[0] for r in b.odds} for b in odds_shards]
+    assert sum(len(b.odds) for b in odds_shards) == 39 * 6  # o1-0 collapsed to one row
+    assert all(ids) and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert not any(b.odds_history for b in odds_shards)
+    assert [len(b.cursors) for b in odds_shards] == [1, 0, 0]
+    assert odds_shards[0].cursors[0].entry_id == "40-0"
+    assert sum(b.stream_events for b in odds_shards) == 40  # each event counted once
+
+
+def test_two_connections_split_history_from_current_state() -> None:
+    from ingestor.storage.batch import build_batch, build_batches
+
+    evs = [event("copilot-odds", f"{i}-0", [odd(f"o{j}", ts=i) for j in range(5)])
+           for i in range(1, 10)]  # fmt: skip
+    current, history = build_batches(evs, 2)
+    whole = build_batch(evs)
+    assert current.odds == whole.odds and not current.odds_history
+    assert history.odds_history == whole.odds_history and not history.odds
+    assert [c.entry_id for c in current.cursors] == ["9-0"]
+
+
+async def test_pipelined_flushes_stay_full_and_commit_in_order(database_url: str, pg: Any) -> None:
+    # 23 one-odd events, five per flush: the next batch is built while the previous flush
+    # is in the database, and that must neither shrink batches nor reorder commits.
+    events = [
+        event("copilot-odds", f"{1000 + i}-0", [odd(A, price=-i, ts=100 + i)]) for i in range(23)
+    ]
+    queue: EventQueue = asyncio.Queue()
+    for ev in [*events, None]:
+        queue.put_nowait(ev)
+    metrics = Metrics()
+    writer = Writer(database_url, queue, metrics, batch_max_rows=5, retry_max_s=1)
+    await writer.run()
+    assert writer.flushes == 5  # 5+5+5+5+3
+    assert writer.cursors.entry_id(GROUP) == "1022-0" and len(writer.cursors) == 1
+    assert (await odds_row(pg, A))["price"] == -22
+    assert await pg.fetchval("SELECT count(*) FROM odds_history") == 23
+    rows = metrics.registry.get_sample_value
+    assert rows("ingestor_batch_rows_sum") == 23 and rows("ingestor_batch_rows_count") == 5
+
+
+def test_only_a_repeat_within_one_group_leaves_the_fast_history_copy() -> None:
+    from ingestor.storage.batch import build_batch
+
+    one = event("copilot-odds", "5-0", [odd(A, ts=5)])
+    other_group = event("copilot-odds", "5-0", [odd(B, ts=5)], group="copilot:basketball:WNBA")
+    assert build_batch([one, other_group]).history_plain
+    assert not build_batch([one, other_group, one]).history_plain
+
+
+async def test_a_batch_that_is_not_full_waits_for_the_flush_and_is_topped_up(
+    database_url: str, pg: Any
+) -> None:
+    # Flush 1 (5 events) is held in its merge by a table lock while 2 more events wait in
+    # the writer; 3 more arrive, the lock goes: all 5 must go in flush 2, not 2 then 3.
+    def ev(i: int) -> Any:
+        return event("copilot-odds", f"{2000 + i}-0", [odd(A, price=-i, ts=200 + i)])
+
+    queue: EventQueue = asyncio.Queue()
+    for i in range(7):
+        queue.put_nowait(ev(i))
+    writer = Writer(database_url, queue, Metrics(), batch_max_rows=5, retry_max_s=1)
+    watcher = await asyncpg.connect(database_url)
+    lock = pg.transaction()
+    await lock.start()
+    await pg.execute("LOCK TABLE odds IN SHARE MODE")  # blocks the merge's INSERT
+    task = asyncio.create_task(writer.run())
+    try:
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' " \
+                  "AND datname = current_database()"  # fmt: skip
+        await wait_until(lambda: watcher.fetchval(waiting))
+        await wait_until(queue.empty)  # the writer holds events 5 and 6: not yet a batch
+        for i in range(7, 10):
+            queue.put_nowait(ev(i))
+    finally:
+        await lock.rollback()
+        await watcher.close()
+    queue.put_nowait(None)
+    await asyncio.wait_for(task, 30)
+    assert writer.flushes == 2
+    assert (await odds_row(pg, A))["price"] == -9
+
+
+async def test_a_wait_cycle_through_both_writer_connections_ends_at_the_lock_timeout(
+    database_url: str, pg: Any
+) -> None:
+    # The current-state connection waits, in Python, for the history connection: PostgreSQL
+    # cannot see that edge. A session holding odds_history that then asks for
+    # fixture_status_history closes a cycle; the writer's lock_timeout ends it, not the
+    # flush timeout (120 s here).
+    def status(entry: str) -> Any:
+        body = {"fixture_id": "FX", "game_id": "g", "league": "ATP", "sport": "tennis",
+                "new_status": "Live", "old_status": None, "timestamp": 30.0}  # fmt: skip
+        return event("fixture-status", entry, payload={"entry_id": entry, "data": body})
+
+    queue: EventQueue = asyncio.Queue()
+    metrics = Metrics()
+    writer = Writer(database_url, queue, metrics, batch_max_rows=100, retry_max_s=0.1,
+                    flush_timeout_s=120, connections=2,
+                    lock_timeout_s=2)  # fmt: skip
+    task = asyncio.create_task(writer.run())
+    queue.put_nowait(event("copilot-odds", "30-0", [odd(A, ts=30)]))
+    await wait_until(lambda: writer.cursors.entry_id(GROUP) == "30-0")
+    watcher = await asyncpg.connect(database_url)
+    other = pg.transaction()
+    await other.start()
+    try:
+        await pg.execute("LOCK TABLE odds_history IN ACCESS EXCLUSIVE MODE")
+        queue.put_nowait(status("31-0"))
+        queue.put_nowait(event("copilot-odds", "32-0", [odd(A, ts=32)]))
+        # History connection queued behind us; the current-state connection already holds
+        # fixture_status_history (being idle in its transaction is not enough: it may not
+        # have reached that table yet).
+        cycle_ready = """
+            SELECT bool_or(l.granted AND l.relation = 'fixture_status_history'::regclass)
+               AND bool_or(NOT l.granted)
+            FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+            WHERE a.application_name = 'ingestor-writer' AND a.datname = current_database()"""
+        await wait_until(lambda: watcher.fetchval(cycle_ready), timeout_s=30)
+        await asyncio.wait_for(
+            pg.execute("LOCK TABLE fixture_status_history IN ACCESS EXCLUSIVE MODE"), 30
+        )
+    finally:
+        await other.rollback()
+        await watcher.close()
+    await wait_until(lambda: writer.cursors.entry_id(GROUP) == "32-0", timeout_s=30)
+    queue.put_nowait(None)
+    await asyncio.wait_for(task, 30)
+    # The flush failed on the lock timeout and was retried (what ended the cycle is checked
+    # above: the other session got its second lock).
+    assert metrics.db_errors.labels("LockNotAvailableError")._value.get() >= 1
+    assert await pg.fetchval("SELECT count(*) FROM fixture_status_history") == 1
+
+
+async def test_a_bug_in_batch_building_stops_the_process_and_dead_letters_nothing(
+    database_url: str, pg: Any
+) -> None:
+    """A TypeError while encoding is our bug, not bad data: bisecting would file every good
+    event of the batch as a dead letter one by one while the daemon looks healthy."""
+
+    feed = FakeFeed()
+    await feed.start()
+    p = await build_pipeline(database_url, feed)
+    good = [event("copilot-odds", f"{i}-0", [odd(f"g{i}", ts=i)]) for i in range(1, 5)]
+    buggy = event("copilot-odds", "9-0", [odd("b", ts=9)])
+    buggy.odds[0].price = "-110"  # type: ignore[assignment]  # a str where a float belongs
+    for ev in [*good, buggy]:
+        p.queue.put_nowait(ev)
+    try:
+        supervise(p)
+        assert p.task is not None
+        assert await asyncio.wait_for(p.task, 20) == 1  # EXIT_FAILED: loud, not healthy
+        assert p.sample("ingestor_task_failures_total", task="writer") == 1
+        assert p.sample("ingestor_events_dropped_total", error="TypeError") == 0
+        assert await pg.fetchval("SELECT count(*) FROM dead_letters") == 0
+        # Nothing of the failed batch claims to be stored: its events come again after the
+        # restart (the cursor did not move past them).
+        assert await pg.fetchval("SELECT last_entry_id FROM stream_cursors") is None
+    finally:
+        await p.close()
+        await feed.stop()
+
+
+async def test_a_row_postgres_refuses_is_dropped_alone(database_url: str, pg: Any) -> None:
+    good = [event("copilot-odds", f"{i}-0", [odd(f"o{i}", ts=i)]) for i in range(1, 7)]
+    bad = event("copilot-odds", "4-5", [odd("poison", ts=4)])
+    bad.odds[0].league = "N\x00BA"  # past the decoder's check: PostgreSQL text refuses NUL
+    metrics = Metrics()
+    await write_batches(database_url, [*good[:3], bad, *good[3:]], metrics=metrics)
+    ids = {r["id"] for r in await pg.fetch("SELECT id FROM odds")}
+    assert ids == {f"o{i}" for i in range(1, 7)}
+    assert sum(v for k, v in _samples(metrics, "ingestor_events_dropped_total")) == 1
+    letter = await pg.fetchrow("SELECT * FROM dead_letters")
+    assert letter["reason"].startswith("db_") and '"poison"' in letter["payload"]
+
+
+def _samples(metrics: Metrics, name: str) -> list[tuple[dict[str, str], float]]:
+    return [(s.labels, s.value) for m in metrics.registry.collect() for s in m.samples
+            if s.name == name]  # fmt: skip

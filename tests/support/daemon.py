@@ -1,0 +1,121 @@
+"""The real daemon as a subprocess: start it with a config file, read its logs and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tests.support.fakefeed import API_KEY
+
+
+class Daemon:
+    """``python -m ingestor run`` with its output collected."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, metrics_port: int) -> None:
+        self.proc = proc
+        self.metrics_port = metrics_port
+        self.lines: list[bytes] = []
+        self._reader = asyncio.create_task(self._collect())
+
+    async def _collect(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every log line parsed as JSON (fails the test on a line that is not)."""
+        return [orjson.loads(line) for line in self.lines]
+
+    async def metrics(self) -> str:
+        """The /metrics page."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        async with aiohttp.ClientSession() as s, s.get(url) as resp:
+            assert resp.status == 200
+            return await resp.text()
+
+    async def probes(self) -> dict[str, int]:
+        """Status of /healthz and /readyz."""
+        out = {}
+        async with aiohttp.ClientSession() as s:
+            for path in ("/healthz", "/readyz"):
+                async with s.get(f"http://127.0.0.1:{self.metrics_port}{path}") as resp:
+                    out[path] = resp.status
+        return out
+
+    async def stop(self, timeout_s: float = 15) -> int:
+        """SIGTERM and wait for the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(self.proc.wait(), timeout_s)
+        await self._reader
+        self._show_tail()
+        return code
+
+    async def exited(self, timeout_s: float = 30) -> int:
+        """Wait for the process to end by itself; its exit code."""
+        code = await asyncio.wait_for(self.proc.wait(), timeout_s)
+        await self._reader
+        self._show_tail()
+        return code
+
+    async def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye."""
+        self.proc.kill()
+        await self.proc.wait()
+        await self._reader
+        self._show_tail()
+
+    def _show_tail(self, lines: int = 80) -> None:
+        """The daemon's last log lines on stdout: pytest shows them when the test fails."""
+        tail = b"".join(self.lines[-lines:]).decode(errors="replace")
+        print(f"--- daemon exited {self.proc.returncode}; its last lines ---\n{tail}")
+
+    def peak_rss_mb(self) -> float:
+        """Peak resident memory so far (VmHWM), while the process lives."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmHWM")
+
+    def log_events(self, name: str) -> list[dict[str, Any]]:
+        """Parsed log lines with this event name."""
+        return [e for e in self.events() if e.get("event") == name]
+
+
+def write_config(
+    path: Path, base_url: str, metrics_port: int, leagues: tuple[str, ...] = ("NBA",), **extra: Any
+) -> Path:
+    """A real TOML config for one copilot stream."""
+    lines = [
+        f'api_base_url = "{base_url}"',
+        f"metrics_port = {metrics_port}",
+        'metrics_host = "127.0.0.1"',
+        "reconnect_initial_s = 0.05",
+        "reconnect_max_s = 0.5",
+        *(f"{k} = {orjson.dumps(v).decode()}" for k, v in extra.items()),
+        "",
+        "[[streams]]",
+        'kind = "copilot"',
+        'sport = "basketball"',
+        f"leagues = {list(leagues)!r}".replace("'", '"'),
+        "include_fixture_updates = true",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def start_daemon(config: Path, database_url: str, metrics_port: int) -> Daemon:
+    """Spawn the daemon with the key and database in its environment."""
+    env = {**os.environ, "INGESTOR_DATABASE_URL": database_url, "OPTICODDS_API_KEY": API_KEY}
+    env.pop("INGESTOR_CONFIG", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ingestor", "run", "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    return Daemon(proc, metrics_port)

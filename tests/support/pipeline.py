@@ -1,0 +1,147 @@
+"""A running in-process pipeline (feed -> workers -> queue -> writer -> PostgreSQL) for tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from ingestor.config import Settings, StreamConfig
+from ingestor.domain.cursors import Cursors
+from ingestor.domain.events import EventQueue
+from ingestor.domain.groups import Group, make_groups
+from ingestor.metrics import Metrics
+from ingestor.storage.reader import PgOddsReader
+from ingestor.storage.writer import Writer
+from ingestor.stream.rehydrate import Rehydrator
+from ingestor.stream.rest import RequestLimiter, RestClient
+from ingestor.stream.worker import StreamWorker, WorkerSettings
+from ingestor.supervisor import Supervisor
+from tests.support.fakefeed import API_KEY
+
+
+@dataclass
+class Pipeline:
+    """Handles to every part of one running pipeline."""
+
+    feed: Any
+    metrics: Metrics
+    queue: EventQueue
+    writer: Writer
+    workers: list[StreamWorker]
+    stop: asyncio.Event
+    session: aiohttp.ClientSession
+    task: asyncio.Task[int] | None = None
+    cursors: Cursors = field(default_factory=Cursors)
+    reader: PgOddsReader | None = None
+    gate: RequestLimiter | None = None
+    shutdown_timeout_s: float = 10
+
+    async def close(self) -> None:
+        """Stop if running, then release the HTTP session and the reader's pool."""
+        if self.task and not self.task.done():
+            await self.shutdown()
+        await self.session.close()
+        if self.reader is not None:
+            await self.reader.close()
+
+    @property
+    def group(self) -> Group:
+        """The first (usually only) group."""
+        return self.workers[0].group
+
+    def sample(self, name: str, **labels: str) -> float:
+        """A metric's current value (0 when never touched)."""
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    def start(self, supervisor: Supervisor) -> None:
+        """Run the supervisor in the background."""
+        self.task = asyncio.create_task(supervisor.run(), name="test-supervisor")
+
+    async def shutdown(self) -> int:
+        """Signal stop and wait for the drain."""
+        self.stop.set()
+        assert self.task is not None
+        return await asyncio.wait_for(self.task, 20)
+
+
+def copilot_stream(leagues: list[str] | None = None) -> StreamConfig:
+    """A copilot basketball stream config."""
+    return StreamConfig(kind="copilot", sport="basketball", leagues=leagues or ["NBA"])
+
+
+async def build_pipeline(
+    database_url: str,
+    feed: Any,
+    *,
+    streams: list[StreamConfig] | None = None,
+    queue_max_events: int = 1000,
+    stall_timeout_s: float = 5.0,
+    api_key: str = API_KEY,
+    cursors: Cursors | None = None,
+    worker_class: type[StreamWorker] = StreamWorker,
+    rehydrate: bool = False,
+    connect_timeout_s: float = 5,
+    shutdown_timeout_s: float = 10,
+    auth_retry_max_s: float = 300,
+    no_data_warning_s: float = 120,
+) -> Pipeline:
+    """Wire the real parts together exactly as the composition root does."""
+    metrics = Metrics()
+    stop = asyncio.Event()
+    queue: EventQueue = asyncio.Queue(maxsize=queue_max_events)
+    cursors = cursors if cursors is not None else Cursors()
+    writer = Writer(
+        database_url, queue, metrics, batch_max_rows=5000, retry_max_s=0.5, cursors=cursors,
+        connections=Settings.model_fields["writer_connections"].default,
+    )  # fmt: skip
+    session = aiohttp.ClientSession()
+    settings = WorkerSettings(
+        base_url=feed.base_url,
+        api_key=api_key,
+        max_event_bytes=1 << 20,
+        stall_timeout_s=stall_timeout_s,
+        connect_timeout_s=connect_timeout_s,
+        reconnect_initial_s=0.01,
+        reconnect_max_s=0.05,
+        auth_retry_max_s=auth_retry_max_s,
+        no_data_warning_s=no_data_warning_s,
+    )
+    groups = make_groups(streams or [copilot_stream()], 10)
+    gate = RequestLimiter(200)
+    reader = None
+    rehydrator = None
+    if rehydrate:
+        reader = PgOddsReader(database_url)
+        rest = RestClient(session, feed.base_url, api_key, RequestLimiter(2000), metrics, 10)
+        rehydrator = Rehydrator(rest, reader, queue, metrics, 48)
+    workers = [
+        worker_class(g, session, settings, queue, metrics, cursors, stop, rehydrator, gate)
+        for g in groups
+    ]
+    return Pipeline(
+        feed, metrics, queue, writer, workers, stop, session, cursors=cursors, reader=reader,
+        gate=gate, shutdown_timeout_s=shutdown_timeout_s,
+    )  # fmt: skip
+
+
+def supervise(p: Pipeline, **kw: Any) -> Supervisor:
+    """A supervisor over the pipeline's parts, started."""
+    sup = Supervisor(
+        p.writer,
+        p.workers,
+        p.metrics,
+        p.stop,
+        shutdown_timeout_s=p.shutdown_timeout_s,
+        restart_max_s=kw.get("restart_max_s", 0.6),
+    )
+    p.start(sup)
+    return sup
+
+
+# What the `make_pipeline` and `running` fixtures (tests/conftest.py) hand a test.
+PipelineFactory = Callable[..., Awaitable[Pipeline]]
+SimPipelineFactory = Callable[..., Awaitable[tuple[Any, Pipeline]]]

@@ -1,0 +1,188 @@
+"""The compose stack, the Dockerfile and the Prometheus files, checked without a Docker engine."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ingestor.cli.main import _parser
+
+ROOT = Path(__file__).parents[2]
+BIN = Path(sys.executable).parent
+COMPOSE = ROOT / "docker-compose.yml"
+PROM = ROOT / "deploy" / "prometheus"
+
+
+def _run(*cmd: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False, timeout=300)
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path=str(BIN))
+    assert path, f"{name} is missing: scripts/test installs it (Debian package or PyPI lock)"
+    return path
+
+
+def _compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())  # type: ignore[no-any-return]
+
+
+def _defaults(text: str) -> str:
+    """Compose interpolation with every variable at its default."""
+    return re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", text)
+
+
+def test_compose_file_follows_the_compose_spec() -> None:
+    out = _run(_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    out = _run(_tool("hadolint"), "Dockerfile")
+    assert out.returncode == 0 and not out.stdout.strip(), out.stdout + out.stderr
+
+
+def test_compose_commands_and_mounts_exist() -> None:
+    services = _compose()["services"]
+    built = {name: s for name, s in services.items() if s.get("build") == "."}
+    assert set(built) == {"migrate", "simulator", "ingestor"}
+    for name, service in built.items():
+        args = [_defaults(a) for a in service["command"]]
+        parsed = _parser().parse_args(args)  # exits (fails the test) on a bad command
+        assert parsed.command == args[0], name
+        if "--config" in args:  # the config path must be inside a mounted repo folder
+            path = args[args.index("--config") + 1]
+            assert (ROOT / "config" / Path(path).name).exists()
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+
+
+def test_env_example_documents_every_variable() -> None:
+    used = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text()))
+    documented = set(re.findall(r"^(\w+)=", (ROOT / ".env.example").read_text(), flags=re.M))
+    assert used <= documented, used - documented
+
+
+def test_prometheus_config_and_alert_rules() -> None:
+    promtool = _tool("promtool")
+    for cmd in (("check", "config", "prometheus.yml"), ("check", "rules", "alerts.yml"),
+                ("test", "rules", "alerts_test.yml")):  # fmt: skip
+        out = _run(promtool, *cmd, cwd=PROM)
+        assert out.returncode == 0, out.stdout + out.stderr
+    rules = yaml.safe_load((PROM / "alerts.yml").read_text())["groups"][0]["rules"]
+    tested = set(re.findall(r"alertname: (\w+)", (PROM / "alerts_test.yml").read_text()))
+    assert {r["alert"] for r in rules} == tested  # every alert has a unit test
+
+
+async def test_dockerfile_build_steps_work_as_written(tmp_path: Path) -> None:
+    """The Dockerfile's own pip commands, run in a scratch venv, give a working entrypoint."""
+    text = (ROOT / "Dockerfile").read_text()
+    build = text.split("FROM python", 2)[1]  # the build stage
+    runs = [r for r in re.findall(r"^RUN (.+)$", build, flags=re.M) if "pip install" in r]
+    assert len(runs) == 2
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "ingestor", src / "ingestor")
+    for name in ("requirements.lock", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    venv = tmp_path / "venv"
+    for run in runs:
+        cmd = run.replace("/venv", str(venv))
+        proc = await asyncio.create_subprocess_shell(
+            cmd, cwd=src, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(proc.communicate(), 300)
+        assert proc.returncode == 0, out.decode()[-2000:]
+    entry = re.search(r"^ENTRYPOINT (\[.+\])$", text, flags=re.M)
+    assert entry is not None
+    argv = yaml.safe_load(entry.group(1))
+    out = _run(str(venv / "bin" / argv[0]), "--help")
+    assert out.returncode == 0 and "migrate" in out.stdout, out.stderr
+
+
+def test_dashboards_use_the_provisioned_datasources() -> None:
+    import json
+
+    grafana = ROOT / "deploy" / "grafana"
+    provisioned = yaml.safe_load((grafana / "provisioning/datasources/datasources.yml").read_text())
+    uids = {d["uid"]: d["type"] for d in provisioned["datasources"]}
+    providers = yaml.safe_load((grafana / "provisioning/dashboards/dashboards.yml").read_text())
+    mounted = {v.split(":")[1] for v in _compose()["services"]["grafana"]["volumes"]}
+    assert providers["providers"][0]["options"]["path"] in mounted
+    for path in (grafana / "dashboards").glob("*.json"):
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard["panels"]:
+            for ref in [panel["datasource"], *(t["datasource"] for t in panel["targets"])]:
+                assert uids.get(ref["uid"]) == ref["type"], (path.name, panel["title"])
+    home = _compose()["services"]["grafana"]["environment"][
+        "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"
+    ]
+    assert Path(home).name in {p.name for p in (grafana / "dashboards").glob("*.json")}
+
+
+async def test_compose_roles_let_the_daemon_write_only_its_tables(
+    admin_url: str, empty_database_url: str
+) -> None:
+    """Run the compose init script for real, migrate as the owner, check the app role."""
+    import uuid
+
+    import asyncpg
+
+    from ingestor.storage.db import check_privileges
+    from ingestor.storage.migrations import upgrade
+
+    suffix = uuid.uuid4().hex[:8]
+    app, reader = f"app_{suffix}", f"reader_{suffix}"
+    dbname = empty_database_url.rpartition("/")[2]
+    host_port = admin_url.rpartition("@")[2].rpartition("/")[0]
+    host, _, port = host_port.partition(":")
+    env = {**os.environ, "POSTGRES_USER": "postgres", "POSTGRES_DB": dbname, "PGHOST": host,
+           "PGPORT": port or "5432", "INGESTOR_DB_USER": app, "INGESTOR_DB_PASSWORD": "pw",
+           "GRAFANA_DB_USER": reader, "GRAFANA_DB_PASSWORD": "it's / #"}  # fmt: skip
+    out = subprocess.run(["sh", str(ROOT / "deploy/postgres/init-roles.sh")], env=env,
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    try:
+        assert out.returncode == 0, out.stderr
+        await asyncio.to_thread(upgrade, empty_database_url)
+        conn = await asyncpg.connect(empty_database_url.replace("postgres@", f"{app}@", 1))
+        try:
+            await check_privileges(conn)  # raises when a table is not writable
+            await conn.execute("INSERT INTO stream_cursors (group_key, stream, sport, leagues)"
+                               " VALUES ('g', 'copilot', 'x', '{}')")  # fmt: skip
+            for forbidden in ("DELETE FROM odds", "DROP TABLE odds", "CREATE TABLE x (a int)"):
+                try:
+                    await conn.execute(forbidden)
+                except asyncpg.InsufficientPrivilegeError:
+                    continue
+                raise AssertionError(f"{app} may run {forbidden}")
+        finally:
+            await conn.close()
+        reader_conn = await asyncpg.connect(empty_database_url.replace("postgres@", f"{reader}@"))
+        try:
+            assert await reader_conn.fetchval("SELECT count(*) FROM stream_cursors") == 1
+            try:
+                await reader_conn.execute("UPDATE stream_cursors SET sport = 'y'")
+            except asyncpg.InsufficientPrivilegeError:
+                pass
+            else:
+                raise AssertionError("the Grafana role may write")
+        finally:
+            await reader_conn.close()
+    finally:
+        admin = await asyncpg.connect(admin_url)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{dbname}"')  # the fixture drops it again
+        for role in (app, reader):
+            await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()

@@ -1,0 +1,70 @@
+"""Batch building, pure: one current row per odd per column group, cursors, the fast path."""
+
+from __future__ import annotations
+
+from ingestor.domain.events import SNAPSHOT_EVENT_ID, DecodedEvent
+from ingestor.storage.batch import build_batch, build_batches
+from ingestor.storage.sql import ODDS_COLUMNS
+from tests.support.fakefeed import odd
+from tests.support.helpers import event
+
+PRICE = ODDS_COLUMNS.index("price")
+STATUS = ODDS_COLUMNS.index("status")
+SETTLEMENT = ODDS_COLUMNS.index("settlement")
+
+
+def _settled(uid: str, ts: float) -> dict[str, object]:
+    item = odd(uid, ts=ts)
+    for key in ("price", "points", "is_main", "is_live", "grouping_key"):
+        item.pop(key)
+    return {**item, "settlement": "Won", "settled_at": "2026-01-01T00:00:00+00:00"}
+
+
+def test_one_current_row_per_odd_and_every_history_row() -> None:
+    batch = build_batch([
+        event("copilot-odds", "10-0", [odd("a", price=-110, ts=1), odd("b", price=100, ts=1)]),
+        event("copilot-odds", "11-0", [odd("a", price=-120, ts=2)]),
+    ])  # fmt: skip
+    assert len(batch.odds_history) == 3
+    current = {r[0]: r for r in batch.odds}
+    assert set(current) == {"a", "b"} and current["a"][PRICE] == -120
+
+
+def test_a_settlement_keeps_the_newest_price_in_any_order() -> None:
+    for order in ((0, 1), (1, 0)):
+        evs = [event("copilot-odds", "10-0", [odd("a", price=-150, ts=1)]),
+               event("copilot-settled-odds", "12-0", [_settled("a", ts=3)])]  # fmt: skip
+        (row,) = build_batch([evs[i] for i in order]).odds
+        assert (row[PRICE], row[STATUS], row[SETTLEMENT]) == (-150, "settled", "Won")
+
+
+def test_the_cursor_is_the_highest_entry_id_not_the_last_one() -> None:
+    batch = build_batch([
+        event("copilot-odds", "9-0", [odd("a", ts=1)]),
+        event("copilot-odds", "10-0", [odd("a", ts=2)]),
+        event("copilot-odds", "9-5", [odd("b", ts=1)]),  # late, out of order
+    ])  # fmt: skip
+    (cursor,) = batch.cursors
+    assert (cursor.entry_id, batch.stream_events) == ("10-0", 3)
+
+
+def test_snapshots_and_repeats_leave_the_fast_history_path() -> None:
+    plain = build_batch([event("copilot-odds", "1-0", [odd("a")])])
+    assert plain.history_plain
+    repeat = build_batch([event("copilot-odds", "1-0", [odd("a")])] * 2)
+    assert not repeat.history_plain
+    snap = event("copilot-odds", "1-0", [odd("a")])
+    snapshot = DecodedEvent(snap.group_key, SNAPSHOT_EVENT_ID, "0-0", SNAPSHOT_EVENT_ID,
+                            snap.received_at, odds=snap.odds, advances_cursor=False)  # fmt: skip
+    built = build_batch([snapshot])
+    assert not built.history_plain and not built.cursors and built.stream_events == 0
+
+
+def test_two_connections_put_history_apart_and_cursors_in_the_first() -> None:
+    evs = [event("copilot-odds", f"{i}-0", [odd(f"o{i}", ts=i)]) for i in range(1, 5)]
+    first, history = build_batches(evs, 2)
+    assert not first.odds_history and len(history.odds_history) == 4
+    assert len(first.odds) == 4 and first.cursors and not history.cursors
+    three = build_batches(evs, 3)
+    assert sum(len(b.odds) for b in three) == 4 and three[0].cursors
+    assert not any(b.cursors for b in three[1:])

@@ -1,0 +1,166 @@
+"""Group ownership logic against an in-memory lease table: no PostgreSQL, the same rules."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from ingestor.coordination import Coordinator, fair_share
+from ingestor.domain.cursors import Cursor
+from ingestor.metrics import Metrics
+from ingestor.ports import LeaseError
+from tests.conftest import wait_until
+
+GROUPS = [f"g{i}" for i in range(6)]
+
+
+@dataclass
+class Table:
+    """The shared lock table every process sees (what pg_locks is to the real thing)."""
+
+    held: dict[str, FakeLeases] = field(default_factory=dict)
+    members: set[FakeLeases] = field(default_factory=set)
+    cursors: dict[str, Cursor] = field(default_factory=dict)
+
+
+class FakeLeases:
+    """The Leases port in memory; ``fail_once`` plays a lost session."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.fail_once = False
+
+    def _check(self) -> None:
+        if self.fail_once:
+            self.fail_once = False
+            raise LeaseError("connection lost")
+        self.table.members.add(self)
+
+    async def members(self) -> int:
+        self._check()
+        return len(self.table.members)
+
+    async def try_take(self, group_key: str) -> bool:
+        self._check()
+        if group_key in self.table.held:
+            return self.table.held[group_key] is self
+        self.table.held[group_key] = self
+        return True
+
+    async def release(self, group_key: str) -> None:
+        self._check()
+        if self.table.held.get(group_key) is self:
+            del self.table.held[group_key]
+
+    async def read_cursor(self, group_key: str) -> Cursor | None:
+        self._check()
+        return self.table.cursors.get(group_key)
+
+    async def reset(self) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self.table.members.discard(self)
+        for key in [k for k, v in self.table.held.items() if v is self]:
+            del self.table.held[key]
+
+
+@dataclass
+class Process:
+    """One process's coordinator, with the workers it started (checked against the table)."""
+
+    leases: FakeLeases
+    coordinator: Coordinator
+    stop: asyncio.Event
+    metrics: Metrics
+    streaming: set[str] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+
+    async def leave(self) -> None:
+        self.stop.set()
+        assert self.task is not None
+        await self.task
+        await self.coordinator.close()
+
+
+def process(table: Table, *, fair: bool) -> Process:
+    leases, stop, metrics = FakeLeases(table), asyncio.Event(), Metrics()
+    proc: Process
+
+    async def start(key: str, cursor: Cursor | None) -> None:
+        assert table.held.get(key) is leases, "a worker starts only after its claim is taken"
+        assert key not in {k for p in procs for k in p.streaming}, f"{key} streamed twice"
+        proc.streaming.add(key)
+
+    async def stop_worker(key: str) -> None:
+        assert table.held.get(key) is leases, "a worker stops before its claim is given back"
+        proc.streaming.discard(key)
+
+    coordinator = Coordinator(leases, GROUPS, start, stop_worker, metrics, check_s=0.005,
+                              stop_event=stop, share_fairly=fair)  # fmt: skip
+    proc = Process(leases, coordinator, stop, metrics)
+    procs.append(proc)
+    proc.task = asyncio.create_task(coordinator.run())
+    return proc
+
+
+procs: list[Process] = []
+
+
+@pytest.fixture(autouse=True)
+async def _clean() -> AsyncIterator[None]:
+    procs.clear()
+    yield
+    for p in procs:
+        if not p.stop.is_set():
+            await p.leave()
+
+
+def _gauge(p: Process, name: str) -> float:
+    return p.metrics.registry.get_sample_value(name) or 0.0
+
+
+def test_fair_share_rounds_up() -> None:
+    assert [fair_share(6, m) for m in (0, 1, 2, 3, 4, 6, 7)] == [6, 6, 3, 2, 2, 1, 1]
+
+
+async def test_without_coordination_a_second_process_waits_then_takes_over() -> None:
+    table = Table(cursors={"g2": Cursor("5-0", "e5")})
+    first = process(table, fair=False)
+    await wait_until(lambda: first.streaming == set(GROUPS))
+    second = process(table, fair=False)
+    await wait_until(lambda: second.coordinator.standby == GROUPS)
+    assert not second.streaming and _gauge(second, "ingestor_groups_standby") == 6
+    assert _gauge(second, "ingestor_groups_owned") == 0
+    await first.leave()
+    await wait_until(lambda: second.streaming == set(GROUPS))
+    assert second.coordinator.standby == [] and _gauge(second, "ingestor_groups_owned") == 6
+
+
+async def test_fair_share_splits_and_rebalances() -> None:
+    table = Table()
+    three = [process(table, fair=True) for _ in range(3)]
+    await wait_until(lambda: sorted(len(p.streaming) for p in three) == [2, 2, 2])
+    await three[0].leave()
+    await wait_until(lambda: sorted(len(p.streaming) for p in three[1:]) == [3, 3])
+    assert set(table.held) == set(GROUPS)
+
+
+async def test_a_lost_session_stops_every_worker_then_takes_the_groups_again() -> None:
+    table = Table()
+    p = process(table, fair=False)
+    await wait_until(lambda: p.streaming == set(GROUPS))
+    stopped: list[str] = []
+    original = p.coordinator._stop
+
+    async def record(key: str) -> None:
+        stopped.append(key)
+        await original(key)
+
+    p.coordinator._stop = record
+    p.leases.fail_once = True
+    await wait_until(lambda: sorted(stopped) == sorted(GROUPS))
+    await wait_until(lambda: p.streaming == set(GROUPS))

@@ -1,0 +1,121 @@
+"""Stream-side logic without a network or a database: backoff, and gap recovery's filters and
+inferred locks against fake REST answers and a fake database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ingestor.config import StreamConfig
+from ingestor.domain.cursors import Cursors
+from ingestor.domain.events import EventQueue
+from ingestor.domain.groups import make_groups
+from ingestor.metrics import Metrics
+from ingestor.ports import HeldOdd
+from ingestor.stream.rehydrate import Rehydrator, snapshot_params
+from ingestor.stream.worker import StreamWorker, WorkerSettings
+from tests.support.fakefeed import odd
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _worker(**kw: float) -> StreamWorker:
+    (group,) = make_groups([StreamConfig(kind="copilot", sport="basketball", leagues=["NBA"])],
+                           10)  # fmt: skip
+    settings = WorkerSettings(base_url="http://x", api_key=None, max_event_bytes=1024,
+                              stall_timeout_s=5, connect_timeout_s=5,
+                              reconnect_initial_s=kw.get("initial", 1.0),
+                              reconnect_max_s=kw.get("max", 60.0))  # fmt: skip
+    return StreamWorker(group, None, settings, asyncio.Queue(), Metrics(), Cursors(),  # type: ignore[arg-type]
+                        asyncio.Event())  # fmt: skip
+
+
+def test_backoff_is_full_jitter_under_a_cap_and_never_below_the_servers_retry() -> None:
+    w = _worker(initial=1.0, max=8.0)
+    w.failures = 2
+    delays = [w._backoff_s() for _ in range(300)]
+    assert min(delays) >= 0 and max(delays) <= 4.0 and max(delays) > 2.0  # jitter up to 1*2^2
+    w.failures = 30
+    assert max(w._backoff_s() for _ in range(300)) <= 8.0  # capped
+    w._parser.feed(b"retry: 5000\n\n")
+    assert min(w._backoff_s() for _ in range(300)) >= 5.0  # the server's retry is the floor
+    w._parser.retry_ms = 10**9
+    assert w._backoff_s() <= 8.0  # but a silly retry does not park the group
+
+
+def test_after_a_clean_drop_the_retry_is_the_floor_plus_a_little() -> None:
+    w = _worker()
+    w._parser.feed(b"retry: 1000\n\n")
+    delays = [w._backoff_s() for _ in range(300)]
+    assert min(delays) >= 1.0 and max(delays) <= 1.2
+
+
+class FakeRest:
+    """REST answers from a dict of fixture id -> odds; it ignores filters it is sent."""
+
+    def __init__(self, fixtures: dict[str, list[dict[str, Any]]]) -> None:
+        self.fixtures = fixtures
+        self.calls: list[tuple[str, list[tuple[str, str]]]] = []
+
+    async def get_pages(self, path: str, params: list[tuple[str, str]], _: int) -> list[Any]:
+        self.calls.append((path, params))
+        return [{"id": f, "status": "unplayed", "league": "NBA"} for f in self.fixtures]
+
+    async def get(self, path: str, params: list[tuple[str, str]]) -> Any:
+        self.calls.append((path, params))
+        if ("settled", "true") in params:
+            return {"data": []}
+        ids = [v for k, v in params if k == "fixture_id"]
+        return {"data": [{"id": f, "odds": self.fixtures[f]} for f in ids]}
+
+
+class FakeReader:
+    def __init__(self, held: dict[str, HeldOdd]) -> None:
+        self.held = held
+
+    async def odds_of_fixtures(self, fixture_ids: Sequence[str], stream: str,
+                               sportsbooks: Sequence[str] | None,
+                               markets: Sequence[str] | None) -> dict[str, HeldOdd]:  # fmt: skip
+        return self.held
+
+    async def known_fixtures(self, stream: str, leagues: Sequence[str],
+                             window_h: float) -> list[str]:  # fmt: skip
+        return []
+
+
+async def test_snapshot_rows_pass_every_filter_and_held_odds_are_repaired() -> None:
+    stream = StreamConfig(kind="copilot", sport="basketball", leagues=["NBA"],
+                          markets=["Moneyline"], is_main=True, odds_format="DECIMAL")  # fmt: skip
+    (group,) = make_groups([stream], 10)
+    rest = FakeRest({"F1": [
+        odd("main", fixture_id="F1", market="Moneyline", is_main=True, ts=10),
+        odd("alt", fixture_id="F1", market="Moneyline", is_main=False, ts=10),
+        odd("other-market", fixture_id="F1", market="Totals", is_main=True, ts=10),
+        odd("other-league", fixture_id="F1", market="Moneyline", league="WNBA", ts=10),
+        odd("moved", fixture_id="F1", market="Moneyline", is_main=False, ts=10),
+    ]})  # fmt: skip
+    held = {
+        "moved": HeldOdd("open", T0, "1-0", b"\x00" * 25),  # was main; the line moved
+        "gone": HeldOdd("open", T0, "1-0", b"\x00" * 25),  # not returned: suspended
+    }
+    queue: EventQueue = asyncio.Queue()
+    rehydrator = Rehydrator(rest, FakeReader(held), queue, Metrics(), 48)  # type: ignore[arg-type]
+    await rehydrator.run(group)
+    odds_calls = [p for path, p in rest.calls if path.endswith("/odds")]
+    assert all(("odds_format", "DECIMAL") in p and ("market", "Moneyline") in p
+               for p in odds_calls)  # fmt: skip
+    rows = [r for ev in _drain(queue) for r in ev.odds]
+    kinds = {r.id: (r.kind.label, r.is_main) for r in rows}
+    assert kinds == {"main": ("odds", True), "moved": ("odds", False), "gone": ("locked", None)}
+    assert snapshot_params(group) == [("market", "Moneyline"), ("odds_format", "DECIMAL")]
+
+
+def _drain(queue: EventQueue) -> list[Any]:
+    out = []
+    while not queue.empty():
+        item = queue.get_nowait()
+        assert item is not None
+        out.append(item)
+    return out
