@@ -263,3 +263,12 @@ async def test_partitions_command_keeps_today_and_ahead(
     today = datetime.now(UTC).date()
     parts = await partitions(pg, "fixture_status_history")
     assert partition_name("fixture_status_history", today + timedelta(days=3)) in parts
+
+
+async def test_starting_the_daemon_imports_no_alembic() -> None:
+    """The schema check compares with a constant: alembic loads for `migrate` only."""
+    code = "import sys, ingestor.cli.app; print('alembic' in sys.modules)"
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code,
+                                                stdout=asyncio.subprocess.PIPE)  # fmt: skip
+    out, _ = await proc.communicate()
+    assert out.decode().strip() == "False"
