@@ -153,3 +153,60 @@ def test_odd_shaped_garbage_is_a_decode_error_or_a_row(item: dict[str, Any], ety
         return
     for row in decoded.odds:
         assert isinstance(row.id, str) and row.order_key
+
+
+FIELDS = ["id", "odd_id", "sportsbook", "fixture_id", "league", "market", "name", "player_id",
+          "team_id", "version_id", "points", "price", "is_main", "is_live", "grouping_key",
+          "settlement", "settled_at", "timestamp"]  # fmt: skip
+ODDS_TYPES = ["copilot-odds", "copilot-locked-odds", "copilot-settled-odds", "odds"]
+
+
+def _outcome(decode: Any, etype: str, payload: bytes) -> Any:
+    try:
+        ev = decode("g", "copilot", etype, payload, "7-2", NOW)
+    except DecodeError as exc:
+        return ("error", exc.reason)
+    return (ev.entry_id, ev.odds, [(e.reason, e.payload) for e in ev.rejected])
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.one_of(
+        st.fixed_dictionaries({"id": st.text(max_size=6), "price": st.integers(-500, 500),
+                               "timestamp": st.floats(0, 2e9, allow_nan=False)}),
+        st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=8),
+    ), min_size=1, max_size=4),
+    st.sampled_from(ODDS_TYPES),
+    st.one_of(st.none(), st.sampled_from(["9-3", "", "x", "99999999999999999-0"])),
+)  # fmt: skip
+def test_the_fast_path_gives_what_the_careful_path_gives(
+    items: list[Any], etype: str, entry: str | None
+) -> None:
+    """Any payload: the same rows, rejections and errors, whichever path decoded it."""
+    from ingestor.domain.decode import decode_event_carefully
+
+    body: dict[str, Any] = {"data": items}
+    if entry is not None:
+        body["entry_id"] = entry
+    payload = orjson.dumps(body)
+    assert _outcome(decode_event, etype, payload) == _outcome(
+        decode_event_carefully, etype, payload
+    )
+
+
+def test_the_fast_path_takes_the_vendors_own_events() -> None:
+    from ingestor.domain.decode import decode_event_carefully
+    from ingestor.domain.events import Kind
+    from ingestor.domain.fast import fast_odds
+    from ingestor.stream.sse import SSEParser
+    from tests.support.fakefeed import SEED_EVENTS
+
+    events = [e for e in SSEParser().feed(SEED_EVENTS.read_bytes()) if "odds" in e.event]
+    assert events
+    for e in events:
+        kind = {"copilot-odds": Kind.ODDS, "copilot-locked-odds": Kind.LOCKED,
+                "copilot-settled-odds": Kind.SETTLED}[e.event]  # fmt: skip
+        fast = fast_odds("g", "copilot", e.event, kind, e.data, e.id, NOW)
+        assert fast is not None, e.event
+        careful = decode_event_carefully("g", "copilot", e.event, e.data, e.id, NOW)
+        assert (fast.entry_id, fast.odds) == (careful.entry_id, careful.odds)
