@@ -116,6 +116,13 @@ class Metrics:
             ["group", "result"],
             registry=r,
         )
+        self.fixture_details = Counter(
+            "ingestor_fixture_details",
+            "Fixtures first seen between connects whose details were asked over REST, by"
+            " outcome: found, failed, dropped (backlog full; the next connect lists them)",
+            ["outcome"],
+            registry=r,
+        )
         self.rows_written = Counter(
             "ingestor_rows_written",
             "Rows committed, by table (history tables count inserted rows)",

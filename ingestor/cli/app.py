@@ -34,6 +34,7 @@ from ingestor.storage.partitions import Upkeep
 from ingestor.storage.reader import PgOddsReader
 from ingestor.storage.schema import SCHEMA_HEAD
 from ingestor.storage.writer import Writer
+from ingestor.stream.fixtures import FixtureDetails
 from ingestor.stream.rehydrate import Rehydrator
 from ingestor.stream.rest import RequestLimiter, RestClient
 from ingestor.stream.worker import StreamWorker, WorkerSettings
@@ -130,25 +131,27 @@ async def build(
     metrics = Metrics()
     queue: EventQueue = asyncio.Queue(maxsize=settings.queue_max_events)
     metrics.queue_capacity.set(settings.queue_max_events)
-    writer = Writer(
-        dsn, queue, metrics,
-        batch_max_rows=settings.writer_batch_max_rows, retry_max_s=settings.flush_retry_max_s,
-        cursors=cursors, flush_timeout_s=settings.flush_timeout_s,
-        connections=settings.writer_connections,
-    )  # fmt: skip
     # Streams hold their connections for good: no pool cap, or group 101 would starve.
     session = await stack.enter_async_context(
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     )
     ws = _worker_settings(settings)
-    rehydrator = None
-    if settings.rehydrate:
+    rehydrator = details = None
+    if settings.rehydrate:  # every REST call of the process: gap recovery, fixture details
         reader = PgOddsReader(dsn)
         stack.push_async_callback(reader.close)
         rest = RestClient(session, ws.base_url, ws.api_key,
                           RequestLimiter(settings.rest_requests_per_15s), metrics,
                           settings.rest_timeout_s)  # fmt: skip
         rehydrator = Rehydrator(rest, reader, queue, metrics, settings.rehydrate_window_h)
+        details = FixtureDetails(rest, queue, metrics)
+    writer = Writer(
+        dsn, queue, metrics,
+        batch_max_rows=settings.writer_batch_max_rows, retry_max_s=settings.flush_retry_max_s,
+        cursors=cursors, flush_timeout_s=settings.flush_timeout_s,
+        connections=settings.writer_connections,
+        on_new_fixtures=details.notice if details is not None else None,
+    )  # fmt: skip
     gate = RequestLimiter(settings.stream_connects_per_15s)
     workers = [StreamWorker(g, session, ws, queue, metrics, cursors, stop, rehydrator, gate)
                for g in groups]  # fmt: skip
@@ -157,6 +160,8 @@ async def build(
                             restart_max_s=settings.worker_restart_max_s,
                             workers_on_demand=True)  # fmt: skip
     supervisor.watch("progress", lambda: progress_loop(metrics, stop, settings.progress_log_s))
+    if details is not None:
+        supervisor.watch("fixture-details", details.run)
     if settings.manage_partitions:
         upkeep = _upkeep(settings)
         # Today's partitions exist before the first flush: no upkeep DDL racing it.

@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 
 from ingestor.domain.errors import DecodeError, EntryIdError
-from ingestor.domain.fast import MAX_FUTURE_MS, fast_odds
 from ingestor.domain.events import (
     SNAPSHOT_EVENT_ID,
     DecodedEvent,
@@ -20,6 +19,7 @@ from ingestor.domain.events import (
     order_key,
     parse_entry_id,
 )
+from ingestor.domain.fast import MAX_FUTURE_MS, fast_odds
 
 ODDS_EVENTS: dict[str, Kind] = {
     "copilot-odds": Kind.ODDS,

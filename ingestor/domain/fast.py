@@ -69,7 +69,7 @@ def _entry(payload_entry: str | None, event_id: str) -> tuple[str, tuple[int, in
     return entry, parsed
 
 
-def _settled_at(value: str | None) -> datetime | None | bool:
+def _settled_at(value: str | None) -> datetime | bool | None:
     """The settlement time; False when the careful path must judge it."""
     if not value:
         return None

@@ -218,12 +218,14 @@ class SimServer:
             return denied
         q = request.query
         leagues = set(q.getall("league", []))
+        ids = set(q.getall("id", []))
         sport = q.get("sport")
         items = [
             f.rest()
             for f in self.world.fixtures
             if (not leagues or f.league in leagues) and (not sport or f.sport == sport)
-        ]
+            and (not ids or f.id in ids)
+        ]  # fmt: skip
         page = int(q.get("page", "1"))
         total = max(1, -(-len(items) // PAGE_SIZE))
         chunk = items[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]

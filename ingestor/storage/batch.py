@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -39,11 +40,27 @@ class FlushBatch:
     fixtures: list[Record] = field(default_factory=list)
     cursors: list[CursorAdvance] = field(default_factory=list)
     dead_letters: list[Record] = field(default_factory=list)
+    # The fixture of every odd (fixture id -> its identity, from the odd's own fields), so
+    # that each one has a `fixtures` row once the odd is committed.
+    fixture_stubs: dict[str, FixtureStub] = field(default_factory=dict)
     streamed_odds: list[OddRow] = field(default_factory=list)  # for the lag histogram
     stream_events: int = 0
     # True when every history row came from the stream (no REST snapshot row to filter) and
     # no event came twice: the rows may then be COPYed straight into odds_history.
     history_plain: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FixtureStub:
+    """What an odd says of its fixture, enough for a row until the details arrive."""
+
+    fixture_id: str
+    game_id: str | None
+    sport: str | None
+    league: str | None
+    source_ts: datetime
+    entry_id: str
+    stream: str
 
 
 @dataclass(slots=True)
@@ -155,9 +172,21 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
             if r.carries_price and (cur.priced is None or r.order_key >= cur.priced.order_key):
                 cur.priced = r
     batch.odds = [_current_record(c) for c in current.values()]
+    batch.fixture_stubs = _stubs(current.values())
     batch.fixture_history, batch.fixtures = _fixture_records(fixture_rows)
     batch.cursors = list(cursors.values())
     return batch
+
+
+def _stubs(current: Iterable[_Current]) -> dict[str, FixtureStub]:
+    stubs: dict[str, FixtureStub] = {}
+    for c in current:
+        r = c.priced or c.settled or c.latest  # an inferred lock carries no identity
+        if r.fixture_id is not None and r.fixture_id not in stubs:
+            stubs[r.fixture_id] = FixtureStub(
+                r.fixture_id, r.game_id, r.sport, r.league, r.source_ts, r.entry_id, r.stream
+            )
+    return stubs
 
 
 def build_batches(events: list[DecodedEvent], shards: int) -> list[FlushBatch]:
@@ -190,6 +219,9 @@ def build_batches(events: list[DecodedEvent], shards: int) -> list[FlushBatch]:
     for b in batches:
         history.odds_history.extend(b.odds_history)
         b.odds_history = []
+    for b in batches[1:]:  # one connection writes fixtures: no two wait on one new row
+        batches[0].fixture_stubs.update(b.fixture_stubs)
+        b.fixture_stubs = {}
     return [*batches, history]
 
 

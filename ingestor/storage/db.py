@@ -12,6 +12,7 @@ from ingestor.domain.cursors import Cursor, Cursors
 from ingestor.domain.groups import Group
 from ingestor.errors import DatabaseUnavailable, PermissionProblem, SchemaError
 from ingestor.storage import sql
+from ingestor.storage.failures import CONNECTION_FAILURES
 
 log = structlog.get_logger("ingestor.db")
 
@@ -72,7 +73,7 @@ class Pinger:
                             self._dsn, server_settings={"application_name": "ingestor-ready"}
                         )
                     await self._conn.fetchval(sql.PING)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except CONNECTION_FAILURES as exc:
                 await self.close()
                 return f"database unreachable ({type(exc).__name__})"
         return None
@@ -83,7 +84,7 @@ class Pinger:
         if conn is not None:
             try:
                 await asyncio.wait_for(conn.close(), timeout=2)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except CONNECTION_FAILURES:
                 conn.terminate()
 
 

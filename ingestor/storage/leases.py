@@ -19,9 +19,9 @@ import asyncpg
 from ingestor.domain.cursors import Cursor
 from ingestor.ports import LeaseError
 from ingestor.storage import sql
+from ingestor.storage.failures import CONNECTION_FAILURES
 
 MEMBER_NS = 0x1C0D  # advisory lock "class" of member locks (two-int form)
-FAILURES = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def group_lock_key(group_key: str) -> int:
@@ -52,7 +52,7 @@ class PgLeases:
                 )  # fmt: skip
                 await self._conn.fetchval(sql.TAKE_MEMBER, MEMBER_NS, self._member_id)
             yield self._conn
-        except FAILURES as exc:
+        except CONNECTION_FAILURES as exc:
             raise LeaseError(f"{type(exc).__name__}: {exc}") from exc
 
     async def members(self) -> int:
@@ -87,5 +87,5 @@ class PgLeases:
             return
         try:
             await asyncio.wait_for(conn.close(), timeout=2)
-        except FAILURES:
+        except CONNECTION_FAILURES:
             conn.terminate()

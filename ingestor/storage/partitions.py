@@ -13,6 +13,7 @@ import structlog
 
 from ingestor.lifecycle import sleep_or_stop
 from ingestor.storage import sql
+from ingestor.storage.failures import CONNECTION_FAILURES
 
 log = structlog.get_logger("ingestor.partitions")
 
@@ -139,7 +140,7 @@ class Upkeep:
                     self._url, ahead_days=self._ahead_days, retention_days=self._retention_days
                 )
             log.info("partitions_maintained", **done)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except CONNECTION_FAILURES as exc:
             busy = isinstance(exc, asyncpg.LockNotAvailableError)
             log.warning(
                 "partitions_failed",

@@ -138,6 +138,19 @@ WHERE EXCLUDED.order_key > f.order_key
    OR EXCLUDED.status_order_key > COALESCE(f.status_order_key, ''::bytea)
 """
 
+# Every odd's fixture gets a row with the odd's commit: its identity from the odd, ordered below
+# anything a fixture-status event or a REST listing says (the empty key), so those fill in the
+# names, start time and status later. RETURNING: the fixtures seen for the first time.
+ENSURE_FIXTURES = """
+INSERT INTO fixtures (fixture_id, game_id, sport, league, source_ts, entry_id, order_key,
+                      updated_at)
+SELECT u.f, u.g, u.s, u.l, u.t, u.e, ''::bytea, now()
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
+     AS u(f, g, s, l, t, e)
+ON CONFLICT (fixture_id) DO NOTHING
+RETURNING fixture_id
+"""
+
 # --- cursors ---------------------------------------------------------------------------------
 
 REGISTER_GROUP = """

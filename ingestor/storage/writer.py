@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -17,6 +19,7 @@ from ingestor.domain.events import DecodedEvent, EventQueue
 from ingestor.metrics import Metrics
 from ingestor.storage import sql
 from ingestor.storage.batch import FlushBatch, build_batches
+from ingestor.storage.failures import CONNECTION_FAILURES
 
 log = structlog.get_logger("ingestor.writer")
 
@@ -30,7 +33,7 @@ POISON = (
     asyncpg.ProgramLimitExceededError,
 )
 # Errors after which the same batch is tried again on a fresh connection.
-RETRYABLE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+RETRYABLE = CONNECTION_FAILURES
 
 # After a replay met stored history rows, this many flushes take the ON CONFLICT path
 # straight away: replays come in bursts, and each failed COPY costs a COPY.
@@ -40,6 +43,21 @@ STAGED_FLUSHES_AFTER_REPLAY = 20
 # other holds closes a cycle. A lock wait this long fails the flush, which rolls back (freeing
 # the other session) and is retried, instead of hanging until flush_timeout_s.
 LOCK_TIMEOUT_S = 10.0
+
+
+@dataclass(slots=True)
+class _Written:
+    """What one connection's transaction wrote, published once every shard committed."""
+
+    rows: dict[str, int]
+    cursors: list[tuple[str, Cursor]]
+    fixtures_ensured: list[str]
+    fixtures_new: list[tuple[str, str]]
+
+
+# Fixture ids known to have a row; past this many the set starts again (a probe each).
+FIXTURES_KNOWN_MAX = 200_000
+NewFixtures = Callable[[list[tuple[str, str]]], None]
 
 
 def _count(status: str) -> int:
@@ -62,6 +80,7 @@ class Writer:
         flush_timeout_s: float = 60.0,
         connections: int = 1,
         lock_timeout_s: float = LOCK_TIMEOUT_S,
+        on_new_fixtures: NewFixtures | None = None,
     ) -> None:
         self._dsn = dsn
         self.queue = queue
@@ -75,6 +94,10 @@ class Writer:
         self._conns: list[asyncpg.Connection | None] = [None] * connections
         # Advanced here, after each commit; workers read it when they reconnect.
         self.cursors = cursors if cursors is not None else Cursors()
+        self._fixtures_known: set[str] = set()
+        # Told (stream, fixture id) of fixtures first seen, after their commit: their names,
+        # start time and status are then asked for over REST.
+        self._on_new_fixtures = on_new_fixtures
         self.flushes = 0
         self._staged_flushes_left = 0
         # Set while a flush waits on a long statement: the next batch may be built then.
@@ -314,16 +337,21 @@ class Writer:
         written: dict[str, int] = {}
         for result in results:
             assert not isinstance(result, BaseException)
-            counts, cursors = result
-            for table, n in counts.items():
+            for table, n in result.rows.items():
                 written[table] = written.get(table, 0) + n
-            for group_key, cursor in cursors:
+            for group_key, cursor in result.cursors:
                 self.cursors.advance(group_key, cursor)
+            self._fixtures_committed(result)
         return written
 
-    async def _write(
-        self, conn: asyncpg.Connection, batch: FlushBatch
-    ) -> tuple[dict[str, int], list[tuple[str, Cursor]]]:
+    def _fixtures_committed(self, result: _Written) -> None:
+        if len(self._fixtures_known) > FIXTURES_KNOWN_MAX:
+            self._fixtures_known.clear()  # forgetting costs one ON CONFLICT probe each
+        self._fixtures_known.update(result.fixtures_ensured)
+        if result.fixtures_new and self._on_new_fixtures is not None:
+            self._on_new_fixtures(result.fixtures_new)
+
+    async def _write(self, conn: asyncpg.Connection, batch: FlushBatch) -> _Written:
         written: dict[str, int] = {}
         if batch.odds_history:
             written["odds_history"] = await self._write_history(conn, batch)
@@ -347,6 +375,7 @@ class Writer:
                 sql.STAGE_FIXTURES, records=batch.fixtures, columns=sql.FIXTURE_COLUMNS
             )
             written["fixtures"] = _count(await conn.execute(sql.MERGE_FIXTURES))
+        ensured, new_fixtures = await self._ensure_fixtures(conn, batch)
         if batch.dead_letters:
             await conn.copy_records_to_table(
                 "dead_letters", records=batch.dead_letters, columns=sql.DEAD_LETTER_COLUMNS
@@ -366,8 +395,27 @@ class Writer:
             )
         )
         # Published by the caller once every shard has committed, never before.
-        return written, [
+        cursors_stored = [
             (r["group_key"], Cursor(r["last_entry_id"], r["last_event_id"])) for r in stored
+        ]
+        return _Written(written, cursors_stored, ensured, new_fixtures)
+
+    async def _ensure_fixtures(
+        self, conn: asyncpg.Connection, batch: FlushBatch
+    ) -> tuple[list[str], list[tuple[str, str]]]:
+        """A row for every odd's fixture not known to exist; (ids ensured, (stream, id) of the
+        fixtures seen for the first time)."""
+        stubs = [s for f, s in batch.fixture_stubs.items() if f not in self._fixtures_known]
+        if not stubs:
+            return [], []
+        rows = await conn.fetch(
+            sql.ENSURE_FIXTURES,
+            [s.fixture_id for s in stubs], [s.game_id for s in stubs], [s.sport for s in stubs],
+            [s.league for s in stubs], [s.source_ts for s in stubs], [s.entry_id for s in stubs],
+        )  # fmt: skip
+        new = {r["fixture_id"] for r in rows}
+        return [s.fixture_id for s in stubs], [
+            (s.stream, s.fixture_id) for s in stubs if s.fixture_id in new
         ]
 
     async def _write_history(self, conn: asyncpg.Connection, batch: FlushBatch) -> int:

@@ -116,3 +116,42 @@ async def _main_count(pg: Any) -> int:
 
 async def _is_main(pg: Any, uid: str) -> bool:
     return await pg.fetchval("SELECT is_main FROM odds WHERE id = $1", uid) is False
+
+
+async def test_a_fixture_first_seen_after_the_connect_gets_its_row_then_its_details(
+    running: SimPipelineFactory, pg: Any
+) -> None:
+    sim, p = await running()
+    await wait_until(lambda: p.sample("ingestor_rehydrations_total", group=p.group.key,
+                                      result="complete") >= 1)  # fmt: skip
+    world = sim.server.world
+    new = world._new_fixture("basketball", "NBA")  # a game added after the listing
+    await sim.server.emit(0)  # wake the streams: the new fixture's odds are in the log
+    last = next(e.entry_id for e in reversed(world.log) if e.stream == "copilot")
+
+    async def committed_with_its_fixture() -> bool:
+        row = await pg.fetchrow(
+            "SELECT c.last_entry_id = $1 AS done, f.fixture_id, f.league FROM stream_cursors c"
+            " LEFT JOIN fixtures f ON f.fixture_id = $2", last, new.id,
+        )  # fmt: skip
+        if row is None or not row["done"]:
+            return False
+        # In the same commit as the odd: the fixture's identity, from the odd's own fields.
+        assert (row["fixture_id"], row["league"]) == (new.id, "NBA")
+        return True
+
+    await wait_until(committed_with_its_fixture, timeout_s=20)
+    # Then its details, from the REST listing asked by id.
+    await wait_until(lambda: pg.fetchval("SELECT home_team_display FROM fixtures"
+                                         " WHERE fixture_id = $1", new.id))  # fmt: skip
+    row = await pg.fetchrow("SELECT * FROM fixtures WHERE fixture_id = $1", new.id)
+    assert (row["home_team_display"], row["away_team_display"]) == (new.home, new.away)
+    assert row["status"] == "unplayed" and row["start_date"] == new.start_date
+    asked = [q for path, q in sim.server.requests if path.endswith("/copilot/fixtures")]
+    assert any(("id", new.id) in q for q in asked)
+    assert p.sample("ingestor_fixture_details_total", outcome="found") >= 1
+    # Every odd's fixture has a row.
+    assert await pg.fetchval(
+        "SELECT count(*) FROM odds o LEFT JOIN fixtures f USING (fixture_id)"
+        " WHERE f.fixture_id IS NULL"
+    ) == 0  # fmt: skip

@@ -16,6 +16,7 @@ from ingestor.domain.groups import Group, make_groups
 from ingestor.metrics import Metrics
 from ingestor.storage.reader import PgOddsReader
 from ingestor.storage.writer import Writer
+from ingestor.stream.fixtures import FixtureDetails
 from ingestor.stream.rehydrate import Rehydrator
 from ingestor.stream.rest import RequestLimiter, RestClient
 from ingestor.stream.worker import StreamWorker, WorkerSettings
@@ -39,6 +40,7 @@ class Pipeline:
     reader: PgOddsReader | None = None
     gate: RequestLimiter | None = None
     shutdown_timeout_s: float = 10
+    details: FixtureDetails | None = None
 
     async def close(self) -> None:
         """Stop if running, then release the HTTP session and the reader's pool."""
@@ -94,10 +96,6 @@ async def build_pipeline(
     stop = asyncio.Event()
     queue: EventQueue = asyncio.Queue(maxsize=queue_max_events)
     cursors = cursors if cursors is not None else Cursors()
-    writer = Writer(
-        database_url, queue, metrics, batch_max_rows=5000, retry_max_s=0.5, cursors=cursors,
-        connections=Settings.model_fields["writer_connections"].default,
-    )  # fmt: skip
     session = aiohttp.ClientSession()
     settings = WorkerSettings(
         base_url=feed.base_url,
@@ -113,18 +111,24 @@ async def build_pipeline(
     groups = make_groups(streams or [copilot_stream()], 10)
     gate = RequestLimiter(200)
     reader = None
-    rehydrator = None
+    rehydrator = details = None
     if rehydrate:
         reader = PgOddsReader(database_url)
         rest = RestClient(session, feed.base_url, api_key, RequestLimiter(2000), metrics, 10)
         rehydrator = Rehydrator(rest, reader, queue, metrics, 48)
+        details = FixtureDetails(rest, queue, metrics)
+    writer = Writer(
+        database_url, queue, metrics, batch_max_rows=5000, retry_max_s=0.5, cursors=cursors,
+        connections=Settings.model_fields["writer_connections"].default,
+        on_new_fixtures=details.notice if details is not None else None,
+    )  # fmt: skip
     workers = [
         worker_class(g, session, settings, queue, metrics, cursors, stop, rehydrator, gate)
         for g in groups
     ]
     return Pipeline(
         feed, metrics, queue, writer, workers, stop, session, cursors=cursors, reader=reader,
-        gate=gate, shutdown_timeout_s=shutdown_timeout_s,
+        gate=gate, shutdown_timeout_s=shutdown_timeout_s, details=details,
     )  # fmt: skip
 
 
@@ -138,6 +142,8 @@ def supervise(p: Pipeline, **kw: Any) -> Supervisor:
         shutdown_timeout_s=p.shutdown_timeout_s,
         restart_max_s=kw.get("restart_max_s", 0.6),
     )
+    if p.details is not None:
+        sup.watch("fixture-details", p.details.run)
     p.start(sup)
     return sup
 

@@ -83,7 +83,8 @@ async def ledger_diff(pg: Any, world: World) -> list[str]:
             diff.append(f"{uid}: want {want} got {got}")
     fixtures = {r["fixture_id"]: r["status"] for r in await pg.fetch("SELECT * FROM fixtures")}
     for f in world.fixtures:
-        if fixtures.get(f.id, "unplayed") != f.status:
+        # No status known yet (no row, or a row made from an odd) is the world's "unplayed".
+        if (fixtures.get(f.id) or "unplayed") != f.status:
             diff.append(f"fixture {f.id}: want {f.status} got {fixtures.get(f.id)}")
     return sorted(diff)
 
