@@ -68,6 +68,31 @@ def test_compose_commands_and_mounts_exist() -> None:
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
 
 
+def test_docker_build_context_and_frontend() -> None:
+    """No BuildKit frontend to pull (# syntax=), and .dockerignore keeps what the Dockerfile
+    copies while leaving out the venv, git, secrets and caches."""
+    import fnmatch
+
+    text = (ROOT / "Dockerfile").read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, flags=re.M | re.I)
+    ignored = [
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for must in (".venv", ".git", ".env", ".compose-check", "tests/node/node_modules"):
+        assert must in ignored, must
+    copied = [
+        src
+        for args in re.findall(r"^COPY (?!--from)(.+)$", text, flags=re.M)
+        for src in args.split()[:-1]
+    ]
+    assert {"requirements.lock", "ingestor", "alembic", "config"} <= set(copied)
+    for src in copied:
+        assert (ROOT / src).exists(), src
+        assert not any(fnmatch.fnmatch(src, pattern) for pattern in ignored), src
+
+
 def test_env_example_documents_every_variable() -> None:
     used = set(re.findall(r"\$\{(\w+)", COMPOSE.read_text()))
     documented = set(re.findall(r"^(\w+)=", (ROOT / ".env.example").read_text(), flags=re.M))
