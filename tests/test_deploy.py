@@ -52,9 +52,15 @@ def test_dockerfile_passes_hadolint() -> None:
 
 def test_compose_commands_and_mounts_exist() -> None:
     services = _compose()["services"]
-    built = {name: s for name, s in services.items() if s.get("build") == "."}
+    # One image, built once: by migrate (the first to start); the others name it and depend
+    # on migrate, so that Compose (docker compose and podman-compose alike) builds it first.
+    assert [name for name, s in services.items() if "build" in s] == ["migrate"]
+    assert services["migrate"]["build"] == "."
+    image = services["migrate"]["image"]
+    built = {name: s for name, s in services.items() if s.get("image") == image}
     assert set(built) == {"migrate", "simulator", "ingestor"}
     for name, service in built.items():
+        assert name == "migrate" or "migrate" in service["depends_on"], name
         args = [_defaults(a) for a in service["command"]]
         parsed = _parser().parse_args(args)  # exits (fails the test) on a bad command
         assert parsed.command == args[0], name
@@ -66,6 +72,18 @@ def test_compose_commands_and_mounts_exist() -> None:
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+
+
+def test_compose_services_of_the_image_say_their_own_healthcheck() -> None:
+    """The Dockerfile's HEALTHCHECK is the daemon's (/healthz): every other service run from
+    the image replaces it or turns it off (a one-shot migrate would be "unhealthy")."""
+    services = _compose()["services"]
+    image = services["migrate"]["image"]
+    for name, service in services.items():
+        if service.get("image") == image:
+            check = service.get("healthcheck", {})
+            assert check.get("disable") is True or check.get("test"), name
+    assert services["migrate"]["healthcheck"] == {"disable": True}
 
 
 def test_docker_build_context_and_frontend() -> None:
