@@ -86,6 +86,13 @@ def test_compose_services_of_the_image_say_their_own_healthcheck() -> None:
     assert services["migrate"]["healthcheck"] == {"disable": True}
 
 
+def test_postgres_healthcheck_connects_over_tcp() -> None:
+    """On a new volume the image first runs a temporary server on the Unix socket only (for
+    the init scripts): a socket check would call it healthy before TCP clients can connect."""
+    test = _compose()["services"]["postgres"]["healthcheck"]["test"]
+    assert re.search(r"pg_isready (-h ?|--host[= ])(127\.0\.0\.1|localhost) ", test[1]), test
+
+
 def test_docker_build_context_and_frontend() -> None:
     """No BuildKit frontend to pull (# syntax=), and .dockerignore keeps what the Dockerfile
     copies while leaving out the venv, git, secrets and caches."""
