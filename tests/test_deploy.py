@@ -93,6 +93,15 @@ def test_postgres_healthcheck_connects_over_tcp() -> None:
     assert re.search(r"pg_isready (-h ?|--host[= ])(127\.0\.0\.1|localhost) ", test[1]), test
 
 
+def test_prometheus_stores_in_its_volume() -> None:
+    prometheus = _compose()["services"]["prometheus"]
+    paths = [
+        a.split("=", 1)[1] for a in prometheus["command"] if a.startswith("--storage.tsdb.path=")
+    ]
+    mounts = [v.split(":")[1] for v in prometheus["volumes"] if not v.startswith("./")]
+    assert paths and paths == mounts, (paths, mounts)
+
+
 def test_docker_build_context_and_frontend() -> None:
     """No BuildKit frontend to pull (# syntax=), and .dockerignore keeps what the Dockerfile
     copies while leaving out the venv, git, secrets and caches."""
