@@ -245,3 +245,36 @@ async def test_compose_roles_let_the_daemon_write_only_its_tables(
         for role in (app, reader):
             await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
         await admin.close()
+
+
+def test_compose_check_prepares_every_dashboard_query() -> None:
+    """scripts/compose_check.py (run against the real stack by scripts/compose-check) finds
+    every panel target, fills in every Grafana variable and maps every data source uid; the
+    Grafana role it connects as comes from the grafana service's environment."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "compose_check", ROOT / "scripts/compose_check.py"
+    )
+    assert spec is not None and spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    sources = check.datasources()
+    targets = check.panels()
+
+    def count(panels: list[dict[str, Any]]) -> int:  # rows may hold panels
+        return sum(len(p.get("targets", [])) + count(p.get("panels", [])) for p in panels)
+
+    boards = (ROOT / "deploy/grafana/dashboards").glob("*.json")
+    assert len(targets) == sum(count(json.loads(b.read_text())["panels"]) for b in boards) > 0
+    for _board, panel, target, variables in targets:
+        source = sources[(target.get("datasource") or panel["datasource"])["uid"]]
+        query = target.get("expr") or target["rawSql"]
+        assert "$" not in check.substitute(query, variables), panel["title"]
+        assert source["type"] in ("prometheus", "grafana-postgresql-datasource")
+    sql = [s for s in sources.values() if s["type"] == "grafana-postgresql-datasource"]
+    assert all(s["user"] and s["jsonData"]["database"] for s in sql)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAFANA_", "POSTGRES_"))}
+    with_defaults = check.interpolate("${GRAFANA_DB_USER:-grafana_reader}/${X-}/$$", env)
+    assert with_defaults == "grafana_reader//$"
