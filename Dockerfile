@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Build stage: install the locked dependencies and the package into a virtualenv.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1

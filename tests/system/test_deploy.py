@@ -52,9 +52,15 @@ def test_dockerfile_passes_hadolint() -> None:
 
 def test_compose_commands_and_mounts_exist() -> None:
     services = _compose()["services"]
-    built = {name: s for name, s in services.items() if s.get("build") == "."}
+    # One image, built once: by migrate (the first to start); the others name it and depend
+    # on migrate, so that Compose (docker compose and podman-compose alike) builds it first.
+    assert [name for name, s in services.items() if "build" in s] == ["migrate"]
+    assert services["migrate"]["build"] == "."
+    image = services["migrate"]["image"]
+    built = {name: s for name, s in services.items() if s.get("image") == image}
     assert set(built) == {"migrate", "simulator", "ingestor"}
     for name, service in built.items():
+        assert name == "migrate" or "migrate" in service["depends_on"], name
         args = [_defaults(a) for a in service["command"]]
         parsed = _parser().parse_args(args)  # exits (fails the test) on a bad command
         assert parsed.command == args[0], name
@@ -66,6 +72,59 @@ def test_compose_commands_and_mounts_exist() -> None:
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+
+
+def test_compose_services_of_the_image_say_their_own_healthcheck() -> None:
+    """The Dockerfile's HEALTHCHECK is the daemon's (/healthz): every other service run from
+    the image replaces it or turns it off (a one-shot migrate would be "unhealthy")."""
+    services = _compose()["services"]
+    image = services["migrate"]["image"]
+    for name, service in services.items():
+        if service.get("image") == image:
+            check = service.get("healthcheck", {})
+            assert check.get("disable") is True or check.get("test"), name
+    assert services["migrate"]["healthcheck"] == {"disable": True}
+
+
+def test_postgres_healthcheck_connects_over_tcp() -> None:
+    """On a new volume the image first runs a temporary server on the Unix socket only (for
+    the init scripts): a socket check would call it healthy before TCP clients can connect."""
+    test = _compose()["services"]["postgres"]["healthcheck"]["test"]
+    assert re.search(r"pg_isready (-h ?|--host[= ])(127\.0\.0\.1|localhost) ", test[1]), test
+
+
+def test_prometheus_stores_in_its_volume() -> None:
+    prometheus = _compose()["services"]["prometheus"]
+    paths = [
+        a.split("=", 1)[1] for a in prometheus["command"] if a.startswith("--storage.tsdb.path=")
+    ]
+    mounts = [v.split(":")[1] for v in prometheus["volumes"] if not v.startswith("./")]
+    assert paths and paths == mounts, (paths, mounts)
+
+
+def test_docker_build_context_and_frontend() -> None:
+    """No BuildKit frontend to pull (# syntax=), and .dockerignore keeps what the Dockerfile
+    copies while leaving out the venv, git, secrets and caches."""
+    import fnmatch
+
+    text = (ROOT / "Dockerfile").read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, flags=re.M | re.I)
+    ignored = [
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for must in (".venv", ".git", ".env", ".compose-check", "tests/node/node_modules"):
+        assert must in ignored, must
+    copied = [
+        src
+        for args in re.findall(r"^COPY (?!--from)(.+)$", text, flags=re.M)
+        for src in args.split()[:-1]
+    ]
+    assert {"requirements.lock", "ingestor", "alembic", "config"} <= set(copied)
+    for src in copied:
+        assert (ROOT / src).exists(), src
+        assert not any(fnmatch.fnmatch(src, pattern) for pattern in ignored), src
 
 
 def test_env_example_documents_every_variable() -> None:
@@ -186,3 +245,36 @@ async def test_compose_roles_let_the_daemon_write_only_its_tables(
         for role in (app, reader):
             await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
         await admin.close()
+
+
+def test_compose_check_prepares_every_dashboard_query() -> None:
+    """scripts/compose_check.py (run against the real stack by scripts/compose-check) finds
+    every panel target, fills in every Grafana variable and maps every data source uid; the
+    Grafana role it connects as comes from the grafana service's environment."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "compose_check", ROOT / "scripts/compose_check.py"
+    )
+    assert spec is not None and spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    sources = check.datasources()
+    targets = check.panels()
+
+    def count(panels: list[dict[str, Any]]) -> int:  # rows may hold panels
+        return sum(len(p.get("targets", [])) + count(p.get("panels", [])) for p in panels)
+
+    boards = (ROOT / "deploy/grafana/dashboards").glob("*.json")
+    assert len(targets) == sum(count(json.loads(b.read_text())["panels"]) for b in boards) > 0
+    for _board, panel, target, variables in targets:
+        source = sources[(target.get("datasource") or panel["datasource"])["uid"]]
+        query = target.get("expr") or target["rawSql"]
+        assert "$" not in check.substitute(query, variables), panel["title"]
+        assert source["type"] in ("prometheus", "grafana-postgresql-datasource")
+    sql = [s for s in sources.values() if s["type"] == "grafana-postgresql-datasource"]
+    assert all(s["user"] and s["jsonData"]["database"] for s in sql)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAFANA_", "POSTGRES_"))}
+    with_defaults = check.interpolate("${GRAFANA_DB_USER:-grafana_reader}/${X-}/$$", env)
+    assert with_defaults == "grafana_reader//$"
