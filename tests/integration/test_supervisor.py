@@ -35,3 +35,40 @@ async def test_shutdown_is_bounded_when_the_database_hangs(database_url: str) ->
         await p.close()
         await feed.stop()
         await proxy.close()
+
+
+async def test_readiness_counts_only_the_groups_this_process_streams(database_url: str) -> None:
+    """A group handed to another process must not keep /readyz at 503 with its old failures."""
+    from types import SimpleNamespace
+
+    from ingestor.config import Settings, StreamConfig
+    from ingestor.readiness import Readiness
+    from ingestor.storage.db import Pinger
+    from ingestor.supervisor import Supervisor
+
+    feed = FakeFeed()
+    await feed.start()
+    feed.answer = (503, {"Content-Type": "application/json"}, '{"error": "maintenance"}')
+    p = await build_pipeline(database_url, feed)
+    sup = Supervisor(p.writer, p.workers, p.metrics, p.stop, shutdown_timeout_s=5,
+                     restart_max_s=1, workers_on_demand=True)  # fmt: skip
+    key = p.group.key
+    leases = SimpleNamespace(owned={key}, standby=[])
+    settings = Settings(streams=[StreamConfig(kind="copilot", sport="basketball",
+                                              leagues=["NBA"])], ready_max_failures=3)  # fmt: skip
+    pinger = Pinger(database_url)
+    ready = Readiness(settings, pinger, p.writer, sup, leases)  # type: ignore[arg-type]
+    p.start(sup)
+    try:
+        await sup.start_worker(key)
+        await wait_until(lambda: p.workers[0].failures >= 3)
+        ok, text = await ready.check()
+        assert not ok and text == f"groups failing: {key}"
+        await sup.stop_worker(key)  # another process took it over
+        leases.owned = set()
+        assert await ready.check() == (True, "streaming 0 group(s)")
+        assert p.sample("ingestor_stream_consecutive_failures", group=key) == 0
+    finally:
+        await pinger.close()
+        await p.close()
+        await feed.stop()
