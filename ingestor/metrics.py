@@ -202,10 +202,10 @@ class Metrics:
         self.db_errors = Counter(
             "ingestor_db_errors", "Failed flush attempts, by error class", ["error"], registry=r
         )
-        self.history_replays = Counter(
-            "ingestor_history_replays",
-            "Flushes whose history COPY met rows already stored (a replay) and was redone"
-            " with ON CONFLICT DO NOTHING",
+        self.history_checked = Counter(
+            "ingestor_history_checked",
+            "History rows that could be stored already (a replay, a duplicate, a snapshot row,"
+            " a retried flush) and were checked against history instead of COPYed straight in",
             registry=r,
         )
         self.events_dropped = Counter(

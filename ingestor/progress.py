@@ -29,11 +29,11 @@ async def progress_loop(metrics: Metrics, stop: asyncio.Event, interval_s: float
     """Every ``interval_s``: events and odds committed since the last line, the lag p99 of
     those odds (bucket bound), groups connected and owned, events waiting."""
     events = _total(metrics, "ingestor_events_committed_total")
-    odds = _total(metrics, "ingestor_rows_written_total", table="odds_history")
+    odds = _total(metrics, "ingestor_rows_written_total", table="odds_changes")
     lag = metrics.lag.counts()
     while not await sleep_or_stop(stop, interval_s):
         now_events = _total(metrics, "ingestor_events_committed_total")
-        now_odds = _total(metrics, "ingestor_rows_written_total", table="odds_history")
+        now_odds = _total(metrics, "ingestor_rows_written_total", table="odds_changes")
         p99 = metrics.lag.quantile(lag, 0.99)
         log.info(
             "ingest_progress",

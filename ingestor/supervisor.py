@@ -73,6 +73,7 @@ class Supervisor:
         if key in self._tasks and not self._tasks[key].done():
             return
         self._writer.cursors.adopt(key, cursor)
+        self._writer.taken_over(key)  # history rows of another owner: check, do not assume
         worker = self._workers[key]
         worker.reset_failures()  # readiness counts this ownership's failures only
         self._tasks[key] = asyncio.create_task(self._guard(worker), name=f"worker:{key}")

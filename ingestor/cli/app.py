@@ -92,9 +92,10 @@ def _upkeep(settings: Settings) -> Upkeep:
     )
 
 
-async def start_up(settings: Settings, groups: list[Group]) -> Cursors:
+async def start_up(settings: Settings, groups: list[Group]) -> tuple[Cursors, dict[str, int]]:
     """Step 1: the database answers, its schema is this build's, the role may write, the
-    groups are registered; returns their committed cursors. Never migrates unless asked."""
+    groups are registered; returns their committed cursors and their numbers. Never migrates
+    unless asked."""
     dsn = settings.database_url.get_secret_value()
     conn = await db.connect_with_wait(dsn, settings.database_wait_s)
     try:
@@ -123,6 +124,7 @@ async def build(
     settings: Settings,
     groups: list[Group],
     cursors: Cursors,
+    group_numbers: dict[str, int],
     stop: asyncio.Event,
     stack: contextlib.AsyncExitStack,
 ) -> Daemon:
@@ -151,6 +153,7 @@ async def build(
         cursors=cursors, flush_timeout_s=settings.flush_timeout_s,
         connections=settings.writer_connections,
         on_new_fixtures=details.notice if details is not None else None,
+        group_numbers=group_numbers,
     )  # fmt: skip
     gate = RequestLimiter(settings.stream_connects_per_15s)
     workers = [StreamWorker(g, session, ws, queue, metrics, cursors, stop, rehydrator, gate)
@@ -240,10 +243,10 @@ async def run_daemon(settings: Settings) -> int:
     if settings.maintenance_database_url:
         register_secret(_password(settings.maintenance_database_url.get_secret_value()))
     groups = make_groups(settings.streams, settings.leagues_per_connection)
-    cursors = await start_up(settings, groups)
+    cursors, group_numbers = await start_up(settings, groups)
     stop = asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
-        daemon = await build(settings, groups, cursors, stop, stack)
+        daemon = await build(settings, groups, cursors, group_numbers, stop, stack)
         _announce(settings, groups, cursors)
         code = await serve(daemon, stop)
     log.info("daemon_stopped", exit_code=code)

@@ -15,6 +15,7 @@ from ingestor.domain.events import (
     OddRow,
     cursor_key,
 )
+from ingestor.domain.keys import odd_key
 
 Record = tuple[Any, ...]
 
@@ -34,7 +35,8 @@ class CursorAdvance:
 class FlushBatch:
     """Everything one transaction writes."""
 
-    odds_history: list[Record] = field(default_factory=list)
+    # Events with odds: their history is encoded at flush time, on the history connection.
+    history_events: list[DecodedEvent] = field(default_factory=list)
     odds: list[Record] = field(default_factory=list)
     fixture_history: list[Record] = field(default_factory=list)
     fixtures: list[Record] = field(default_factory=list)
@@ -45,9 +47,6 @@ class FlushBatch:
     fixture_stubs: dict[str, FixtureStub] = field(default_factory=dict)
     streamed_odds: list[OddRow] = field(default_factory=list)  # for the lag histogram
     stream_events: int = 0
-    # True when every history row came from the stream (no REST snapshot row to filter) and
-    # no event came twice: the rows may then be COPYed straight into odds_history.
-    history_plain: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +81,7 @@ def _current_record(cur: _Current) -> Record:
         p.selection_line if p else None,
         s.settlement if s else None, s.settled_at if s else None,
         r.kind.status, r.source_ts, r.entry_id,
-        r.order_key, p.order_key if p else None, s.order_key if s else None,
-    )  # fmt: skip
-
-
-def _history_record(r: OddRow, group_key: str, received_at: datetime) -> Record:
-    return (
-        r.id, r.kind.label, r.stream, r.fixture_id, r.price, r.points, r.is_main, r.kind.status,
-        r.settlement, r.settled_at, r.source_ts, r.entry_id, r.event_id, group_key, received_at,
+        r.order_key, p.order_key if p else None, s.order_key if s else None, odd_key(r.id),
     )  # fmt: skip
 
 
@@ -137,7 +129,6 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
     current: dict[str, _Current] = {}
     fixture_rows: list[tuple[FixtureRow, str, datetime]] = []
     cursors: dict[str, CursorAdvance] = {}
-    seen: set[tuple[str, str, str]] = set()
     for ev in events:
         if ev.advances_cursor:
             _advance(cursors, ev)
@@ -148,15 +139,9 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
             (d.group_key, d.event_type, d.event_id, d.reason, d.detail, d.payload, d.received_at)
             for d in ev.dead_letters
         )
-        if ev.odds and batch.history_plain:
-            # A duplicated event (or a snapshot, which is filtered in SQL) needs the
-            # ON CONFLICT path; checked per event, not per row, because this loop is hot.
-            # Per group: two groups may carry one entry id, each with its own leagues' odds.
-            ekey = (ev.group_key, ev.event_type, ev.entry_id)
-            batch.history_plain = ev.event_id != SNAPSHOT_EVENT_ID and ekey not in seen
-            seen.add(ekey)
+        if ev.odds:
+            batch.history_events.append(ev)
         for r in ev.odds:
-            batch.odds_history.append(_history_record(r, ev.group_key, ev.received_at))
             cur = current.get(r.id)
             if cur is None:
                 cur = current[r.id] = _Current(r, None, None)
@@ -213,12 +198,11 @@ def build_batches(events: list[DecodedEvent], shards: int) -> list[FlushBatch]:
                 split[i].append(_part(ev, parts[i], keep_rest=False))
     batches = [build_batch(evs) for evs in split]
     # History goes apart: its COPY and the merge then run at once, in two backends. The
-    # history's snapshot filter still sees `odds` as before the batch, because the first
+    # snapshot rows' check still sees `odds` as before the batch, because the first
     # connection (merge included) commits only after every other one has.
-    history = FlushBatch(history_plain=all(b.history_plain for b in batches))
+    history = FlushBatch(history_events=[e for e in events if e.odds])
     for b in batches:
-        history.odds_history.extend(b.odds_history)
-        b.odds_history = []
+        b.history_events = []
     for b in batches[1:]:  # one connection writes fixtures: no two wait on one new row
         batches[0].fixture_stubs.update(b.fixture_stubs)
         b.fixture_stubs = {}

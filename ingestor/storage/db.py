@@ -99,21 +99,26 @@ async def check_schema(conn: asyncpg.Connection, head: str) -> None:
         raise SchemaError(f"database has {found}, this build needs {head}: run `ingestor migrate`")
 
 
-async def register_groups(conn: asyncpg.Connection, groups: list[Group]) -> Cursors:
-    """Upsert one cursor row per group; return the committed cursors to resume from."""
+async def register_groups(
+    conn: asyncpg.Connection, groups: list[Group]
+) -> tuple[Cursors, dict[str, int]]:
+    """Upsert one cursor row per group; the committed cursors to resume from, and the
+    groups' numbers (history's change_events carry them)."""
     cursors = Cursors()
+    numbers: dict[str, int] = {}
     for g in groups:
         row = await conn.fetchrow(
             sql.REGISTER_GROUP, g.key, g.stream.kind, g.stream.sport, list(g.leagues)
         )
+        numbers[g.key] = row["group_no"]
         if row["last_entry_id"]:
             cursors.adopt(g.key, Cursor(row["last_entry_id"], row["last_event_id"]))
-    return cursors
+    return cursors, numbers
 
 
 # Every table the daemon reads and writes (the writer, gap recovery, start-up).
-TABLES = ("odds", "odds_history", "fixtures", "fixture_status_history", "stream_cursors",
-          "dead_letters")  # fmt: skip
+TABLES = ("odds", "odds_changes", "change_events", "history_marks", "settlements", "fixtures",
+          "fixture_status_history", "stream_cursors", "dead_letters")  # fmt: skip
 
 
 async def check_privileges(conn: asyncpg.Connection) -> None:

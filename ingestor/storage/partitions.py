@@ -5,40 +5,69 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import structlog
 
+from ingestor.domain.keys import day_event_range
 from ingestor.lifecycle import sleep_or_stop
 from ingestor.storage import sql
 from ingestor.storage.failures import CONNECTION_FAILURES
 
 log = structlog.get_logger("ingestor.partitions")
 
-PARTITIONED = ("odds_history", "fixture_status_history")
 _DAY = re.compile(r"_p(\d{8})$")
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _time_bound(day: date) -> str:
+    return f"'{_midnight(day).isoformat()}'"
+
+
+def _event_bound(day: date) -> str:
+    return str(day_event_range(_midnight(day))[0])
+
+
+@dataclass(frozen=True)
+class Partitioned:
+    """A table split by day: its key column, a day's lower bound as SQL, and how many days
+    past the retention its days are kept."""
+
+    table: str
+    key: str
+    bound: Callable[[date], str]
+    keep_extra_days: int = 0
+
+
+PARTITIONED = (
+    Partitioned("odds_changes", "source_ts", _time_bound),
+    # By day of receipt (the id's high bits): a change received late points at an event of
+    # a later day, so events outlive the retention by two days.
+    Partitioned("change_events", "id", _event_bound, keep_extra_days=2),
+    Partitioned("fixture_status_history", "source_ts", _time_bound),
+)
 # How long one step of the upkeep waits for a table the writer is using, then gives up.
 LOCK_TIMEOUT_S = 2.0
 
 
 def partition_name(table: str, day: date) -> str:
-    """``odds_history_p20261125``."""
+    """``odds_changes_p20261125``."""
     return f"{table}_p{day:%Y%m%d}"
 
 
-def _bound(day: date) -> str:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC).isoformat()
-
-
-async def _create(conn: asyncpg.Connection, table: str, day: date) -> None:
+async def _create(conn: asyncpg.Connection, p: Partitioned, day: date) -> None:
     """Create one day; rows of that day already in the default partition move into it
     (PostgreSQL refuses the new partition while the default holds rows of its range)."""
-    name, lo, hi = partition_name(table, day), _bound(day), _bound(day + timedelta(days=1))
-    await conn.execute(sql.MOVE_OUT_OF_DEFAULT.format(table=table, lo=lo, hi=hi))
-    await conn.execute(sql.CREATE_PARTITION.format(name=name, table=table, lo=lo, hi=hi))
-    await conn.execute(sql.MOVE_BACK.format(table=table))
+    name, lo, hi = partition_name(p.table, day), p.bound(day), p.bound(day + timedelta(days=1))
+    await conn.execute(sql.MOVE_OUT_OF_DEFAULT.format(table=p.table, key=p.key, lo=lo, hi=hi))
+    await conn.execute(sql.CREATE_PARTITION.format(name=name, table=p.table, lo=lo, hi=hi))
+    await conn.execute(sql.MOVE_BACK.format(table=p.table))
 
 
 async def maintain(
@@ -54,19 +83,19 @@ async def maintain(
     Raises ``asyncpg.LockNotAvailableError`` when a table stayed busy; steps done stay done."""
     created: list[str] = []
     dropped: list[str] = []
-    cutoff = today - timedelta(days=retention_days)
     async with _step(conn, lock_timeout_s):
         # Session-level, so it outlives this transaction: another process waits (or gives up
         # at the lock timeout) while this one works, instead of doing the same DDL at once.
         await conn.execute(sql.PARTITIONS_LOCK)
     try:
-        for table in PARTITIONED:
-            existing = {r["name"] for r in await conn.fetch(sql.LIST_PARTITIONS, table)}
+        for p in PARTITIONED:
+            cutoff = today - timedelta(days=retention_days + p.keep_extra_days)
+            existing = {r["name"] for r in await conn.fetch(sql.LIST_PARTITIONS, p.table)}
             for offset in range(ahead_days + 1):
-                name = partition_name(table, today + timedelta(days=offset))
+                name = partition_name(p.table, today + timedelta(days=offset))
                 if name not in existing:
                     async with _step(conn, lock_timeout_s):
-                        await _create(conn, table, today + timedelta(days=offset))
+                        await _create(conn, p, today + timedelta(days=offset))
                     created.append(name)
             for name in sorted(existing):
                 match = _DAY.search(name)
@@ -75,9 +104,8 @@ async def maintain(
                         await conn.execute(sql.DROP_PARTITION.format(name=name))
                     dropped.append(name)
             async with _step(conn, lock_timeout_s):
-                await conn.execute(
-                    sql.EXPIRE_DEFAULT.format(table=table), datetime.fromisoformat(_bound(cutoff))
-                )
+                expire = sql.EXPIRE_DEFAULT.format(table=p.table, key=p.key, cutoff=p.bound(cutoff))
+                await conn.execute(expire)
     finally:
         # The lock dies with the session anyway; a failed unlock must not hide why we stopped.
         if not conn.is_closed():
@@ -91,7 +119,7 @@ async def _step(conn: asyncpg.Connection, lock_timeout_s: float) -> AsyncIterato
     """One short transaction per partition, which gives up when its table stays busy.
 
     Why: the writer's current-state connection holds its tables while it waits, in Python,
-    for its history connection. Upkeep holding odds_history's ACCESS EXCLUSIVE lock while
+    for its history connection. Upkeep holding odds_changes' ACCESS EXCLUSIVE lock while
     waiting for fixture_status_history (one transaction over both) closed a wait cycle that
     PostgreSQL cannot detect, and the flush hung until flush_timeout_s. Short transactions
     hold one table at a time, and lock_timeout bounds how long a flush can queue behind one.

@@ -6,17 +6,14 @@ from __future__ import annotations
 # Temporary tables live per connection and are emptied at commit, so the single writer
 # connection creates them once and every flush COPYs into empty tables.
 
-STAGE_ODDS_HISTORY = "stage_odds_history"
+STAGE_CHANGES = "stage_changes"
+STAGE_EVENTS = "stage_events"
 STAGE_ODDS = "stage_odds"
 STAGE_FIXTURE_HISTORY = "stage_fixture_history"
 STAGE_FIXTURES = "stage_fixtures"
-# Target of the direct COPY when a batch holds only streamed rows (see the writer).
-ODDS_HISTORY = "odds_history"
-
-ODDS_HISTORY_COLUMNS = (
-    "id", "kind", "stream", "fixture_id", "price", "points", "is_main", "status",
-    "settlement", "settled_at", "source_ts", "entry_id", "event_id", "group_key", "received_at",
-)  # fmt: skip
+# Targets of the direct COPY of history rows that cannot be stored already (storage/history).
+ODDS_CHANGES = "odds_changes"
+CHANGE_EVENTS = "change_events"
 
 # Columns of `odds` that any newer event may refresh (kept when the newer event lacks them).
 ODDS_DESCRIPTIVE = (
@@ -30,7 +27,7 @@ ODDS_SETTLED = ("settlement", "settled_at")
 ODDS_LATEST = ("status", "source_ts", "entry_id")
 ODDS_COLUMNS = (
     "id", *ODDS_DESCRIPTIVE, *ODDS_PRICED, *ODDS_SETTLED, *ODDS_LATEST,
-    "order_key", "price_order_key", "settle_order_key",
+    "order_key", "price_order_key", "settle_order_key", "odd_key",
 )  # fmt: skip
 
 DEAD_LETTER_COLUMNS = (
@@ -50,9 +47,12 @@ FIXTURE_COLUMNS = (
 )  # fmt: skip
 
 CREATE_STAGING = f"""
-CREATE TEMP TABLE IF NOT EXISTS {STAGE_ODDS_HISTORY}
-    (LIKE odds_history INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
-ALTER TABLE {STAGE_ODDS_HISTORY} DROP COLUMN IF EXISTS history_id;
+CREATE TEMP TABLE IF NOT EXISTS {STAGE_CHANGES} (
+    odd_key bigint, source_ts timestamptz, ev bigint, price real, points real,
+    settlement smallint, settled_at timestamptz, exact float8[], entry_key bigint,
+    entry_text text, kind smallint, snapshot boolean, entry_id text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS {STAGE_EVENTS} (LIKE change_events) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_ODDS}
     (LIKE odds INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_FIXTURE_HISTORY}
@@ -79,21 +79,78 @@ def _when_newer(columns: tuple[str, ...], key: str, table: str, *, keep_old: boo
     return ",\n    ".join(items)
 
 
-# --- odds ------------------------------------------------------------------------------------
+# --- history (storage/history.py says which rows go which way) ------------------------------
 
-# Rows from a REST snapshot are history only when they tell something new: the odds row
-# has nothing as recent. Runs before the merge, so `odds` still holds the state before the batch.
-INSERT_ODDS_HISTORY = f"""
-INSERT INTO odds_history ({_cols(ODDS_HISTORY_COLUMNS)})
-SELECT {_cols(ODDS_HISTORY_COLUMNS)} FROM {STAGE_ODDS_HISTORY} s
-WHERE s.event_id <> 'snapshot'
-   -- an inferred suspension, as long as the odd is still where it was when we looked
-   OR (s.kind = 'locked' AND EXISTS (SELECT 1 FROM odds o WHERE o.id = s.id
-                                      AND o.source_ts = s.source_ts AND o.entry_id = s.entry_id
-                                      AND o.status = 'open'))
-   OR NOT EXISTS (SELECT 1 FROM odds o WHERE o.id = s.id AND o.source_ts >= s.source_ts)
-ON CONFLICT (id, entry_id, kind, source_ts) DO NOTHING
+# The half-hour bucket of the (odd_key, bucket) index: a lookup names it to use the index.
+BUCKET = "date_bin('00:30:00'::interval, {ts}, '2000-01-01 00:00:00+00'::timestamptz)"
+
+# Staged rows that may be stored already: only those not stored under today's key (odd,
+# source_ts, kind, entry id) go in, once each; their events go in only when a row uses them.
+# REST snapshot rows are history only when they tell something new: `odds` has nothing as
+# recent. Runs before the merge commits, so `odds` still holds the state before the batch.
+INSERT_CHECKED = f"""
+WITH fresh AS (
+    INSERT INTO odds_changes
+        (odd_key, source_ts, ev, price, points, settlement, settled_at, exact)
+    SELECT DISTINCT ON (s.odd_key, s.source_ts, s.kind, s.entry_key, s.entry_text)
+           s.odd_key, s.source_ts, s.ev, s.price, s.points, s.settlement, s.settled_at,
+           s.exact
+    FROM {STAGE_CHANGES} s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM odds_changes h JOIN change_events e ON e.id = (h.ev >> 4)
+        WHERE h.odd_key = s.odd_key
+          AND {BUCKET.format(ts="h.source_ts")} = {BUCKET.format(ts="s.source_ts")}
+          AND h.source_ts = s.source_ts
+          AND ((h.ev >> 2) & 3) = s.kind
+          AND e.entry_key = s.entry_key
+          AND e.entry_text IS NOT DISTINCT FROM s.entry_text)
+      AND (NOT s.snapshot
+           -- an inferred suspension, as long as the odd is still where it was when we looked
+           OR (s.kind = 1 AND EXISTS (SELECT 1 FROM odds o WHERE o.odd_key = s.odd_key
+                                      AND o.source_ts = s.source_ts
+                                      AND o.entry_id = s.entry_id AND o.status = 'open'))
+           OR NOT EXISTS (SELECT 1 FROM odds o WHERE o.odd_key = s.odd_key
+                          AND o.source_ts >= s.source_ts))
+    ORDER BY s.odd_key, s.source_ts, s.kind, s.entry_key, s.entry_text, s.ev
+    RETURNING ev
+), used AS (
+    INSERT INTO change_events
+    SELECT * FROM {STAGE_EVENTS} WHERE id IN (SELECT ev >> 4 FROM fresh)
+)
+SELECT count(*) FROM fresh
 """
+
+# The replay guard's marks, kept in the history transaction (never in the cursor's: a crash
+# between the two commits must leave the mark at or above every stored row).
+ADVANCE_MARKS = """
+INSERT INTO history_marks AS m (group_no, entry_key)
+SELECT * FROM unnest($1::smallint[], $2::bigint[])
+ON CONFLICT (group_no) DO UPDATE SET entry_key = greatest(m.entry_key, EXCLUDED.entry_key)
+"""
+READ_MARKS = "SELECT group_no, entry_key FROM history_marks"
+READ_GROUPS = "SELECT group_key, group_no FROM stream_cursors"
+# Groups that history names before they were registered (tests; a group key of old data).
+ENSURE_GROUPS = """
+INSERT INTO stream_cursors (group_key, stream, sport, leagues)
+SELECT k, '', '', '{}'::text[] FROM unnest($1::text[]) AS k
+ON CONFLICT (group_key) DO UPDATE SET group_key = EXCLUDED.group_key
+RETURNING group_key, group_no
+"""
+READ_SETTLEMENTS = "SELECT settlement, code FROM settlements"
+# New settlement texts get a code (the writer then knows it); existing ones keep theirs.
+ADD_SETTLEMENTS = """
+WITH added AS (
+    INSERT INTO settlements (settlement) SELECT DISTINCT unnest($1::text[])
+    ON CONFLICT (settlement) DO NOTHING RETURNING settlement, code
+)
+SELECT settlement, code FROM added
+UNION ALL SELECT settlement, code FROM settlements WHERE settlement = ANY($1::text[])
+"""
+# A writer slot per history connection: event ids are unique across writers. Session-level,
+# so it lasts exactly as long as the connection that writes with it.
+TAKE_SLOT = "SELECT pg_try_advisory_lock($1::int, $2::int)"
+
+# --- odds ------------------------------------------------------------------------------------
 
 # The writer collapses a batch to one row per odd before this statement, because
 # ON CONFLICT DO UPDATE refuses to touch the same row twice in one command. Each column
@@ -102,6 +159,8 @@ ON CONFLICT (id, entry_id, kind, source_ts) DO NOTHING
 MERGE_ODDS = f"""
 INSERT INTO odds AS o ({_cols(ODDS_COLUMNS)}, updated_at)
 SELECT {_cols(ODDS_COLUMNS)}, now() FROM {STAGE_ODDS}
+-- One order in every process: two writers of overlapping odds wait, never deadlock.
+ORDER BY odd_key
 ON CONFLICT (id) DO UPDATE SET
     {_when_newer(ODDS_DESCRIPTIVE, "order_key", "o", keep_old=True)},
     {_when_newer(ODDS_LATEST, "order_key", "o", keep_old=False)},
@@ -158,7 +217,7 @@ INSERT INTO stream_cursors (group_key, stream, sport, leagues)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (group_key) DO UPDATE SET stream = EXCLUDED.stream, sport = EXCLUDED.sport,
     leagues = EXCLUDED.leagues
-RETURNING last_entry_id, last_event_id
+RETURNING last_entry_id, last_event_id, group_no
 """
 
 # A cursor only moves forward: out-of-order entry ids seen live must not pull it back.
@@ -239,13 +298,13 @@ WHERE i.inhparent = $1::regclass
 MOVE_OUT_OF_DEFAULT = """
 CREATE TEMP TABLE IF NOT EXISTS moved_rows (LIKE {table}) ON COMMIT DROP;
 WITH gone AS (
-    DELETE FROM {table}_default WHERE source_ts >= '{lo}' AND source_ts < '{hi}' RETURNING *
+    DELETE FROM {table}_default WHERE {key} >= {lo} AND {key} < {hi} RETURNING *
 ) INSERT INTO moved_rows SELECT * FROM gone
 """
-CREATE_PARTITION = "CREATE TABLE {name} PARTITION OF {table} FOR VALUES FROM ('{lo}') TO ('{hi}')"
+CREATE_PARTITION = "CREATE TABLE {name} PARTITION OF {table} FOR VALUES FROM ({lo}) TO ({hi})"
 MOVE_BACK = "INSERT INTO {table} SELECT * FROM moved_rows; DROP TABLE moved_rows"
 DROP_PARTITION = "DROP TABLE IF EXISTS {name}"
-EXPIRE_DEFAULT = "DELETE FROM {table}_default WHERE source_ts < $1"
+EXPIRE_DEFAULT = "DELETE FROM {table}_default WHERE {key} < {cutoff}"
 
 # --- group leases (session advisory locks; see ingestor/coordination.py) -----------------------
 

@@ -6,20 +6,20 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
 import orjson
 import structlog
 
-from ingestor.domain.cursors import Cursor, Cursors
+from ingestor.domain.cursors import Cursors
 from ingestor.domain.events import DecodedEvent, EventQueue
 from ingestor.metrics import Metrics
 from ingestor.storage import sql
 from ingestor.storage.batch import FlushBatch, build_batches
 from ingestor.storage.failures import CONNECTION_FAILURES
+from ingestor.storage.flush import NewFixtures, Statements, Written
+from ingestor.storage.history import HistoryEncoder
 
 log = structlog.get_logger("ingestor.writer")
 
@@ -35,34 +35,11 @@ POISON = (
 # Errors after which the same batch is tried again on a fresh connection.
 RETRYABLE = CONNECTION_FAILURES
 
-# After a replay met stored history rows, this many flushes take the ON CONFLICT path
-# straight away: replays come in bursts, and each failed COPY costs a COPY.
-STAGED_FLUSHES_AFTER_REPLAY = 20
 # A flush's connections wait for each other in Python, where PostgreSQL's deadlock detector
 # cannot see it: another session that holds what one connection wants and waits for what the
 # other holds closes a cycle. A lock wait this long fails the flush, which rolls back (freeing
 # the other session) and is retried, instead of hanging until flush_timeout_s.
 LOCK_TIMEOUT_S = 10.0
-
-
-@dataclass(slots=True)
-class _Written:
-    """What one connection's transaction wrote, published once every shard committed."""
-
-    rows: dict[str, int]
-    cursors: list[tuple[str, Cursor]]
-    fixtures_ensured: list[str]
-    fixtures_new: list[tuple[str, str]]
-
-
-# Fixture ids known to have a row; past this many the set starts again (a probe each).
-FIXTURES_KNOWN_MAX = 200_000
-NewFixtures = Callable[[list[tuple[str, str]]], None]
-
-
-def _count(status: str) -> int:
-    """Row count of an ``INSERT 0 n`` command status."""
-    return int(status.rsplit(" ", 1)[-1])
 
 
 class Writer:
@@ -81,6 +58,7 @@ class Writer:
         connections: int = 1,
         lock_timeout_s: float = LOCK_TIMEOUT_S,
         on_new_fixtures: NewFixtures | None = None,
+        group_numbers: dict[str, int] | None = None,
     ) -> None:
         self._dsn = dsn
         self.queue = queue
@@ -92,16 +70,15 @@ class Writer:
         # Several connections let PostgreSQL use several cores for one flush: the history on
         # one, the current state (sharded by odd id) on the others.
         self._conns: list[asyncpg.Connection | None] = [None] * connections
+        self._history_conn = connections - 1  # the last (the only one, with one)
         # Advanced here, after each commit; workers read it when they reconnect.
         self.cursors = cursors if cursors is not None else Cursors()
-        self._fixtures_known: set[str] = set()
         # Told (stream, fixture id) of fixtures first seen, after their commit: their names,
         # start time and status are then asked for over REST.
         self._on_new_fixtures = on_new_fixtures
+        self._statements = Statements(metrics, HistoryEncoder(dict(group_numbers or {}), {}))
+        self._in_database = self._statements.in_database
         self.flushes = 0
-        self._staged_flushes_left = 0
-        # Set while a flush waits on a long statement: the next batch may be built then.
-        self._in_database = asyncio.Event()
         # Events taken from the queue and not yet committed (or dropped), and since when
         # some have waited: what /readyz and ingestor_events_pending tell the operator.
         self.held = 0
@@ -116,6 +93,13 @@ class Writer:
         if not self.held:
             return 0.0
         return time.monotonic() - max(self._last_commit, self._busy_since)
+
+    def taken_over(self, group_key: str) -> None:
+        """Another process may have written the group's history: read its mark again, and
+        check its next rows against history until then."""
+        group = self._statements.encoder.group_numbers.get(group_key)
+        if group is not None:
+            self._statements.encoder.stale.add(group)
 
     def _hold(self, events: int) -> None:
         if not self.held:
@@ -212,6 +196,8 @@ class Writer:
             )
             try:
                 await conn.execute(sql.CREATE_STAGING)
+                if i == self._history_conn:
+                    await self._statements.open_history(conn)
             except BaseException:
                 await conn.close()
                 raise
@@ -246,7 +232,7 @@ class Writer:
                 if batches is None:
                     batches = build_batches(events, len(self._conns))
                 async with asyncio.timeout(self._flush_timeout_s):
-                    written = await self._write_shards(batches)
+                    written = await self._write_shards(batches, attempt)
             except POISON as exc:
                 # Checked before RETRYABLE: DataError is a PostgresError too.
                 await self._split(events, exc)
@@ -267,7 +253,6 @@ class Writer:
                 await self._close()
                 await asyncio.sleep(delay)
                 continue
-            self._staged_flushes_left = max(0, self._staged_flushes_left - 1)
             self._after_commit(batches, written, time.perf_counter() - started, attempt)
             return
 
@@ -276,6 +261,7 @@ class Writer:
         self._metrics.db_errors.labels(type(exc).__name__).inc()
         if len(events) > 1:
             mid = len(events) // 2
+            # The halves' history is checked: their marks were raised by the failed attempt.
             await self._flush_until_committed(events[:mid])
             await self._flush_until_committed(events[mid:])
             return
@@ -306,19 +292,26 @@ class Writer:
         except (*RETRYABLE, *POISON) as err:
             log.error("dead_letter_failed", error=type(err).__name__)
 
-    async def _write_shards(self, batches: list[FlushBatch]) -> dict[str, int]:
+    async def _write_shards(self, batches: list[FlushBatch], attempt: int) -> dict[str, int]:
         """One transaction per shard; the first (with the cursors) commits last, so a
         committed cursor never covers rows that are not committed. A failure after some
-        shards committed is retried whole: every write is idempotent."""
-        busy = [i for i, b in enumerate(batches) if i == 0 or b.odds_history or b.odds]
+        shards committed is retried whole: every write is idempotent (history checks every
+        row of a retry)."""
+        busy = [i for i, b in enumerate(batches) if i == 0 or b.history_events or b.odds]
         conns = [await self._connect(i) for i in busy]
+        if batches[-1].history_events:
+            await self._statements.ensure_groups(conns[-1], batches[-1])
         txs = [conn.transaction() for conn in conns]
         try:
             for tx in txs:
                 await tx.start()
             # gather without cancelling: every statement ends before any rollback starts.
+            statements = self._statements
             results = await asyncio.gather(
-                *(self._write(conn, batches[i]) for conn, i in zip(conns, busy, strict=True)),
+                *(
+                    statements.write(c, batches[i], attempt)
+                    for c, i in zip(conns, busy, strict=True)
+                ),
                 return_exceptions=True,
             )
             for result in results:
@@ -344,102 +337,10 @@ class Writer:
             self._fixtures_committed(result)
         return written
 
-    def _fixtures_committed(self, result: _Written) -> None:
-        if len(self._fixtures_known) > FIXTURES_KNOWN_MAX:
-            self._fixtures_known.clear()  # forgetting costs one ON CONFLICT probe each
-        self._fixtures_known.update(result.fixtures_ensured)
+    def _fixtures_committed(self, result: Written) -> None:
+        self._statements.fixtures_committed(result.fixtures_ensured)
         if result.fixtures_new and self._on_new_fixtures is not None:
             self._on_new_fixtures(result.fixtures_new)
-
-    async def _write(self, conn: asyncpg.Connection, batch: FlushBatch) -> _Written:
-        written: dict[str, int] = {}
-        if batch.odds_history:
-            written["odds_history"] = await self._write_history(conn, batch)
-        if batch.odds:
-            await conn.copy_records_to_table(
-                sql.STAGE_ODDS, records=batch.odds, columns=sql.ODDS_COLUMNS
-            )
-            self._in_database.set()  # the merge needs no Python: the next build may run
-            written["odds"] = _count(await conn.execute(sql.MERGE_ODDS))
-        if batch.fixture_history:
-            await conn.copy_records_to_table(
-                sql.STAGE_FIXTURE_HISTORY,
-                records=batch.fixture_history,
-                columns=sql.FIXTURE_HISTORY_COLUMNS,
-            )
-            written["fixture_status_history"] = _count(
-                await conn.execute(sql.INSERT_FIXTURE_HISTORY)
-            )
-        if batch.fixtures:
-            await conn.copy_records_to_table(
-                sql.STAGE_FIXTURES, records=batch.fixtures, columns=sql.FIXTURE_COLUMNS
-            )
-            written["fixtures"] = _count(await conn.execute(sql.MERGE_FIXTURES))
-        ensured, new_fixtures = await self._ensure_fixtures(conn, batch)
-        if batch.dead_letters:
-            await conn.copy_records_to_table(
-                "dead_letters", records=batch.dead_letters, columns=sql.DEAD_LETTER_COLUMNS
-            )
-            written["dead_letters"] = len(batch.dead_letters)
-        cursors = batch.cursors
-        stored = (
-            []
-            if not cursors
-            else await conn.fetch(
-                sql.ADVANCE_CURSORS,
-                [c.group_key for c in cursors],
-                [c.entry_id for c in cursors],
-                [c.event_id for c in cursors],
-                [c.key for c in cursors],
-                [c.event_at for c in cursors],
-            )
-        )
-        # Published by the caller once every shard has committed, never before.
-        cursors_stored = [
-            (r["group_key"], Cursor(r["last_entry_id"], r["last_event_id"])) for r in stored
-        ]
-        return _Written(written, cursors_stored, ensured, new_fixtures)
-
-    async def _ensure_fixtures(
-        self, conn: asyncpg.Connection, batch: FlushBatch
-    ) -> tuple[list[str], list[tuple[str, str]]]:
-        """A row for every odd's fixture not known to exist; (ids ensured, (stream, id) of the
-        fixtures seen for the first time)."""
-        stubs = [s for f, s in batch.fixture_stubs.items() if f not in self._fixtures_known]
-        if not stubs:
-            return [], []
-        rows = await conn.fetch(
-            sql.ENSURE_FIXTURES,
-            [s.fixture_id for s in stubs], [s.game_id for s in stubs], [s.sport for s in stubs],
-            [s.league for s in stubs], [s.source_ts for s in stubs], [s.entry_id for s in stubs],
-        )  # fmt: skip
-        new = {r["fixture_id"] for r in rows}
-        return [s.fixture_id for s in stubs], [
-            (s.stream, s.fixture_id) for s in stubs if s.fixture_id in new
-        ]
-
-    async def _write_history(self, conn: asyncpg.Connection, batch: FlushBatch) -> int:
-        """History rows: a plain COPY when it can be, else staging and ON CONFLICT DO NOTHING."""
-        if batch.history_plain and not self._staged_flushes_left:
-            # COPY cannot skip rows already stored, so it is tried under a savepoint and
-            # undone whole if a replay hits the unique key. Measured: 1.7x the rows/s of
-            # staging plus INSERT ... ON CONFLICT, which inserts row by row (speculatively).
-            try:
-                async with conn.transaction():
-                    await conn.copy_records_to_table(
-                        sql.ODDS_HISTORY,
-                        records=batch.odds_history,
-                        columns=sql.ODDS_HISTORY_COLUMNS,
-                    )
-            except asyncpg.UniqueViolationError:
-                self._staged_flushes_left = STAGED_FLUSHES_AFTER_REPLAY
-                self._metrics.history_replays.inc()
-            else:
-                return len(batch.odds_history)
-        await conn.copy_records_to_table(
-            sql.STAGE_ODDS_HISTORY, records=batch.odds_history, columns=sql.ODDS_HISTORY_COLUMNS
-        )
-        return _count(await conn.execute(sql.INSERT_ODDS_HISTORY))
 
     def _after_commit(
         self, batches: list[FlushBatch], written: dict[str, int], seconds: float, attempts: int
@@ -450,7 +351,8 @@ class Writer:
         self.last_error = None
         m.last_commit.set(time.time())
         m.flush_duration.observe(seconds)
-        m.batch_rows.observe(sum(len(b.odds_history) for b in batches))
+        odds = sum(len(e.odds) for b in batches for e in b.history_events)
+        m.batch_rows.observe(odds)
         for table, n in written.items():
             m.rows_written.labels(table).inc(n)
         now = datetime.now(UTC)
@@ -461,7 +363,7 @@ class Writer:
             )
         log.debug(
             "batch_flushed",
-            odds=sum(len(b.odds_history) for b in batches),
+            odds=odds,
             shards=len(batches),
             seconds=round(seconds, 4),
             attempts=attempts + 1,

@@ -1,11 +1,15 @@
-"""Migrations: no drift from the models, down and up again."""
+"""Migrations: no drift from the models, down and up again, old history kept readable."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
+import asyncpg
 from alembic import command
 
+from ingestor.domain.keys import odd_key
 from ingestor.storage.migrations import alembic_config, downgrade, upgrade
 from tests.support.helpers import TABLES, tables
 
@@ -21,3 +25,38 @@ async def test_downgrade_then_upgrade(database_url: str) -> None:
     assert await tables(database_url) == set()
     await asyncio.to_thread(upgrade, database_url)
     assert await tables(database_url) == TABLES
+
+
+OLD_COLUMNS = (
+    "id, kind, price, points, is_main, status, settlement, settled_at, source_ts, entry_id, "
+    "event_id, group_key, received_at"
+)
+
+
+async def test_history_of_the_old_layout_reads_the_same_after_the_upgrade_and_back(
+    empty_database_url: str,
+) -> None:
+    """0004's rows (decimal and probability prices, snapshot rows, a settlement, an odd SSE id
+    and entry id, a group no cursor names any more) through 0005 and back: nothing changes."""
+    url = empty_database_url
+    await asyncio.to_thread(upgrade, url, "0004")
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute((Path(__file__).parents[1] / "data" / "history_0004.sql").read_text())
+        query = f"SELECT {OLD_COLUMNS} FROM odds_history ORDER BY id, kind, source_ts"
+        before = [tuple(r) for r in await conn.fetch(query)]
+        assert len(before) == 7
+        await asyncio.to_thread(upgrade, url)
+        assert [tuple(r) for r in await conn.fetch(query)] == before  # through the view
+        assert await conn.fetchval("SELECT count(*) FROM odds_changes") == 7
+        assert await conn.fetchval("SELECT count(*) FROM odds_changes WHERE exact IS NOT NULL") == 1
+        await asyncio.to_thread(downgrade, url, "0004")
+        assert [tuple(r) for r in await conn.fetch(query)] == before  # the table again
+    finally:
+        await conn.close()
+
+
+async def test_odd_key_in_sql_is_the_writers(pg: Any) -> None:
+    ids = ["1:-1:4825158B6424:1st_half_total_points:over_104_5", "", "é ünïcode", "x" * 500]
+    for uid in ids:
+        assert await pg.fetchval("SELECT odd_key($1)", uid) == odd_key(uid)

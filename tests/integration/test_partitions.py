@@ -26,7 +26,7 @@ def _ts(day: date, hour: int = 12) -> float:
 
 async def test_retention_drops_old_days_and_keeps_new_ones(database_url: str, pg: Any) -> None:
     made = await maintain(pg, today=D, ahead_days=7, retention_days=30)
-    assert partition_name("odds_history", D) in made["created"]
+    assert partition_name("odds_changes", D) in made["created"]
     assert partition_name("fixture_status_history", D + timedelta(days=7)) in made["created"]
     old, today, later = D - timedelta(days=20), D, D + timedelta(days=10)
     await write_batches(database_url, [
@@ -35,23 +35,23 @@ async def test_retention_drops_old_days_and_keeps_new_ones(database_url: str, pg
         event("copilot-odds", f"{int(_ts(later)) * 1000}-0", [odd("c", ts=_ts(later))]),
     ])  # fmt: skip
     parts = await partitions(pg)
-    assert parts["odds_history_default"] == 2  # 20 days old, and 10 days ahead (not made yet)
-    assert parts[partition_name("odds_history", today)] == 1
+    assert parts["odds_changes_default"] == 2  # 20 days old, and 10 days ahead (not made yet)
+    assert parts[partition_name("odds_changes", today)] == 1
 
     # Five days on: the day 10 ahead gets its partition, and its row moves out of the default.
     await maintain(pg, today=D + timedelta(days=5), ahead_days=7, retention_days=30)
     parts = await partitions(pg)
-    assert parts[partition_name("odds_history", later)] == 1
-    assert parts["odds_history_default"] == 1
+    assert parts[partition_name("odds_changes", later)] == 1
+    assert parts["odds_changes_default"] == 1
 
     # Thirty-five days on: D falls out of the retention, the old default row too.
     result = await maintain(pg, today=D + timedelta(days=35), ahead_days=7, retention_days=30)
     parts = await partitions(pg)
-    assert partition_name("odds_history", today) in result["dropped"]
-    assert partition_name("odds_history", today) not in parts
-    assert parts[partition_name("odds_history", later)] == 1  # younger than 30 days: kept
-    assert parts["odds_history_default"] == 0
-    assert partition_name("odds_history", D + timedelta(days=42)) in parts
+    assert partition_name("odds_changes", today) in result["dropped"]
+    assert partition_name("odds_changes", today) not in parts
+    assert parts[partition_name("odds_changes", later)] == 1  # younger than 30 days: kept
+    assert parts["odds_changes_default"] == 0
+    assert partition_name("odds_changes", D + timedelta(days=42)) in parts
     ids = {r["id"] for r in await pg.fetch("SELECT id FROM odds_history")}
     assert ids == {"c"}
     # The current state is not history: every odd is still in `odds`.
@@ -102,8 +102,8 @@ async def test_upkeep_never_leaves_the_writer_waiting_on_it(database_url: str, p
         await running
         await current.close()
         await upkeep.close()
-    assert len(made["created"]) == 4
-    assert (await partitions(pg))[partition_name("odds_history", D)] == 2
+    assert len(made["created"]) == 6  # two days of three tables
+    assert (await partitions(pg))[partition_name("odds_changes", D)] == 2
 
 
 async def test_upkeep_gives_up_on_a_busy_table_and_keeps_what_it_did(
@@ -116,7 +116,7 @@ async def test_upkeep_gives_up_on_a_busy_table_and_keeps_what_it_did(
     try:
         with pytest.raises(asyncpg.LockNotAvailableError):
             await maintain(pg, today=D, ahead_days=1, retention_days=30, lock_timeout_s=0.2)
-        assert partition_name("odds_history", D + timedelta(days=1)) in await partitions(pg)
+        assert partition_name("odds_changes", D + timedelta(days=1)) in await partitions(pg)
         # It let go of the upkeep lock: another process can take it.
         taken = "SELECT pg_try_advisory_lock(hashtext('ingestor-partitions'))"
         assert await busy.fetchval(taken)

@@ -21,7 +21,7 @@ def readme_queries() -> list[str]:
 
 
 async def test_readme_queries_answer_their_questions(database_url: str, pg: Any) -> None:
-    spread, locked_at, moves = readme_queries()
+    spread, locked_at, moves, *_ = readme_queries()
     # Just after midnight "today" is short: keep every timestamp inside the server's today.
     midnight = await pg.fetchval("SELECT extract(epoch FROM date_trunc('day', now()))")
     now = max(time.time(), float(midnight) + 101)
@@ -56,3 +56,49 @@ async def test_readme_queries_answer_their_questions(database_url: str, pg: Any)
     assert [r["price"] for r in rows] == [-103]
     rows = await pg.fetch(moves)
     assert [(r["kind"], r["price"]) for r in rows] == [("odds", -150), ("odds", -160)]
+
+
+async def test_the_analyst_queries_answer_theirs(database_url: str, pg: Any) -> None:
+    _, _, _, movement, best, settled = readme_queries()
+    now = time.time()
+    a = {"fixture_id": "FIX-A", "market": "Moneyline"}
+    b = {"fixture_id": "FIX-B", "market": "Moneyline", "name": "Celtics"}
+    c = {"fixture_id": "FIX-C", "market": "Total Points", "name": "Over 210.5"}
+    books = [("draftkings", -120), ("fanduel", -105), ("betmgm", -110)]
+    old = now - 2 * 3600  # outside the hour
+    await write_batches(
+        database_url,
+        [
+            event("copilot-odds", "1-0", [odd("a1", price=-110, ts=old, **a)]),
+            event("copilot-odds", "2-0", [odd("a1", price=-115, ts=now - 600, **a),
+                                          odd("a2", price=1.91, ts=now - 500, **a)]),
+            event("odds", "3-0", [odd(f"{bk}:b", price=p, ts=now - 60, sportsbook=bk, **b)
+                                  for bk, p in books], stream="odds"),
+            event("odds", "4-0", [odd(f"{bk}:c", price=-110, ts=now - 50, sportsbook=bk, **c)
+                                  for bk, _ in books[:2]], stream="odds"),
+            event("copilot-settled-odds", "5-0", [_settled(f"{bk}:c", ts=now - 40,
+                                                           sportsbook=bk, **c)
+                                                  for bk, _ in books[:2]]),
+        ],
+    )  # fmt: skip
+    rows = await pg.fetch(movement)
+    assert [(r["id"], r["kind"], r["price"]) for r in rows] == [
+        ("a1", "odds", -115),
+        ("a2", "odds", 1.91),
+    ]  # the change two hours ago is outside the window; 1.91 comes back exact
+    rows = await pg.fetch(best)
+    assert [(r["name"], r["sportsbook"], r["price"]) for r in rows] == [
+        ("Celtics", "fanduel", -105)
+    ]
+    rows = await pg.fetch(settled)
+    assert [(r["sportsbook"], r["settlement"], r["last_price"]) for r in rows] == [
+        ("draftkings", "Won", -110),
+        ("fanduel", "Won", -110),
+    ]
+
+
+def _settled(uid: str, ts: float, **extra: Any) -> dict[str, Any]:
+    item = odd(uid, ts=ts, **extra)
+    for key in ("price", "points", "is_main", "is_live", "grouping_key"):
+        item.pop(key)
+    return {**item, "settlement": "Won", "settled_at": "2026-01-01T00:00:00+00:00"}

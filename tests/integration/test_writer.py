@@ -181,7 +181,9 @@ async def test_sharded_writer_keeps_every_rule(database_url: str, pg: Any) -> No
     # Three connections (current state sharded), then the default two (history apart), each
     # from an empty database.
     for connections in (3, 2):
-        await pg.execute("TRUNCATE odds, odds_history, stream_cursors")
+        await pg.execute(
+            "TRUNCATE odds, odds_changes, change_events, history_marks, stream_cursors"
+        )
         committed = await write_batches(database_url, batch, batch, connections=connections)
         assert committed.entry_id(GROUP) == "900-0" and len(committed) == 1
         rows = {r["id"]: r for r in await pg.fetch("SELECT * FROM odds")}
@@ -280,7 +282,9 @@ def test_any_order_of_events_for_one_odd_ends_newest(
 
         conn = await asyncpg.connect(database_url)
         try:
-            await conn.execute("TRUNCATE odds, odds_history, stream_cursors")
+            await conn.execute(
+                "TRUNCATE odds, odds_changes, change_events, history_marks, stream_cursors"
+            )
             evs = [build(e) for e in seq]
             await write_batches(database_url, *[b for b in (evs[:split], evs[split:]) if b])
             row = await conn.fetchrow("SELECT status, price, settlement FROM odds WHERE id='x'")

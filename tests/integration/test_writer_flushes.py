@@ -33,12 +33,13 @@ async def test_replayed_batch_adds_nothing(database_url: str, pg: Any) -> None:
     assert await pg.fetch("SELECT * FROM odds ORDER BY id") == before  # not even updated_at
     assert await pg.fetchval("SELECT count(*) FROM odds_history") == 3
     written = metrics.registry.get_sample_value
-    assert written("ingestor_rows_written_total", {"table": "odds_history"}) == 3
-    # Each of the two writers tried the fast COPY, met the stored rows and redid the flush.
-    assert written("ingestor_history_replays_total") == 2
+    assert written("ingestor_rows_written_total", {"table": "odds_changes"}) == 3
+    # A new writer reads the groups' marks: the replayed rows are at or below them, so each
+    # of the two replays went through the check, none was copied in blind.
+    assert written("ingestor_history_checked_total") == 6
 
 
-async def test_after_a_replay_the_next_flushes_skip_the_fast_copy(
+async def test_a_restarted_writer_checks_what_it_may_have_stored(
     database_url: str, pg: Any
 ) -> None:
     events = [
@@ -52,9 +53,14 @@ async def test_after_a_replay_the_next_flushes_skip_the_fast_copy(
     writer = Writer(database_url, queue, metrics, batch_max_rows=1, retry_max_s=1)
     await writer.run()
     assert writer.flushes == 3
-    # One failed COPY, then the replay burst is taken by ON CONFLICT at once.
-    assert metrics.registry.get_sample_value("ingestor_history_replays_total") == 1
+    assert metrics.registry.get_sample_value("ingestor_history_checked_total") == 3
     assert await pg.fetchval("SELECT count(*) FROM odds_history") == 3
+    # New entries after the replay are new by construction: copied straight in.
+    later = [event("copilot-odds", "760-0", [odd(A, price=-9, ts=90)])]
+    metrics = Metrics()
+    await write_batches(database_url, later, metrics=metrics)
+    assert metrics.registry.get_sample_value("ingestor_history_checked_total") == 0
+    assert await pg.fetchval("SELECT count(*) FROM odds_history") == 4
 
 
 async def test_replay_mixed_with_new_rows_keeps_the_new(database_url: str, pg: Any) -> None:
@@ -75,13 +81,13 @@ def test_shards_split_odds_and_keep_cursors_in_the_first() -> None:
     evs.append(event("copilot-odds", "40-0", [odd("o1-0", ts=40)]))  # the same odd again
     *odds_shards, history = build_batches(evs, 4)
     # History on a connection of its own, every row of the batch in it.
-    assert len(history.odds_history) == 39 * 6 + 1 and not history.odds
-    assert history.history_plain and not history.cursors
+    assert sum(len(e.odds) for e in history.history_events) == 39 * 6 + 1
+    assert not history.odds and not history.cursors
     # Current state: each odd on exactly one of the other three, none of them with history.
     ids = [{r[0] for r in b.odds} for b in odds_shards]
     assert sum(len(b.odds) for b in odds_shards) == 39 * 6  # o1-0 collapsed to one row
     assert all(ids) and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
-    assert not any(b.odds_history for b in odds_shards)
+    assert not any(b.history_events for b in odds_shards)
     assert [len(b.cursors) for b in odds_shards] == [1, 0, 0]
     assert odds_shards[0].cursors[0].entry_id == "40-0"
     assert sum(b.stream_events for b in odds_shards) == 40  # each event counted once
@@ -94,8 +100,8 @@ def test_two_connections_split_history_from_current_state() -> None:
            for i in range(1, 10)]  # fmt: skip
     current, history = build_batches(evs, 2)
     whole = build_batch(evs)
-    assert current.odds == whole.odds and not current.odds_history
-    assert history.odds_history == whole.odds_history and not history.odds
+    assert current.odds == whole.odds and not current.history_events
+    assert history.history_events == whole.history_events and not history.odds
     assert [c.entry_id for c in current.cursors] == ["9-0"]
 
 
@@ -117,15 +123,6 @@ async def test_pipelined_flushes_stay_full_and_commit_in_order(database_url: str
     assert await pg.fetchval("SELECT count(*) FROM odds_history") == 23
     rows = metrics.registry.get_sample_value
     assert rows("ingestor_batch_rows_sum") == 23 and rows("ingestor_batch_rows_count") == 5
-
-
-def test_only_a_repeat_within_one_group_leaves_the_fast_history_copy() -> None:
-    from ingestor.storage.batch import build_batch
-
-    one = event("copilot-odds", "5-0", [odd(A, ts=5)])
-    other_group = event("copilot-odds", "5-0", [odd(B, ts=5)], group="copilot:basketball:WNBA")
-    assert build_batch([one, other_group]).history_plain
-    assert not build_batch([one, other_group, one]).history_plain
 
 
 async def test_a_batch_that_is_not_full_waits_for_the_flush_and_is_topped_up(
@@ -165,7 +162,7 @@ async def test_a_wait_cycle_through_both_writer_connections_ends_at_the_lock_tim
     database_url: str, pg: Any
 ) -> None:
     # The current-state connection waits, in Python, for the history connection: PostgreSQL
-    # cannot see that edge. A session holding odds_history that then asks for
+    # cannot see that edge. A session holding odds_changes that then asks for
     # fixture_status_history closes a cycle; the writer's lock_timeout ends it, not the
     # flush timeout (120 s here).
     def status(entry: str) -> Any:
@@ -185,7 +182,7 @@ async def test_a_wait_cycle_through_both_writer_connections_ends_at_the_lock_tim
     other = pg.transaction()
     await other.start()
     try:
-        await pg.execute("LOCK TABLE odds_history IN ACCESS EXCLUSIVE MODE")
+        await pg.execute("LOCK TABLE odds_changes IN ACCESS EXCLUSIVE MODE")
         queue.put_nowait(status("31-0"))
         queue.put_nowait(event("copilot-odds", "32-0", [odd(A, ts=32)]))
         # History connection queued behind us; the current-state connection already holds

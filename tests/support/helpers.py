@@ -59,8 +59,12 @@ async def write_batches(
     return committed
 
 
+# What a writer fills (TRUNCATE between two runs of one test).
+WRITTEN_TABLES = "odds, odds_changes, change_events, history_marks, stream_cursors"
+
 TABLES = {
-    "odds", "odds_history", "fixtures", "fixture_status_history", "stream_cursors", "dead_letters",
+    "odds", "odds_changes", "change_events", "history_marks", "settlements", "fixtures",
+    "fixture_status_history", "stream_cursors", "dead_letters",
 }  # fmt: skip
 
 
@@ -77,7 +81,7 @@ async def tables(url: str) -> set[str]:
     return {r["relname"] for r in rows} - {"alembic_version"}
 
 
-async def partitions(pg: Any, table: str = "odds_history") -> dict[str, int]:
+async def partitions(pg: Any, table: str = "odds_changes") -> dict[str, int]:
     """A partitioned table's partitions and their row counts."""
     rows = await pg.fetch(
         "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
@@ -94,6 +98,6 @@ async def odds_row(pg: Any, uid: str) -> Any:
 async def history_of(pg: Any, uid: str) -> list[tuple[str, str, float | None]]:
     """(kind, entry id, price) of one odd's history rows, in insertion order."""
     rows = await pg.fetch(
-        "SELECT kind, entry_id, price FROM odds_history WHERE id = $1 ORDER BY history_id", uid
+        "SELECT kind, entry_id, price FROM odds_history WHERE id = $1 ORDER BY received_at", uid
     )
     return [(r["kind"], r["entry_id"], r["price"]) for r in rows]

@@ -259,7 +259,7 @@ async def test_partitions_command_keeps_today_and_ahead(
     )  # fmt: skip
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
-    assert "created 8, dropped 0" in err.decode()  # 4 days x 2 tables
+    assert "created 12, dropped 0" in err.decode()  # 4 days x 3 tables
     today = datetime.now(UTC).date()
     parts = await partitions(pg, "fixture_status_history")
     assert partition_name("fixture_status_history", today + timedelta(days=3)) in parts

@@ -119,7 +119,7 @@ async def test_the_daemon_as_the_compose_role_stores_what_the_feed_sent(
     assert not daemon.log_events("flush_failed")
     # Partition DDL ran as the owner, through maintenance_database_url.
     (done,) = daemon.log_events("partitions_maintained")
-    assert "odds_history_p" in " ".join(done["created"])
+    assert "odds_changes_p" in " ".join(done["created"])
     (stopped,) = daemon.log_events("shutdown_complete")
     assert stopped["events_queued"] == stopped["events_committed"] > 0
 
@@ -127,7 +127,8 @@ async def test_the_daemon_as_the_compose_role_stores_what_the_feed_sent(
 async def test_run_refuses_to_start_and_names_a_missing_grant(roles: Roles, tmp_path: Path) -> None:
     owner = await asyncpg.connect(roles.owner_url)
     try:
-        await owner.execute(f'REVOKE USAGE ON SEQUENCE odds_history_seq FROM "{roles.app}"')
+        seq = "fixture_status_history_seq"
+        await owner.execute(f'REVOKE USAGE ON SEQUENCE {seq} FROM "{roles.app}"')
         await owner.execute(f'REVOKE UPDATE ON stream_cursors FROM "{roles.app}"')
     finally:
         await owner.close()
@@ -141,7 +142,7 @@ async def test_run_refuses_to_start_and_names_a_missing_grant(roles: Roles, tmp_
     assert code == 1, out
     problem = [line for line in out.splitlines() if "lacks privileges" in line]
     assert len(problem) == 1, out
-    assert f"GRANT USAGE ON SEQUENCE odds_history_seq TO {roles.app}" in problem[0]
+    assert f"GRANT USAGE ON SEQUENCE fixture_status_history_seq TO {roles.app}" in problem[0]
     assert f"GRANT UPDATE ON stream_cursors TO {roles.app}" in problem[0]
     assert "Traceback" not in out
     assert not sim.server.requests, "a daemon that cannot write must not stream"
@@ -168,8 +169,8 @@ async def test_readyz_fails_while_commits_stall_and_recovers_by_itself(
             await wait_until(lambda: owner.fetchval("SELECT count(*) FROM odds_history"),
                              timeout_s=20)  # fmt: skip
             assert (await _readyz(daemon))[0] == 200
-            # What the first release shipped: the role cannot draw history ids.
-            await owner.execute(f'REVOKE USAGE ON SEQUENCE odds_history_seq FROM "{roles.app}"')
+            # Like the first release's missing grant: every flush is refused.
+            await owner.execute(f'REVOKE INSERT ON odds_changes FROM "{roles.app}"')
             await wait_until(lambda: daemon.log_events("flush_failed"), timeout_s=10)
             failing_since = time.monotonic()
             while (await _readyz(daemon))[0] == 200:
@@ -180,7 +181,7 @@ async def test_readyz_fails_while_commits_stall_and_recovers_by_itself(
             assert await _metric(daemon, "ingestor_events_pending") > 0
             stale = time.time() - await _metric(daemon, "ingestor_last_commit_timestamp_seconds")
             assert stale >= bound_s
-            await owner.execute(f'GRANT USAGE ON SEQUENCE odds_history_seq TO "{roles.app}"')
+            await owner.execute(f'GRANT INSERT ON odds_changes TO "{roles.app}"')
             await wait_until(lambda: _ready(daemon), timeout_s=15, interval_s=0.2)
         await settle(owner, sim, timeout_s=30)
         assert await _metric(daemon, "ingestor_events_pending") == 0
@@ -214,8 +215,8 @@ async def test_role_without_write_rights_is_named(database_url: str, pg: Any,
         assert proc.returncode == 1
         text = out.decode()
         assert f"database role {role} lacks privileges" in text
-        assert f"GRANT INSERT, UPDATE ON odds_history TO {role}" in text
-        assert f"GRANT USAGE ON SEQUENCE odds_history_seq TO {role}" in text
+        assert f"GRANT INSERT, UPDATE ON odds_changes TO {role}" in text
+        assert f"GRANT USAGE ON SEQUENCE fixture_status_history_seq TO {role}" in text
         assert " ON odds TO " not in text  # odds itself is writable
     finally:
         await pg.execute(f"DROP OWNED BY {role}")

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -129,10 +130,12 @@ async def test_every_dashboard_and_alert_expression_returns_data(
 
 
 async def test_odds_dashboard_queries_run(database_url: str, pg: Any) -> None:
+    now = time.time()  # the panel shows the last hour's moves
     await write_batches(
         database_url,
-        [event("copilot-odds", "1-0", [odd("a", league="NBA"), odd("b", league="NCAAB")]),
-         event("copilot-locked-odds", "2-0", [odd("a", league="NBA", price=-120)])],
+        [event("copilot-odds", "1-0", [odd("a", league="NBA", ts=now - 20),
+                                       odd("b", league="NCAAB", ts=now - 20)]),
+         event("copilot-locked-odds", "2-0", [odd("a", league="NBA", price=-120, ts=now - 10)])],
     )  # fmt: skip
     panels = json.loads((DASHBOARDS / "odds.json").read_text())["panels"]
     results = {p["title"]: await pg.fetch(p["targets"][0]["rawSql"]) for p in panels}

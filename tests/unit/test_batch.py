@@ -1,4 +1,4 @@
-"""Batch building, pure: one current row per odd per column group, cursors, the fast path."""
+"""Batch building, pure: one current row per odd per column group, cursors, connections."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_one_current_row_per_odd_and_every_history_row() -> None:
         event("copilot-odds", "10-0", [odd("a", price=-110, ts=1), odd("b", price=100, ts=1)]),
         event("copilot-odds", "11-0", [odd("a", price=-120, ts=2)]),
     ])  # fmt: skip
-    assert len(batch.odds_history) == 3
+    assert sum(len(e.odds) for e in batch.history_events) == 3
     current = {r[0]: r for r in batch.odds}
     assert set(current) == {"a", "b"} and current["a"][PRICE] == -120
 
@@ -48,22 +48,19 @@ def test_the_cursor_is_the_highest_entry_id_not_the_last_one() -> None:
     assert (cursor.entry_id, batch.stream_events) == ("10-0", 3)
 
 
-def test_snapshots_and_repeats_leave_the_fast_history_path() -> None:
-    plain = build_batch([event("copilot-odds", "1-0", [odd("a")])])
-    assert plain.history_plain
-    repeat = build_batch([event("copilot-odds", "1-0", [odd("a")])] * 2)
-    assert not repeat.history_plain
+def test_snapshots_never_move_a_cursor() -> None:
     snap = event("copilot-odds", "1-0", [odd("a")])
     snapshot = DecodedEvent(snap.group_key, SNAPSHOT_EVENT_ID, "0-0", SNAPSHOT_EVENT_ID,
                             snap.received_at, odds=snap.odds, advances_cursor=False)  # fmt: skip
     built = build_batch([snapshot])
-    assert not built.history_plain and not built.cursors and built.stream_events == 0
+    assert built.history_events == [snapshot] and len(built.odds) == 1
+    assert not built.cursors and built.stream_events == 0
 
 
 def test_two_connections_put_history_apart_and_cursors_in_the_first() -> None:
     evs = [event("copilot-odds", f"{i}-0", [odd(f"o{i}", ts=i)]) for i in range(1, 5)]
     first, history = build_batches(evs, 2)
-    assert not first.odds_history and len(history.odds_history) == 4
+    assert not first.history_events and history.history_events == evs
     assert len(first.odds) == 4 and first.cursors and not history.cursors
     three = build_batches(evs, 3)
     assert sum(len(b.odds) for b in three) == 4 and three[0].cursors
