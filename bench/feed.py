@@ -1,93 +1,81 @@
-"""A lean SSE feed for benchmarks: pre-encoded copilot events, written as fast as read or paced.
+"""A lean local stand-in for the vendor: one SSE stream per connection group, and the two REST
+endpoints re-hydration calls, answered from JSON encoded in advance.
 
-It speaks just enough HTTP/1.1 for aiohttp and requests (one response, body until close), so
-that the feed costs as little CPU as possible next to the daemon and PostgreSQL.
+It speaks just enough HTTP/1.1 for aiohttp and requests (keep-alive for REST answers with a
+``Content-Length``; a stream is one response, its body until close), so that the feed costs
+little CPU next to the daemon and PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
+import bisect
+import contextlib
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-KEY_SPACE = 200_000
-MARKETS = ("moneyline", "point_spread", "total_points", "player_points", "team_total")
+from bench.workload import SPORT, GroupStream, Workload
+
+API = "/api/v3"
+STREAM_PATH = f"{API}/stream/copilot/{SPORT}/odds"
+FIXTURES_PATH = f"{API}/copilot/fixtures"
+ODDS_PATH = f"{API}/copilot/fixtures/odds"
+PAGE_SIZE = 10  # fixtures per page, as the simulator pages them
+MAX_FIXTURE_IDS = 5
+PING_S = 5.0  # the vendor pings about every 5 s
+CHUNK_BYTES = 65536
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+CONNECTED = b"event: connected\nretry: 5000\ndata: ok go\n\n"
 
 
-@dataclass
-class Workload:
-    """Pre-encoded frames, the odds each carries, and the entry id of each."""
-
-    frames: list[bytes] = field(default_factory=list)
-    odds: list[int] = field(default_factory=list)
-    entry_ids: list[str] = field(default_factory=list)
-    history_rows: int = 0
-
-    @property
-    def total_odds(self) -> int:
-        """Odds in the whole workload."""
-        return sum(self.odds)
+def _answer(status: int, body: bytes, close: bool = False) -> bytes:
+    reason = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}.get(status, b"Error")
+    extra = b"Connection: close\r\n" if close else b""
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n"
+    return head % (status, reason, len(body), extra) + body
 
 
-def _odd(n: int, price: int, ts: float) -> dict[str, object]:
-    fixture = f"{n // 40:012X}"
-    market = MARKETS[n % len(MARKETS)]
-    return {
-        "fixture_id": fixture, "game_id": f"g-{fixture}", "grouping_key": f"default:{n % 9}.5",
-        "id": f"1:-1:{fixture}:{market}:line_{n % 40}", "is_live": False, "is_main": n % 3 == 0,
-        "league": "NBA", "market": market.replace("_", " ").title(), "name": f"Line {n % 40}",
-        "odd_id": f"{fixture}:{market}:line_{n % 40}", "player_id": "", "points": (n % 9) + 0.5,
-        "price": price, "selection": "", "selection_line": "over", "sport": "basketball",
-        "team_id": "", "timestamp": ts, "version_id": -1,
-    }  # fmt: skip
+def _resume_at(group: GroupStream, last_entry_id: str) -> int:
+    """Index of the first frame after ``last_entry_id`` (0 without one)."""
+    if not last_entry_id:
+        return 0
+    ms, _, seq = last_entry_id.partition("-")
+    try:
+        after = (int(ms), int(seq or 0))
+    except ValueError:
+        return 0  # the vendor accepts a bogus id silently
+    keys = [(int(m), int(q)) for m, _, q in (e.partition("-") for e in group.entry_ids)]
+    return bisect.bisect_right(keys, after)
 
 
-def build(target_odds: int, seed: int = 1, start_ms: int | None = None) -> Workload:
-    """Copilot events of 1 to 8 odds: ~80% updates of a 200k key space, some locks/settles."""
-    rng = random.Random(seed)
-    w = Workload()
-    ms = start_ms or int(time.time() * 1000)
-    seen = 0
-    while w.total_odds < target_odds:
-        ms += 1
-        k = rng.randint(1, 8)
-        roll = rng.random()
-        kind = "copilot-odds" if roll < 0.90 else "copilot-locked-odds" if roll < 0.98 else (
-            "copilot-settled-odds")  # fmt: skip
-        picks = [rng.randrange(seen) if seen and rng.random() < 0.8 else seen + i for i in range(k)]
-        seen = max(seen, max(picks) + 1) if seen < KEY_SPACE else seen
-        ids = list(dict.fromkeys(i % KEY_SPACE for i in picks))  # an odd once per event
-        k = len(ids)
-        items = [_odd(i, rng.randint(-300, 300), ms / 1000) for i in ids]
-        if kind == "copilot-settled-odds":
-            for item in items:
-                for key in ("price", "points", "is_main", "is_live", "grouping_key"):
-                    item.pop(key)
-                item["settlement"] = "Won"
-                item["settled_at"] = "2026-01-01T00:00:00+00:00"
-        entry = f"{ms}-0"
-        data = orjson.dumps({"entry_id": entry, "data": items, "type": kind})
-        w.frames.append(b"event: " + kind.encode() + b"\nid: " + entry.encode() +
-                        b"\nretry: 5000\ndata: " + data + b"\n\n")  # fmt: skip
-        w.odds.append(k)
-        w.entry_ids.append(entry)
-    return w
+def _error(status: int, message: str) -> bytes:
+    return _answer(status, orjson.dumps({"error": message}), close=True)
 
 
 class Feed:
-    """Serves one workload per connection; ``rate`` odds/s paces it (0: as fast as read)."""
+    """Serves each group its own stream, flat out or paced so that the groups together offer
+    ``rate`` odds/s; a reconnect resumes after its ``last_entry_id`` (and supersedes the older
+    connection); once a stream is sent, pings. Counts connections and REST requests."""
 
     def __init__(self, workload: Workload, rate: float = 0.0) -> None:
         self.workload = workload
         self.rate = rate
-        self.written_at: list[float] = []  # wall time each frame went to the socket
+        self.groups = {tuple(sorted(g.leagues)): g for g in workload.groups}
+        # Wall time each frame of a group went to the socket (last time, if sent again).
+        self.written_at = {g.key: [0.0] * len(g.frames) for g in workload.groups}
+        self.first_write = 0.0  # when the first frame of any group went out
+        self.connections: Counter[str] = Counter()  # stream connections by group key
+        self.rest_requests: Counter[str] = Counter()  # by path
         self.done = asyncio.Event()
         self.bytes = 0
-        self._server: asyncio.Server | None = None
         self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._pages: dict[tuple[str, ...], list[bytes]] = {}
 
     async def start(self) -> int:
         """Listen on loopback; returns the port."""
@@ -96,64 +84,134 @@ class Feed:
         return self.port
 
     async def close(self) -> None:
-        """Stop listening."""
+        """Stop listening and drop every connection."""
+        self.done.set()
         if self._server is not None:
             self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        if self._server is not None:
+            await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        if self.written_at:  # one pass per run: later connections only get pings
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
-            await self.done.wait()
-            writer.close()
-            return
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                     b"Connection: close\r\n\r\nevent: connected\ndata: ok go\n\n")  # fmt: skip
+        self._writers.add(writer)
         try:
-            await (self._paced(writer) if self.rate else self._flat_out(writer))
-            await self.done.wait()
-        except (ConnectionResetError, BrokenPipeError):
-            pass  # the naive client is stopped by a signal in the middle of the stream
+            while not self.done.is_set():
+                head = await reader.readuntil(b"\r\n\r\n")
+                url = urlsplit(head.split(b" ", 2)[1].decode())
+                query = parse_qs(url.query)
+                if url.path == STREAM_PATH:
+                    await self._stream(writer, query)
+                    return
+                writer.write(self._rest(url.path, query))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass  # the client went away (the naive client is stopped mid-stream by a signal)
         finally:
+            self._writers.discard(writer)
             writer.close()
 
-    async def _flat_out(self, writer: asyncio.StreamWriter) -> None:
-        frames = self.workload.frames
-        chunk: list[bytes] = []
-        size = 0
-        for frame in frames:
-            chunk.append(frame)
-            size += len(frame)
-            if size >= 65536:
-                await self._write(writer, chunk, size)
-                chunk, size = [], 0
-        if chunk:
-            await self._write(writer, chunk, size)
+    # --- streams ---------------------------------------------------------------------------
 
-    async def _write(self, writer: asyncio.StreamWriter, chunk: list[bytes], size: int) -> None:
-        now = time.time()
-        writer.write(b"".join(chunk))
-        self.written_at.extend([now] * len(chunk))
-        self.bytes += size
-        await writer.drain()
+    async def _stream(self, writer: asyncio.StreamWriter, query: dict[str, list[str]]) -> None:
+        group = self.groups.get(tuple(sorted(query.get("league", []))))
+        if group is None:
+            writer.write(_error(404, f"bench feed: no group of leagues {query.get('league')}"))
+            return
+        self.connections[group.key] += 1
+        me = self.connections[group.key]  # a newer connection of the group supersedes this one
+        writer.write(STREAM_HEAD + CONNECTED)
+        # The vendor replays after last_entry_id (documented; the bench feed keeps the promise).
+        start = _resume_at(group, (query.get("last_entry_id") or [""])[0])
+        if self.rate:
+            share = group.total_odds / self.workload.total_odds
+            await self._paced(writer, group, start, self.rate * share, me)
+        else:
+            await self._flat_out(writer, group, start, me)
+        while not self.done.is_set() and self.connections[group.key] == me:
+            with contextlib.suppress(TimeoutError):  # idle, as the vendor: a ping every 5 s
+                await asyncio.wait_for(self.done.wait(), PING_S)
+                return
+            writer.write(b"event: ping\nretry: 5000\ndata: %d\n\n" % int(time.time()))
+            await writer.drain()
 
-    async def _paced(self, writer: asyncio.StreamWriter) -> None:
+    async def _flat_out(self, writer: asyncio.StreamWriter, group: GroupStream, i: int,
+                        me: int) -> None:  # fmt: skip
+        frames = group.frames
+        while i < len(frames) and self.connections[group.key] == me:
+            first, size = i, 0
+            while i < len(frames) and size < CHUNK_BYTES:
+                size += len(frames[i])
+                i += 1
+            await self._write(writer, group, first, i)
+
+    async def _paced(self, writer: asyncio.StreamWriter, group: GroupStream, i: int,
+                     rate: float, me: int) -> None:  # fmt: skip
         start = time.time()
         sent_odds = 0
-        frames, odds = self.workload.frames, self.workload.odds
-        i = 0
-        while i < len(frames):
-            due = start + sent_odds / self.rate
-            delay = due - time.time()
+        odds = group.odds
+        while i < len(odds) and self.connections[group.key] == me:
+            delay = start + sent_odds / rate - time.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            batch: list[bytes] = []
-            size = 0
             # Everything due by now goes in one write (the feed ticks, as real feeds do).
-            while i < len(frames) and start + sent_odds / self.rate <= time.time():
-                batch.append(frames[i])
-                size += len(frames[i])
+            first = i
+            while i < len(odds) and start + sent_odds / rate <= time.time():
                 sent_odds += odds[i]
                 i += 1
-            if batch:
-                await self._write(writer, batch, size)
+            if i > first:
+                await self._write(writer, group, first, i)
+
+    async def _write(self, writer: asyncio.StreamWriter, group: GroupStream, first: int,
+                     end: int) -> None:  # fmt: skip
+        now = time.time()
+        self.first_write = self.first_write or now
+        data = b"".join(group.frames[first:end])
+        writer.write(data)
+        self.written_at[group.key][first:end] = [now] * (end - first)
+        self.bytes += len(data)
+        await writer.drain()
+
+    # --- REST ------------------------------------------------------------------------------
+
+    def _rest(self, path: str, query: dict[str, list[str]]) -> bytes:
+        self.rest_requests[path] += 1
+        if path == FIXTURES_PATH:
+            body = self._fixtures(query)
+        elif path == ODDS_PATH:
+            ids = query.get("fixture_id", [])
+            if not 1 <= len(ids) <= MAX_FIXTURE_IDS:
+                return _error(400, f"fixture_id: 1 to {MAX_FIXTURE_IDS} required")
+            body = self._odds(ids, query.get("settled") == ["true"], query.get("market"))
+        else:
+            return _error(404, f"bench feed: no route {path}")
+        return _answer(200, body)
+
+    def _fixtures(self, query: dict[str, list[str]]) -> bytes:
+        leagues = tuple(query.get("league", []))
+        pages = self._pages.get(leagues)
+        if pages is None:  # encoded once per league set
+            items = [orjson.dumps(f) for lg in leagues for f in self.workload.fixtures.get(lg, [])]
+            total = max(1, -(-len(items) // PAGE_SIZE))
+            pages = self._pages[leagues] = [
+                b'{"data":[%s],"page":%d,"total_pages":%d}'
+                % (b",".join(items[p * PAGE_SIZE : (p + 1) * PAGE_SIZE]), p + 1, total)
+                for p in range(total)
+            ]
+        page = int(query.get("page", ["1"])[0])
+        if 1 <= page <= len(pages):
+            return pages[page - 1]
+        return b'{"data":[],"page":%d,"total_pages":%d}' % (page, len(pages))
+
+    def _odds(self, ids: list[str], settled: bool, markets: list[str] | None) -> bytes:
+        w = self.workload
+        if markets is None:  # the bench's daemon asks for every market: the encoded answer
+            parts = [w.snapshot[f][settled] for f in ids if f in w.snapshot]
+            return b'{"data":[%s]}' % b",".join(parts)
+        data: list[dict[str, Any]] = []
+        for f in ids:
+            if f in w.snapshot:
+                fixture = orjson.loads(w.snapshot[f][settled])
+                fixture["odds"] = [o for o in fixture["odds"] if o["market"] in markets]
+                data.append(fixture)
+        return orjson.dumps({"data": data})

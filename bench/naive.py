@@ -1,5 +1,8 @@
 """The naive client a user would write from the vendor's page: requests + sseclient-py, and one
-autocommitted INSERT ... ON CONFLICT per odd through psycopg2. Prints its count on SIGTERM."""
+autocommitted INSERT ... ON CONFLICT per odd through psycopg2. Prints its count on SIGTERM.
+
+    naive.py STREAM_URL DSN LEAGUE...
+"""
 
 import json
 import signal
@@ -24,7 +27,7 @@ STATUS = {
 
 
 def main() -> None:
-    url, dsn = sys.argv[1], sys.argv[2]
+    url, dsn, leagues = sys.argv[1], sys.argv[2], sys.argv[3:]
     count = 0
     started = time.monotonic()
 
@@ -37,7 +40,7 @@ def main() -> None:
     conn = psycopg2.connect(dsn)
     conn.autocommit = True
     cur = conn.cursor()
-    r = requests.get(url, params={"league": ["NBA"]}, stream=True)
+    r = requests.get(url, params={"league": leagues}, stream=True)
     client = sseclient.SSEClient(r)
     for event in client.events():
         if event.event in STATUS:

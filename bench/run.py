@@ -1,10 +1,15 @@
 """The benchmark: COPY ceiling, write path, end to end, latency, naive baseline, stall.
 
     .venv/bin/python -m bench.run [--odds 1000000] [--latency-s 10] [--naive-s 15] [--stall-s 30]
+                                  [--groups 3]
 
-Everything runs in one go on one database (``BENCH_DATABASE_URL``, default a fresh
-``ingestor_bench`` on the local server) and prints a markdown table; JSON and markdown land in
-``bench/results/``.
+The daemon runs as in production: several connection groups (``bench/workload.py``: about 100
+fixtures over the groups' leagues, a realistic mix of updates, locks and settlements), and a
+REST re-hydration after every connect, answered by the feed (``bench/feed.py``).
+
+Everything runs in one go on one database (``BENCH_DB``, default ``ingestor_bench``, made afresh
+on the server of ``BENCH_ADMIN_URL``) and prints a markdown table; JSON, markdown and the
+daemon's logs land in ``bench/results/``.
 """
 
 from __future__ import annotations
@@ -24,20 +29,22 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bench.feed import Feed, Workload, build
+from bench import ceiling
+from bench.ceiling import history_records
+from bench.daemon import Daemon, Run, run_daemon
+from bench.feed import STREAM_PATH, Feed
+from bench.workload import Workload, build
 from ingestor.config import Settings
 from ingestor.domain.decode import decode_event
 from ingestor.metrics import Metrics
-from ingestor.storage import sql
-from ingestor.storage.batch import build_batch
 from ingestor.storage.migrations import upgrade
 from ingestor.storage.writer import Writer
 from tests.support.tcpproxy import TcpProxy
 
 ROOT = Path(__file__).parents[1]
 ADMIN = os.environ.get("BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-DB = "ingestor_bench"
-TABLES = "odds, odds_history, fixtures, fixture_status_history, stream_cursors"
+DB = os.environ.get("BENCH_DB", "ingestor_bench")  # dropped and created again by every run
+TABLES = "odds, odds_history, fixtures, fixture_status_history, stream_cursors, dead_letters"
 
 
 def _url(base: str, port: int | None = None) -> str:
@@ -53,6 +60,7 @@ class Results:
     """Every figure of one run."""
 
     figures: dict[str, Any] = field(default_factory=dict)
+    daemon_logs: dict[str, Any] = field(default_factory=dict)  # warnings and errors, by run
 
     def add(self, name: str, **values: Any) -> None:
         self.figures[name] = values
@@ -85,32 +93,19 @@ async def _truncate(url: str) -> None:
 def _decode(w: Workload) -> list[Any]:
     now = datetime.now(UTC)
     out = []
-    for frame, entry in zip(w.frames, w.entry_ids, strict=True):
-        head, _, data = frame.partition(b"\ndata: ")
-        etype = head.split(b"\n", 1)[0].removeprefix(b"event: ").decode()
-        out.append(decode_event("bench", "copilot", etype, data.rstrip(b"\n"), entry, now))
+    for g in w.groups:
+        for frame, entry in zip(g.frames, g.entry_ids, strict=True):
+            head, _, data = frame.partition(b"\ndata: ")
+            etype = head.split(b"\n", 1)[0].removeprefix(b"event: ").decode()
+            out.append(decode_event(g.key, "copilot", etype, data.rstrip(b"\n"), entry, now))
     return out
 
 
-async def copy_ceiling(url: str, events: list[Any], r: Results, repeats: int = 3) -> None:
-    """Binary COPY of the same history rows into a table shaped and indexed like odds_history;
-    the median of ``repeats`` fresh tables, because one COPY run varies by 10-20% here."""
-    records = build_batch(events).odds_history
-    conn = await asyncpg.connect(url)
-    runs = []
-    for _ in range(repeats):
-        await conn.execute("DROP TABLE IF EXISTS copy_ceiling")
-        await conn.execute("CREATE TABLE copy_ceiling (LIKE odds_history INCLUDING ALL)")
-        await conn.execute("CHECKPOINT")
-        started = time.perf_counter()
-        for i in range(0, len(records), 5000):
-            await conn.copy_records_to_table(
-                "copy_ceiling", records=records[i : i + 5000], columns=sql.ODDS_HISTORY_COLUMNS
-            )
-        runs.append(round(len(records) / (time.perf_counter() - started)))
-    await conn.execute("DROP TABLE copy_ceiling")
-    await conn.close()
-    runs.sort()
+async def copy_ceiling(url: str, w: Workload, r: Results) -> None:
+    """Binary COPY of the workload's history rows into the 0004-shaped reference table
+    (``bench/ceiling.py``); the median of three fresh tables."""
+    records = history_records(w)
+    runs = await ceiling.copy_ceiling(url, records)
     r.add("copy_ceiling", rows=len(records), rows_per_s=runs[len(runs) // 2],
           runs_rows_per_s=runs)  # fmt: skip
 
@@ -132,88 +127,35 @@ async def write_path(url: str, events: list[Any], r: Results) -> None:
           flushes=writer.flushes)  # fmt: skip
 
 
-class Daemon:
-    """The real daemon as a subprocess, with CPU and memory readings."""
-
-    def __init__(self, feed_port: int, db_url: str, tmp: Path) -> None:
-        self.config = tmp / "bench.toml"
-        self.config.write_text(
-            f'api_base_url = "http://127.0.0.1:{feed_port}/api/v3"\nrehydrate = false\n'
-            'log_level = "warning"\nmetrics_port = 0\nmetrics_host = "127.0.0.1"\n'
-            '[[streams]]\nkind = "copilot"\nsport = "basketball"\nleagues = ["NBA"]\n'
-        )
-        self.db_url = db_url
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        env = {**os.environ, "INGESTOR_DATABASE_URL": self.db_url, "OPTICODDS_API_KEY": "bench"}
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ingestor", "run", "--config", str(self.config), env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def cpu_s(self) -> float:
-        assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def peak_rss_mb(self) -> float:
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    async def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(self.proc.wait(), 60)
+def _rehydration(run: Run) -> dict[str, Any]:
+    """What re-hydration cost: REST calls, snapshot rows, its longest group, reconnects."""
+    log = run.log
+    return {"rest_requests": run.rest_requests, "rehydrate_rows": log["rows"],
+            "rehydrate_s_max": log["seconds_max"], "rehydrations": log["rehydrations"],
+            "stream_connections": sum(run.connections.values())}  # fmt: skip
 
 
-async def _watch_cursor(url: str, w: Workload, feed: Feed, period_s: float) -> list[float]:
-    """Poll the committed cursor; returns the commit (visibility) time of every entry."""
-    index = {e: i for i, e in enumerate(w.entry_ids)}
-    committed_at = [0.0] * len(w.entry_ids)
-    done = 0
-    conn = await asyncpg.connect(url)
-    try:
-        while done < len(w.entry_ids):
-            cursor = await conn.fetchval("SELECT last_entry_id FROM stream_cursors")
-            now = time.time()
-            if cursor is not None:
-                upto = index[cursor] + 1
-                for i in range(done, upto):
-                    committed_at[i] = now
-                done = max(done, upto)
-            await asyncio.sleep(period_s)
-    finally:
-        await conn.close()
-    feed.done.set()
-    return committed_at
+def _problems(r: Results, run: Run, name: str) -> None:
+    """The daemon's exit code and the warnings and errors it logged, kept for the report."""
+    r.daemon_logs[name] = {"exit_code": run.exit_code, **run.log["problems"]}
+    if run.log["problems"] or run.exit_code != 0:
+        print(f"  {name}: daemon exit {run.exit_code}, log warnings/errors {run.log['problems']}",
+              flush=True)  # fmt: skip
 
 
 async def end_to_end(db_url: str, pg_url: str, w: Workload, r: Results, name: str,
                      tmp: Path) -> None:  # fmt: skip
-    """The daemon against the feed flat out, until every odd is committed."""
+    """The daemon against the feed, every group flat out, until every odd is committed; the
+    rate counts streamed odds only (snapshot rows are extra work, reported beside)."""
     await _truncate(pg_url)
-    feed = Feed(w)
-    daemon = Daemon(await feed.start(), db_url, tmp)
-    await daemon.start()
-    cpu0 = None
-    watcher = asyncio.create_task(_watch_cursor(pg_url, w, feed, 0.01))
-    while not feed.written_at:
-        await asyncio.sleep(0.01)
-    cpu0 = daemon.cpu_s()
-    committed = await watcher
-    elapsed = committed[-1] - feed.written_at[0]
-    cpu = daemon.cpu_s() - cpu0
-    rss = daemon.peak_rss_mb()
-    await daemon.stop()
-    await feed.close()
-    r.add(name, odds=w.total_odds, events=len(w.frames), seconds=round(elapsed, 2),
-          odds_per_s=round(w.total_odds / elapsed), events_per_s=round(len(w.frames) / elapsed),
-          mb_per_s=round(feed.bytes / elapsed / 1e6, 1), daemon_cpu=round(cpu / elapsed, 2),
-          peak_rss_mb=round(rss))  # fmt: skip
+    run = await run_daemon(db_url, pg_url, w, tmp / f"daemon-{name}.log")
+    _problems(r, run, name)
+    elapsed = run.seconds
+    r.add(name, odds=w.total_odds, events=w.total_frames, seconds=round(elapsed, 2),
+          odds_per_s=round(w.total_odds / elapsed), events_per_s=round(w.total_frames / elapsed),
+          mb_per_s=round(run.feed_bytes / elapsed / 1e6, 1),
+          daemon_cpu=round(run.daemon_cpu_s / elapsed, 2), peak_rss_mb=round(run.peak_rss_mb),
+          **_rehydration(run))  # fmt: skip
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -222,36 +164,34 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def latency(url: str, rate: int, seconds: float, r: Results, tmp: Path) -> None:
-    """Feed write to commit (read from the database) at a fixed offered rate."""
+    """Feed write to commit (read from the database) at a fixed offered rate, the sum over
+    every group; all groups' frames together."""
     await _truncate(url)
     w = build(int(rate * seconds), seed=rate)
-    feed = Feed(w, rate=rate)
-    daemon = Daemon(await feed.start(), url, tmp)
-    await daemon.start()
-    committed = await _watch_cursor(url, w, feed, 0.002)
-    await daemon.stop()
-    await feed.close()
-    lat = [(c - s) * 1000 for c, s in zip(committed, feed.written_at, strict=True)]
-    skip = len(lat) // 10  # the first second is start-up, not steady state
-    lat = lat[skip:]
+    run = await run_daemon(url, url, w, tmp / f"daemon-latency-{rate}.log", rate=rate,
+                           period_s=0.002)  # fmt: skip
+    _problems(r, run, f"latency_{rate}")
+    # The first tenth of the run is start-up (and re-hydration beside it), not steady state.
+    lat = run.latencies_ms(after=run.first_write + seconds / 10)
     r.add(f"latency_{rate}", offered_odds_per_s=rate, p50_ms=round(_pct(lat, 0.5), 1),
-          p99_ms=round(_pct(lat, 0.99), 1), max_ms=round(max(lat), 1), events=len(lat))  # fmt: skip
+          p99_ms=round(_pct(lat, 0.99), 1), max_ms=round(max(lat), 1), events=len(lat),
+          groups=len(w.groups), **_rehydration(run))  # fmt: skip
 
 
 async def naive(pg_url: str, w: Workload, r: Results, name: str, seconds: float) -> None:
-    """The vendor-sample loop with one INSERT per odd, for ``seconds``."""
+    """The vendor-sample loop with one INSERT per odd, for ``seconds``, on the first group's
+    stream (one loop reads one connection; it never gets to the end of it)."""
     await _truncate(pg_url)
     feed = Feed(w)
     port = await feed.start()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(ROOT / "bench" / "naive.py"),
-        f"http://127.0.0.1:{port}/api/v3/stream/copilot/basketball/odds", pg_url,
+        f"http://127.0.0.1:{port}{STREAM_PATH}", pg_url, *w.groups[0].leagues,
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     await asyncio.sleep(seconds)  # the measurement window itself
     proc.send_signal(signal.SIGTERM)
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
-    feed.done.set()
     await feed.close()
     got = orjson.loads(out.strip().splitlines()[-1])
     r.add(name, odds=got["odds"], seconds=round(got["seconds"], 1),
@@ -267,23 +207,24 @@ async def stall(pg_url: str, w: Workload, r: Results, tmp: Path, outage_s: float
     await _truncate(pg_url)
     proxy = TcpProxy("127.0.0.1", _port(ADMIN))
     port = await proxy.start()
-    feed = Feed(w)
-    daemon = Daemon(await feed.start(), _url(ADMIN, port), tmp)
-    await daemon.start()
-    watcher = asyncio.create_task(_watch_cursor(pg_url, w, feed, 0.05))
-    await asyncio.sleep(3)  # full rate first
-    await proxy.cut()
-    await asyncio.sleep(outage_s)  # the outage itself
-    rss_during = daemon.peak_rss_mb()
-    await proxy.restore()
-    restored = time.time()
-    committed = await watcher
-    rss = daemon.peak_rss_mb()
-    await daemon.stop()
-    await feed.close()
-    await proxy.close()
-    r.add("stall", outage_s=outage_s, peak_rss_mb_during=round(rss_during),
-          peak_rss_mb=round(rss), drain_s=round(committed[-1] - restored, 1))  # fmt: skip
+
+    async def outage(daemon: Daemon, _: Feed) -> dict[str, Any]:
+        await asyncio.sleep(3)  # full rate first
+        await proxy.cut()
+        await asyncio.sleep(outage_s)  # the outage itself
+        rss_during = daemon.peak_rss_mb()
+        await proxy.restore()
+        return {"rss_during": rss_during, "restored": time.time()}
+
+    try:
+        run = await run_daemon(_url(ADMIN, port), pg_url, w, tmp / "daemon-stall.log",
+                               period_s=0.05, during=outage)  # fmt: skip
+    finally:
+        await proxy.close()
+    _problems(r, run, "stall")
+    drained = run.first_write + run.seconds - run.extra["restored"]
+    r.add("stall", outage_s=outage_s, peak_rss_mb_during=round(run.extra["rss_during"]),
+          peak_rss_mb=round(run.peak_rss_mb), drain_s=round(drained, 1))  # fmt: skip
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -291,22 +232,24 @@ async def main(args: argparse.Namespace) -> int:
     tmp = ROOT / "bench" / "results"
     tmp.mkdir(parents=True, exist_ok=True)
     url = await _fresh_db()
-    print(f"building {args.odds} odds ...", flush=True)
-    w = build(args.odds)
-    events = _decode(w)
-    await copy_ceiling(url, events, r)
+    print(f"building {args.odds} odds over {args.groups} groups ...", flush=True)
+    w = build(args.odds, groups=args.groups)
+    r.add("workload", **w.describe())
+    await copy_ceiling(url, w, r)
     await _truncate(url)
+    events = _decode(w)
     await write_path(url, events, r)
     del events
     await end_to_end(url, url, w, r, "end_to_end", tmp)
     for rate in (1500, 5000, 20000):
         await latency(url, rate, args.latency_s, r, tmp)
-    small = build(min(args.odds, 300_000), seed=9)
+    small = build(min(args.odds, 300_000), seed=9, groups=args.groups)
     await naive(url, small, r, "naive_loopback", args.naive_s)
     proxy = TcpProxy("127.0.0.1", _port(ADMIN), delay_s=0.001)
     far = _url(ADMIN, await proxy.start())
     await naive(far, small, r, "naive_1ms", args.naive_s)
-    await end_to_end(far, url, build(min(args.odds, 500_000), seed=5), r, "end_to_end_1ms", tmp)
+    far_w = build(min(args.odds, 500_000), seed=5, groups=args.groups)
+    await end_to_end(far, url, far_w, r, "end_to_end_1ms", tmp)
     await proxy.close()
     await stall(url, w, r, tmp, args.stall_s)
     _report(r, tmp, await _machine(url))
@@ -353,13 +296,16 @@ def _report(r: Results, tmp: Path, machine: dict[str, Any]) -> None:
     targets = _targets(f, ratios)
     out = {"machine": machine, "figures": f, "ratios": ratios,
            "targets": [{"target": t, "measured": m, "bound": b, "met": ok}
-                       for t, m, b, ok in targets]}  # fmt: skip
+                       for t, m, b, ok in targets], "daemon_logs": r.daemon_logs}  # fmt: skip
     (tmp / "latest.json").write_text(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     lines = [f"Machine: {out['machine']}", "", "| measure | figures |", "|---|---|"]
     for k, v in f.items():
         lines.append(f"| {k} | " + ", ".join(f"{a}={b}" for a, b in v.items()) + " |")
     lines += ["", "| target | measured | bound | met |", "|---|---|---|---|"]
     lines += [f"| {t} | {m} | {b} | {'yes' if ok else 'NO'} |" for t, m, b, ok in targets]
+    lines += ["", "Daemon logs (bench/results/daemon-*.log), exit code and warnings/errors:"]
+    lines += [f"- {k}: " + ", ".join(f"{a}={b}" for a, b in v.items())
+              for k, v in r.daemon_logs.items()]  # fmt: skip
     text = "\n".join(lines)
     (tmp / "latest.md").write_text(text + "\n")
     print("\n" + text)
@@ -372,6 +318,7 @@ def cli() -> None:
     p.add_argument("--latency-s", type=float, default=10.0, help="seconds per offered rate")
     p.add_argument("--naive-s", type=float, default=15.0, help="seconds per naive run")
     p.add_argument("--stall-s", type=float, default=30.0, help="database outage length")
+    p.add_argument("--groups", type=int, default=3, help="connections (2 leagues each)")
     sys.exit(asyncio.run(main(p.parse_args())))
 
 

@@ -1,0 +1,86 @@
+"""The benchmark's end-to-end path on a tiny workload, so that the bench cannot rot unnoticed.
+
+No timing is asserted here: the speed targets live in the bench (``scripts/bench``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bench.daemon import run_daemon
+from bench.feed import Feed
+from bench.workload import build
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.timeout(60)
+async def test_bench_end_to_end_commits_every_groups_last_entry(
+    database_url: str, pg: Any, tmp_path: Path
+) -> None:
+    w = build(2_000, groups=3)
+    run = await run_daemon(database_url, database_url, w, tmp_path / "daemon.log",
+                           idle_timeout_s=20)  # fmt: skip
+    log = (tmp_path / "daemon.log").read_text()
+    assert run.exit_code == 0, log
+    cursors = dict(await pg.fetch("SELECT group_key, last_entry_id FROM stream_cursors"))
+    assert cursors == {g.key: g.entry_ids[-1] for g in w.groups}
+    assert all(t > 0 for times in run.committed_at.values() for t in times)
+    assert run.connections == {g.key: 1 for g in w.groups}, log
+    # Re-hydration ran for every group, over REST, and its snapshot reached the tables.
+    assert run.log["rehydrations"] == 3 and run.log["results"] == {"complete": 3}, log
+    assert run.log["rows"] >= w.snapshot_rows and run.rest_requests > 0
+    snapshot = await pg.fetchval("SELECT count(*) FROM odds_history WHERE event_id = 'snapshot'")
+    assert snapshot > 0
+    assert await pg.fetchval("SELECT count(*) FROM fixtures") >= len(w.snapshot)
+    assert run.log["problems"] == {}, log
+
+
+async def test_feed_answers_rest_as_the_daemon_reads_it() -> None:
+    """The snapshot endpoints page and chunk as the vendor's do; a stream needs a known group."""
+    w = build(100, groups=3)
+    feed = Feed(w)
+    base = f"http://127.0.0.1:{await feed.start()}/api/v3"
+    leagues = w.groups[0].leagues
+    try:
+        async with aiohttp.ClientSession() as s:
+            ids: list[str] = []
+            page, total = 1, 1
+            while page <= total:
+                params = [("sport", "basketball"), *(("league", lg) for lg in leagues),
+                          ("page", str(page))]  # fmt: skip
+                async with s.get(f"{base}/copilot/fixtures", params=params) as resp:
+                    body = await resp.json()
+                assert body["page"] == page
+                total = body["total_pages"]
+                ids += [f["id"] for f in body["data"]]
+                page += 1
+            assert ids and all(f["league"]["name"] in leagues for f in body["data"])
+            params = [("fixture_id", f) for f in ids[:5]]
+            async with s.get(f"{base}/copilot/fixtures/odds", params=params) as resp:
+                data = (await resp.json())["data"]
+            assert [f["id"] for f in data] == ids[:5] and all(f["odds"] for f in data)
+            async with s.get(f"{base}/copilot/fixtures/odds",
+                             params=[*params, ("settled", "true")]) as resp:  # fmt: skip
+                settled = (await resp.json())["data"]
+            assert all(o["settlement"] for f in settled for o in f["odds"])
+            too_many = [("fixture_id", f) for f in ids[:6]]
+            async with s.get(f"{base}/copilot/fixtures/odds", params=too_many) as resp:
+                assert resp.status == 400
+            stream = f"{base}/stream/copilot/basketball/odds"
+            async with s.get(stream, params=[("league", "nowhere")]) as resp:
+                assert resp.status == 404
+            # A reconnect with last_entry_id resumes after it, as the vendor documents.
+            g = w.groups[1]
+            resume = [*(("league", lg) for lg in g.leagues), ("last_entry_id", g.entry_ids[2])]
+            async with s.get(stream, params=resume) as resp:
+                async for line in resp.content:
+                    if line.startswith(b"id: "):
+                        assert line.strip() == b"id: " + g.entry_ids[3].encode()
+                        break
+    finally:
+        await feed.close()
+    assert feed.rest_requests["/api/v3/copilot/fixtures/odds"] == 3
