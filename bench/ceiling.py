@@ -104,3 +104,51 @@ async def copy_ceiling(url: str, records: list[tuple[Any, ...]], repeats: int = 
     finally:
         await conn.close()
     return sorted(runs)
+
+
+OWN = "copy_own"
+OWN_EVENTS = "copy_own_events"
+CREATE_OWN = f"""
+DROP TABLE IF EXISTS {OWN}, {OWN_EVENTS};
+CREATE TABLE {OWN} (LIKE odds_changes INCLUDING ALL);
+CREATE TABLE {OWN_EVENTS} (LIKE change_events INCLUDING ALL);
+"""
+
+
+def own_records(events: list[Any]) -> tuple[list[Any], list[Any]]:
+    """The same rows as the daemon's history writes them (storage/history.py), each event's
+    rows new: (changes, events)."""
+    from ingestor.storage.history import HistoryEncoder
+
+    groups = {e.group_key for e in events}
+    encoder = HistoryEncoder({g: i for i, g in enumerate(sorted(groups))}, {"Won": 1})
+    encoder.slot = 0
+    h = encoder.encode(events)
+    for record, _ in h.unsettled:
+        record[5] = 1
+    return h.changes, h.events
+
+
+async def copy_own(url: str, changes: list[Any], events: list[Any], repeats: int = 3) -> list[int]:
+    """Rows/s of this build's history shape: the changes and their events, both COPYed, in
+    batches of ``COPY_ROWS`` changes, fresh tables shaped and indexed like the real ones."""
+    from ingestor.storage.history import CHANGE_COLUMNS, EVENT_COLUMNS
+
+    conn = await asyncpg.connect(url)
+    runs = []
+    chunks = -(-len(changes) // COPY_ROWS)
+    try:
+        for _ in range(repeats):
+            await conn.execute(CREATE_OWN)
+            await conn.execute("CHECKPOINT")
+            started = time.perf_counter()
+            for k in range(chunks):
+                part = changes[k * COPY_ROWS : (k + 1) * COPY_ROWS]
+                await conn.copy_records_to_table(OWN, records=part, columns=CHANGE_COLUMNS)
+                their = events[k * len(events) // chunks : (k + 1) * len(events) // chunks]
+                await conn.copy_records_to_table(OWN_EVENTS, records=their, columns=EVENT_COLUMNS)
+            runs.append(round(len(changes) / (time.perf_counter() - started)))
+        await conn.execute(f"DROP TABLE {OWN}, {OWN_EVENTS}")
+    finally:
+        await conn.close()
+    return sorted(runs)

@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bench import ceiling
+from bench import ceiling, history
 from bench.ceiling import history_records
 from bench.daemon import Daemon, Run, run_daemon
 from bench.feed import STREAM_PATH, Feed
@@ -44,7 +44,10 @@ from tests.support.tcpproxy import TcpProxy
 ROOT = Path(__file__).parents[1]
 ADMIN = os.environ.get("BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 DB = os.environ.get("BENCH_DB", "ingestor_bench")  # dropped and created again by every run
-TABLES = "odds, odds_history, fixtures, fixture_status_history, stream_cursors, dead_letters"
+TABLES = (
+    "odds, odds_changes, change_events, history_marks, fixtures, fixture_status_history, "
+    "stream_cursors, dead_letters"
+)
 
 
 def _url(base: str, port: int | None = None) -> str:
@@ -108,6 +111,37 @@ async def copy_ceiling(url: str, w: Workload, r: Results) -> None:
     runs = await ceiling.copy_ceiling(url, records)
     r.add("copy_ceiling", rows=len(records), rows_per_s=runs[len(runs) // 2],
           runs_rows_per_s=runs)  # fmt: skip
+
+
+async def copy_own(url: str, events: list[Any], r: Results) -> None:
+    """The same rows, COPYed in this build's history shape (the ceiling of the shape)."""
+    changes, evs = ceiling.own_records(events)
+    runs = await ceiling.copy_own(url, changes, evs)
+    r.add("copy_own_shape", rows=len(changes), events=len(evs), rows_per_s=runs[len(runs) // 2],
+          runs_rows_per_s=runs)  # fmt: skip
+
+
+HISTORY_SIZE = """
+SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint FROM (
+    SELECT relid FROM pg_partition_tree('odds_changes') WHERE isleaf
+    UNION ALL SELECT relid FROM pg_partition_tree('change_events') WHERE isleaf) t
+"""
+
+
+async def history_size(url: str, received: int, r: Results) -> None:
+    """Bytes on disk of history (both tables, every index), per odd received; after a vacuum
+    (what autovacuum does to a table that only grows: the visibility map)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("VACUUM ANALYZE odds_changes, change_events")
+        size = await conn.fetchval(HISTORY_SIZE)
+        rows = await conn.fetchval("SELECT count(*) FROM odds_changes")
+        events = await conn.fetchval("SELECT count(*) FROM change_events")
+    finally:
+        await conn.close()
+    r.add("history_size", bytes=size, rows_stored=rows, events_stored=events,
+          odds_received=received, bytes_per_odd_received=round(size / received, 1),
+          bytes_per_row_stored=round(size / max(1, rows), 1))  # fmt: skip
 
 
 async def write_path(url: str, events: list[Any], r: Results) -> None:
@@ -236,11 +270,14 @@ async def main(args: argparse.Namespace) -> int:
     w = build(args.odds, groups=args.groups)
     r.add("workload", **w.describe())
     await copy_ceiling(url, w, r)
-    await _truncate(url)
     events = _decode(w)
+    await copy_own(url, events, r)
+    await _truncate(url)
     await write_path(url, events, r)
     del events
     await end_to_end(url, url, w, r, "end_to_end", tmp)
+    received = w.total_odds + r.figures["end_to_end"]["rehydrate_rows"]
+    await history_size(url, received, r)
     for rate in (1500, 5000, 20000):
         await latency(url, rate, args.latency_s, r, tmp)
     small = build(min(args.odds, 300_000), seed=9, groups=args.groups)
@@ -252,8 +289,29 @@ async def main(args: argparse.Namespace) -> int:
     await end_to_end(far, url, far_w, r, "end_to_end_1ms", tmp)
     await proxy.close()
     await stall(url, w, r, tmp, args.stall_s)
+    await at_scale(args.history_rows, r, tmp)
     _report(r, tmp, await _machine(url))
     return 0
+
+
+async def at_scale(rows: int, r: Results, tmp: Path) -> None:
+    """The README's analyst queries on a history of ``rows`` rows (bench/history.py)."""
+    name = f"{DB}_history"
+    conn = await asyncpg.connect(ADMIN)
+    await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await conn.execute(f"CREATE DATABASE {name}")
+    await conn.close()
+    url = f"{ADMIN.rpartition('/')[0]}/{name}"
+    print(f"filling a history of {rows} rows ...", flush=True)
+    r.add("history_at_scale", **await history.fill(url, rows))
+    plans = []
+    for query, result in (await history.queries(url)).items():
+        plans.append(f"-- query ({query})\n{result.pop('plan')}\n")
+        r.add(f"query_{query}", **result)
+    (tmp / "plans.txt").write_text("\n".join(plans))
+    conn = await asyncpg.connect(ADMIN)
+    await conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    await conn.close()
 
 
 async def _machine(url: str) -> dict[str, Any]:
@@ -268,15 +326,19 @@ async def _machine(url: str) -> dict[str, Any]:
 
 
 def _targets(f: dict[str, Any], ratios: dict[str, float]) -> list[tuple[str, float, str, bool]]:
-    """The issue's targets: (name, measured, bound, met)."""
+    """The issues' targets: (name, measured, bound, met)."""
     at_least = [(name, ratios[name], bound) for name, bound in (
-        ("end_to_end / copy_ceiling", 0.35), ("end_to_end / naive_loopback", 3),
+        ("end_to_end / copy_ceiling", 0.6), ("end_to_end / naive_loopback", 3),
         ("end_to_end_1ms / naive_1ms", 20))]  # fmt: skip
     at_most = [
+        ("history bytes per odd received", f["history_size"]["bytes_per_odd_received"], 100),
         ("p99 ms at 5k odds/s", f["latency_5000"]["p99_ms"], 100),
         ("p99 ms at 20k odds/s", f["latency_20000"]["p99_ms"], 250),
         ("peak RSS MB (full load, stall)",
          max(f["end_to_end"]["peak_rss_mb"], f["stall"]["peak_rss_mb"]), 200),
+        *((f"query ({q}) server ms, warm", f[f"query_{q}"]["server_ms"], 10) for q in "abc"),
+        *((f"query ({q}) scans a whole partition", int(f[f"query_{q}"]["scans_a_whole_partition"]),
+           0) for q in "abc"),
     ]  # fmt: skip
     return [(n, v, f">= {b}", v >= b) for n, v, b in at_least] + [
         (n, v, f"<= {b}", v <= b) for n, v, b in at_most
@@ -318,6 +380,8 @@ def cli() -> None:
     p.add_argument("--latency-s", type=float, default=10.0, help="seconds per offered rate")
     p.add_argument("--naive-s", type=float, default=15.0, help="seconds per naive run")
     p.add_argument("--stall-s", type=float, default=30.0, help="database outage length")
+    p.add_argument("--history-rows", type=int, default=20_000_000,
+                   help="rows of the history the analyst queries run on")  # fmt: skip
     p.add_argument("--groups", type=int, default=3, help="connections (2 leagues each)")
     sys.exit(asyncio.run(main(p.parse_args())))
 

@@ -26,7 +26,7 @@ from ingestor.ports import LeaseError, Leases
 log = structlog.get_logger("ingestor.coordination")
 
 Start = Callable[[str, Cursor | None], Awaitable[None]]
-Stop = Callable[[str], Awaitable[None]]
+Stop = Callable[[str, bool], Awaitable[None]]  # (group, drain what it queued first)
 
 
 def fair_share(groups: int, members: int) -> int:
@@ -90,7 +90,7 @@ class Coordinator:
         members = await self._leases.members()
         share = fair_share(len(self._groups), members if self._share_fairly else 1)
         for key in sorted(self.owned)[share:]:  # over the share: give back, worker first
-            await self._stop(key)
+            await self._stop(key, True)  # and its queued events committed: a clean handover
             await self._leases.release(key)
             self.owned.discard(key)
             log.info("group_released", group=key, members=members, share=share)
@@ -127,6 +127,6 @@ class Coordinator:
 
     async def _stop_all(self) -> None:
         for key in sorted(self.owned):
-            await self._stop(key)
+            await self._stop(key, False)
         self.owned.clear()
         self._metrics.groups_owned.set(0)

@@ -17,6 +17,8 @@ from ingestor.stream.worker import StreamWorker
 
 log = structlog.get_logger("ingestor.supervisor")
 
+# How long giving a group back waits for the writer to commit what the group queued.
+DRAIN_S = 30.0
 EXIT_OK = 0
 EXIT_FAILED = 1
 
@@ -73,17 +75,28 @@ class Supervisor:
         if key in self._tasks and not self._tasks[key].done():
             return
         self._writer.cursors.adopt(key, cursor)
-        self._writer.taken_over(key)  # history rows of another owner: check, do not assume
+        self._writer.handed_over(key, careful=False)  # another owner may have moved its mark
         worker = self._workers[key]
         worker.reset_failures()  # readiness counts this ownership's failures only
         self._tasks[key] = asyncio.create_task(self._guard(worker), name=f"worker:{key}")
 
-    async def stop_worker(self, key: str) -> None:
-        """Stop a group's worker and wait until it no longer reads."""
+    async def stop_worker(self, key: str, drain: bool = False) -> None:
+        """Stop a group's worker and wait until it no longer reads; ``drain``: and until what
+        it queued is committed (bounded), so that the next owner starts after our last write."""
         task = self._tasks.pop(key, None)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            drained = False
+            if drain:
+                try:
+                    async with asyncio.timeout(DRAIN_S):
+                        await self._writer.flushed()
+                    drained = True
+                except TimeoutError:
+                    log.warning("group_drain_timeout", group=key, timeout_s=DRAIN_S)
+            # Not drained: our last events may land after the next owner's; check them.
+            self._writer.handed_over(key, careful=not drained)
         self._workers[key].reset_failures()
 
     def running(self) -> list[StreamWorker]:

@@ -154,26 +154,37 @@ WHERE o.status = 'settled'
 # buckets of the window are named, so no partition is scanned whole.
 LINE_MOVEMENT = """
 CREATE FUNCTION line_movement(fixture text, since timestamptz, until timestamptz)
-RETURNS TABLE (id text, sportsbook text, market text, name text, source_ts timestamptz,
+RETURNS TABLE (source_ts timestamptz, id text, sportsbook text, market text, name text,
                kind text, price double precision, points double precision, is_main boolean)
-LANGUAGE sql STABLE AS $$
-SELECT o.id, o.sportsbook, o.market, o.name, c.source_ts,
-       (ARRAY['odds', 'locked', 'settled'])[((c.ev >> 2) & 3) + 1],
-       coalesce(c.exact[1], c.price::text::float8),
-       coalesce(c.exact[2], c.points::text::float8),
-       (ARRAY[NULL, false, true]::boolean[])[(c.ev & 3) + 1]
-FROM odds o
-JOIN odds_changes c ON c.odd_key = o.odd_key
-WHERE o.fixture_id = fixture
-  AND date_bin('00:30:00'::interval, c.source_ts,
-               '2000-01-01 00:00:00+00'::timestamp with time zone)
-      = ANY (ARRAY(SELECT generate_series(
-                date_bin('00:30:00'::interval, since,
-                         '2000-01-01 00:00:00+00'::timestamp with time zone),
-                until, '00:30:00'::interval)))
-  AND c.source_ts >= since AND c.source_ts < until
-ORDER BY o.market, o.name, o.sportsbook, c.source_ts
-$$
+LANGUAGE plpgsql STABLE AS $f$
+BEGIN
+    -- The window's half hours as literals: the planner then probes the (odd_key, half hour)
+    -- index once per odd of the fixture (LATERAL ... OFFSET 0 keeps that nested loop),
+    -- whatever expressions the caller passed; with parameters it took the BRIN index and a
+    -- hash join over every change of the hour instead (33 ms against 10 on 20 M rows).
+    RETURN QUERY EXECUTE format($q$
+        SELECT c.source_ts, o.id, o.sportsbook, o.market, o.name,
+               (ARRAY['odds', 'locked', 'settled'])[((c.ev >> 2) & 3) + 1],
+               coalesce(c.exact[1], c.price::text::float8),
+               coalesce(c.exact[2], c.points::text::float8),
+               (ARRAY[NULL, false, true]::boolean[])[(c.ev & 3) + 1]
+        FROM odds o
+        CROSS JOIN LATERAL (
+            SELECT h.source_ts, h.ev, h.price, h.points, h.exact FROM odds_changes h
+            WHERE h.odd_key = o.odd_key
+              AND date_bin('00:30:00'::interval, h.source_ts,
+                           '2000-01-01 00:00:00+00'::timestamp with time zone) = ANY (%L)
+              AND h.source_ts >= %L AND h.source_ts < %L
+            OFFSET 0
+        ) c
+        WHERE o.fixture_id = %L
+        ORDER BY c.source_ts, o.id COLLATE "C"
+    $q$, ARRAY(SELECT generate_series(
+            date_bin('00:30:00'::interval, since, '2000-01-01 00:00:00+00'::timestamptz),
+            until - interval '1 microsecond', '00:30:00'::interval)),
+         since, until, fixture);
+END
+$f$
 """
 VIEW_COMMENTS = {
     "odds_history": "Readable history, one row per stored change (0004's columns): kind, "

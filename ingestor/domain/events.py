@@ -160,6 +160,13 @@ class DecodedEvent:
         return len(self.odds) + len(self.fixtures) or 1
 
 
-# The one queue between the workers (and gap recovery) and the writer; None asks the writer
-# to flush what came before and stop.
-EventQueue = asyncio.Queue[DecodedEvent | None]
+class Barrier:
+    """Put on the queue: ``done`` is set once every event queued before it is committed."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.Event()
+
+
+# The one queue between the workers (and gap recovery) and the writer; a Barrier asks to be
+# told when what came before is committed; None asks the writer to flush it all and stop.
+EventQueue = asyncio.Queue[DecodedEvent | Barrier | None]

@@ -16,6 +16,7 @@ from ingestor.domain.events import (
     cursor_key,
 )
 from ingestor.domain.keys import odd_key
+from ingestor.storage.history import HistoryBatch
 
 Record = tuple[Any, ...]
 
@@ -35,8 +36,9 @@ class CursorAdvance:
 class FlushBatch:
     """Everything one transaction writes."""
 
-    # Events with odds: their history is encoded at flush time, on the history connection.
+    # Events with odds: their history, encoded ahead when it can be (storage/history.py).
     history_events: list[DecodedEvent] = field(default_factory=list)
+    history: HistoryBatch | None = None
     odds: list[Record] = field(default_factory=list)
     fixture_history: list[Record] = field(default_factory=list)
     fixtures: list[Record] = field(default_factory=list)

@@ -140,17 +140,29 @@ class Statements:
         ]
         return Written(written, cursors_stored, ensured, new_fixtures)
 
+    def encode_ahead(self, batch: FlushBatch) -> None:
+        """Encode a batch's history while the previous flush runs, when nothing the flush
+        could learn first would change it (a slot, a group's number or mark)."""
+        enc = self.encoder
+        if enc.slot is None or enc.stale or batch.history is not None:
+            return
+        if all(e.group_key in enc.group_numbers for e in batch.history_events):
+            batch.history = enc.encode(batch.history_events)
+
     async def _history(self, conn: asyncpg.Connection, batch: FlushBatch, attempt: int) -> int:
         """Rows that cannot be stored yet go straight in; the rest is checked (history.py).
 
-        Encoded here, with the connection's slot: a retry (``attempt``) checks every row,
-        because the history transaction may have committed before the cursor's failed."""
+        Encoded with the connection's slot (ahead of time, or now): a retry (``attempt``)
+        checks every row, because its history may have committed before the cursor's failed."""
         enc = self.encoder
         if enc.stale:  # groups taken over: another process may have moved their marks
             for r in await conn.fetch(sql.READ_MARKS):
                 enc.marks[r[0]] = max(enc.marks.get(r[0], -1), r[1])
             enc.stale.clear()
-        h = enc.encode(batch.history_events, check_all=attempt > 0)
+        h = batch.history
+        if attempt > 0 or h is None or h.slot != enc.slot or enc.careful:
+            h = enc.encode(batch.history_events, check_all=attempt > 0)
+        batch.history = None  # used once: a retry encodes again
         if h.unsettled:
             await self._settle_codes(conn, h)
         added = 0

@@ -11,6 +11,7 @@ straight in: measured, 1.6-1.7x the rows/s of the 0004 layout's COPY.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,9 @@ from ingestor.domain.keys import (
 )
 
 SNAPSHOT_KIND = 3  # change_events.kind of a REST snapshot row
+# After a group changes hands, how long its rows are checked: longer than a full writer queue
+# takes to drain, so the giver's last events and the taker's replay never both go in blind.
+HANDOVER_S = 60.0
 Record = tuple[Any, ...]
 
 
@@ -57,6 +61,11 @@ class HistoryEncoder:
         self.settlements = settlements
         self.marks: dict[int, int] = {}
         self.stale: set[int] = set()  # groups whose mark must be read again (a takeover)
+        # Groups that changed hands without a clean handover (a lost lease session, a drain
+        # that timed out), until a deadline: two processes may then write the same events,
+        # so every row of theirs is checked. A clean handover needs none of it: the giver
+        # commits all it queued before its claim goes (coordination.py).
+        self.careful: dict[int, float] = {}
         self.slot: int | None = None
         self._last_us = 0
 
@@ -83,7 +92,8 @@ class HistoryEncoder:
             mark = self.marks.get(group, -1)
             repeat = (group, key, e.entry_id, kind) in seen
             seen.add((group, key, e.entry_id, kind))
-            checked = check_all or repeat or text is not None or key <= mark or group in self.stale
+            checked = (check_all or repeat or text is not None or key <= mark
+                       or group in self.stale or self._careful(group))  # fmt: skip
             if text is None and key > mark:
                 self.marks[group] = out.marks[group] = key
             sse_key, sse_text = entry_key(e.event_id) if e.event_id else (None, "")
@@ -96,6 +106,24 @@ class HistoryEncoder:
             for r in e.odds:
                 rows.append(self._row(r, event, out, checked, key, text, False))
         return out
+
+    def handed_over(self, group_key: str, *, careful: bool) -> None:
+        """The group changed hands: read its mark again (another process may have moved it);
+        ``careful``: its previous owner may still write it, so check its rows for a while."""
+        group = self.group_numbers.get(group_key)
+        if group is not None:
+            self.stale.add(group)
+            if careful:
+                self.careful[group] = time.monotonic() + HANDOVER_S
+
+    def _careful(self, group: int) -> bool:
+        until = self.careful.get(group)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self.careful[group]
+        return False
 
     def _snapshot(self, e: DecodedEvent, out: HistoryBatch) -> None:
         """One event row per snapshot row: each carries its own entry id (its own time)."""

@@ -13,7 +13,7 @@ import orjson
 import structlog
 
 from ingestor.domain.cursors import Cursors
-from ingestor.domain.events import DecodedEvent, EventQueue
+from ingestor.domain.events import Barrier, DecodedEvent, EventQueue
 from ingestor.metrics import Metrics
 from ingestor.storage import sql
 from ingestor.storage.batch import FlushBatch, build_batches
@@ -94,12 +94,10 @@ class Writer:
             return 0.0
         return time.monotonic() - max(self._last_commit, self._busy_since)
 
-    def taken_over(self, group_key: str) -> None:
-        """Another process may have written the group's history: read its mark again, and
-        check its next rows against history until then."""
-        group = self._statements.encoder.group_numbers.get(group_key)
-        if group is not None:
-            self._statements.encoder.stale.add(group)
+    def handed_over(self, group_key: str, *, careful: bool) -> None:
+        """The group was taken or given up: its mark is read again; ``careful``: another
+        process may still write its history, so its rows are checked for a while."""
+        self._statements.encoder.handed_over(group_key, careful=careful)
 
     def _hold(self, events: int) -> None:
         if not self.held:
@@ -120,20 +118,29 @@ class Writer:
                 first = await self.queue.get()
                 if first is None:
                     break
+                if isinstance(first, Barrier):
+                    if pending is not None:
+                        await pending
+                        pending = None
+                    first.done.set()  # everything before it is committed
+                    continue
                 self._hold(1)
                 events = [first]
-                rows, stop = self._take_more(events, first.row_count)
+                barriers: list[Barrier] = []
+                rows, stop = self._take_more(events, first.row_count, barriers)
                 if pending is not None and rows < self._batch_max_rows and not stop:
                     # Not full: keep gathering while the flush runs, as an unpipelined
                     # writer would, so that batches stay large at moderate rates.
                     await pending
                     pending = None
-                    rows, stop = self._take_more(events, rows)
+                    rows, stop = self._take_more(events, rows, barriers)
                 batches = await self._prepare(events, pending)
                 if pending is not None:
                     await pending  # commits stay in order: a cursor never runs ahead
                 self._in_database.clear()
-                pending = asyncio.create_task(self._flush(events, batches), name="writer-flush")
+                pending = asyncio.create_task(
+                    self._flush(events, batches, barriers), name="writer-flush"
+                )
             if pending is not None:
                 await pending
         finally:
@@ -157,10 +164,15 @@ class Writer:
                 await asyncio.wait([waiter, pending], return_when=asyncio.FIRST_COMPLETED)
             finally:
                 waiter.cancel()
-        return build_batches(events, len(self._conns))
+        batches = build_batches(events, len(self._conns))
+        self._statements.encode_ahead(batches[-1])
+        return batches
 
-    def _take_more(self, events: list[DecodedEvent], rows: int) -> tuple[int, bool]:
-        """Append queued events up to the row cap; True when the stop marker came."""
+    def _take_more(
+        self, events: list[DecodedEvent], rows: int, barriers: list[Barrier]
+    ) -> tuple[int, bool]:
+        """Append queued events up to the row cap; True when the stop marker came. Barriers
+        met on the way are released when this batch commits (it holds all before them)."""
         stop = False
         taken = len(events)
         while rows < self._batch_max_rows:
@@ -171,6 +183,9 @@ class Writer:
             if item is None:
                 stop = True
                 break
+            if isinstance(item, Barrier):
+                barriers.append(item)
+                continue
             events.append(item)
             rows += item.row_count
         self._hold(len(events) - taken)
@@ -217,10 +232,21 @@ class Writer:
                 conn.terminate()
                 raise
 
-    async def _flush(self, events: list[DecodedEvent], batches: list[FlushBatch] | None) -> None:
+    async def _flush(
+        self, events: list[DecodedEvent], batches: list[FlushBatch] | None,
+        barriers: list[Barrier],
+    ) -> None:  # fmt: skip
         """Commit these events (bisecting a bad one out), then stop holding them."""
         await self._flush_until_committed(events, batches)
         self.held -= len(events)
+        for barrier in barriers:
+            barrier.done.set()
+
+    async def flushed(self) -> None:
+        """Until every event queued before this call is committed (or dropped)."""
+        barrier = Barrier()
+        await self.queue.put(barrier)
+        await barrier.done.wait()
 
     async def _flush_until_committed(
         self, events: list[DecodedEvent], batches: list[FlushBatch] | None = None

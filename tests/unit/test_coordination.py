@@ -77,6 +77,7 @@ class Process:
     stop: asyncio.Event
     metrics: Metrics
     streaming: set[str] = field(default_factory=set)
+    stops: list[tuple[str, bool]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
     async def leave(self) -> None:
@@ -95,9 +96,10 @@ def process(table: Table, *, fair: bool) -> Process:
         assert key not in {k for p in procs for k in p.streaming}, f"{key} streamed twice"
         proc.streaming.add(key)
 
-    async def stop_worker(key: str) -> None:
+    async def stop_worker(key: str, drain: bool) -> None:
         assert table.held.get(key) is leases, "a worker stops before its claim is given back"
         proc.streaming.discard(key)
+        proc.stops.append((key, drain))
 
     coordinator = Coordinator(leases, GROUPS, start, stop_worker, metrics, check_s=0.005,
                               stop_event=stop, share_fairly=fair)  # fmt: skip
@@ -156,11 +158,21 @@ async def test_a_lost_session_stops_every_worker_then_takes_the_groups_again() -
     stopped: list[str] = []
     original = p.coordinator._stop
 
-    async def record(key: str) -> None:
+    async def record(key: str, drain: bool) -> None:
         stopped.append(key)
-        await original(key)
+        await original(key, drain)
 
     p.coordinator._stop = record
     p.leases.fail_once = True
     await wait_until(lambda: sorted(stopped) == sorted(GROUPS))
     await wait_until(lambda: p.streaming == set(GROUPS))
+
+
+async def test_a_group_given_back_is_drained_before_its_claim_goes() -> None:
+    table = Table()
+    two = [process(table, fair=True) for _ in range(2)]
+    await wait_until(lambda: sorted(len(p.streaming) for p in two) == [3, 3])
+    third = process(table, fair=True)
+    await wait_until(lambda: sorted(len(p.streaming) for p in [*two, third]) == [2, 2, 2])
+    given = [s for p in two for s in p.stops]
+    assert len(given) >= 2 and all(drain for _, drain in given)  # a clean handover

@@ -96,3 +96,16 @@ def test_a_settlement_text_without_a_code_is_left_for_the_flush() -> None:
     codes = {r[0]: r[5] for r in h.changes}
     assert codes[odd_key("a")] == 1 and codes[odd_key("b")] is None
     assert [(text, rec[0]) for rec, text in h.unsettled] == [("Void Leg", odd_key("b"))]
+
+
+def test_a_group_handed_over_uncleanly_is_checked_for_a_while() -> None:
+    enc = _encoder()
+    enc.handed_over(GROUP, careful=False)
+    assert enc.stale == {1} and not enc.careful  # the mark is read again, nothing more
+    enc.stale.clear()
+    assert enc.encode([event("copilot-odds", "5-0", [odd("a")])]).changes  # straight in
+    enc.handed_over(GROUP, careful=True)
+    enc.stale.clear()
+    assert not enc.encode([event("copilot-odds", "6-0", [odd("a")])]).changes  # checked
+    enc.careful[1] = 0.0  # the window is over
+    assert enc.encode([event("copilot-odds", "7-0", [odd("a")])]).changes
