@@ -137,9 +137,38 @@ async def _timed(conn: asyncpg.Connection, sql: str, *args: Any) -> tuple[float,
     return top["Planning Time"] + top["Execution Time"], client, len(rows)
 
 
+AUTO_EXPLAIN = [
+    "LOAD 'auto_explain'",
+    "SET auto_explain.log_min_duration = 0",
+    "SET auto_explain.log_analyze = on",
+    "SET auto_explain.log_buffers = on",
+    "SET auto_explain.log_timing = off",
+    "SET auto_explain.log_nested_statements = on",
+    "SET auto_explain.log_level = notice",
+    "SET client_min_messages = notice",
+]
+
+
 async def _plan(conn: asyncpg.Connection, sql: str, *args: Any) -> str:
-    rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) {sql}", *args)
-    return "\n".join(r[0] for r in rows)
+    """Every plan the query runs, the statements inside a function included.
+
+    EXPLAIN of ``line_movement()`` shows only a Function Scan; auto_explain at NOTICE level
+    sends the plan of the statement the function executes (and of the outer one) to us.
+    """
+    notices: list[str] = []
+
+    def listen(_conn: Any, message: Any) -> None:
+        notices.append(message.message)
+
+    for statement in AUTO_EXPLAIN:
+        await conn.execute(statement)
+    conn.add_log_listener(listen)
+    try:
+        await conn.fetch(sql, *args)
+    finally:
+        conn.remove_log_listener(listen)
+        await conn.execute("SET auto_explain.log_min_duration = -1")
+    return "\n\n".join(n.split("\n", 1)[-1].rstrip() for n in notices)
 
 
 async def queries(url: str) -> dict[str, Any]:
@@ -159,6 +188,8 @@ async def queries(url: str) -> dict[str, Any]:
             server = sorted(r[0] for r in runs)
             client = sorted(r[1] for r in runs)
             plan = await _plan(conn, sql, *args[name])
+            if name == "a" and "on odds_changes" not in plan:
+                raise RuntimeError(f"no plan inside line_movement() was captured:\n{plan}")
             whole = "Seq Scan on odds_changes" in plan
             out[name] = {"rows": runs[0][2], "server_ms": round(server[RUNS // 2], 2),
                          "server_ms_max": round(server[-1], 2),

@@ -24,6 +24,25 @@ depends_on: str | Sequence[str] | None = None
 
 ORIGIN = "timestamptz '2020-01-01 00:00:00+00'"
 SEQ_MASK = 1048575  # entry keys: ms << 20 | seq
+
+
+def _exact(column: str, index: int) -> str:
+    """A stored price or points as the float8 the feed sent.
+
+    ``exact`` holds the values float4 does not keep; the rest are the float4's shortest text
+    read back as float8. Halves and whole numbers below 2**23 skip the text round trip: their
+    float4 is that very number, so the cast gives the same float8, about 1 ms faster per 6,000
+    rows, and it does not depend on the session's extra_float_digits.
+    """
+    value = f"c.{column}"
+    return (
+        f"coalesce(c.exact[{index}], CASE WHEN {value} * 2 = trunc({value} * 2) "
+        f"AND abs({value}) < 8388608 THEN {value}::float8 ELSE {value}::text::float8 END)"
+    )
+
+
+PRICE = _exact("price", 1)
+POINTS = _exact("points", 2)
 MIGRATION_SLOT = 15  # writer slot of converted events; live writers take 0-14
 
 ODD_KEY = """
@@ -112,8 +131,8 @@ SELECT o.id,
        (ARRAY['odds', 'locked', 'settled'])[((c.ev >> 2) & 3) + 1] AS kind,
        coalesce(o.stream, g.stream) AS stream,
        o.fixture_id,
-       coalesce(c.exact[1], c.price::text::float8) AS price,
-       coalesce(c.exact[2], c.points::text::float8) AS points,
+       {PRICE} AS price,
+       {POINTS} AS points,
        (ARRAY[NULL, false, true]::boolean[])[(c.ev & 3) + 1] AS is_main,
        (ARRAY['open', 'locked', 'settled'])[((c.ev >> 2) & 3) + 1] AS status,
        s.settlement,
@@ -152,21 +171,22 @@ WHERE o.status = 'settled'
 }
 # A fixture's line movement over a time window, through the (odd_key, half hour) index: the
 # buckets of the window are named, so no partition is scanned whole.
-LINE_MOVEMENT = """
+LINE_MOVEMENT = f"""
 CREATE FUNCTION line_movement(fixture text, since timestamptz, until timestamptz)
 RETURNS TABLE (source_ts timestamptz, id text, sportsbook text, market text, name text,
                kind text, price double precision, points double precision, is_main boolean)
-LANGUAGE plpgsql STABLE AS $f$
+LANGUAGE plpgsql STABLE SET extra_float_digits = 1 AS $f$
 BEGIN
+    -- extra_float_digits = 1: float4 text is its shortest exact form whatever the caller set.
     -- The window's half hours as literals: the planner then probes the (odd_key, half hour)
     -- index once per odd of the fixture (LATERAL ... OFFSET 0 keeps that nested loop),
     -- whatever expressions the caller passed; with parameters it took the BRIN index and a
-    -- hash join over every change of the hour instead (33 ms against 10 on 20 M rows).
+    -- hash join over every change of the hour instead (33 ms against 8 on 20 M rows).
     RETURN QUERY EXECUTE format($q$
         SELECT c.source_ts, o.id, o.sportsbook, o.market, o.name,
                (ARRAY['odds', 'locked', 'settled'])[((c.ev >> 2) & 3) + 1],
-               coalesce(c.exact[1], c.price::text::float8),
-               coalesce(c.exact[2], c.points::text::float8),
+               {PRICE},
+               {POINTS},
                (ARRAY[NULL, false, true]::boolean[])[(c.ev & 3) + 1]
         FROM odds o
         CROSS JOIN LATERAL (
