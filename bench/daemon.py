@@ -23,6 +23,26 @@ from bench.workload import SPORT, Workload
 CURSORS = "SELECT group_key, last_entry_id FROM stream_cursors"
 
 
+def _stat(pid: str) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # gone meanwhile
+        return None
+    name = text[text.index("(") + 1 : text.rindex(")")]
+    return [name, *text.rsplit(")", 1)[1].split()]
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds of every ``postgres`` process on this host so far, ended backends included
+    (the postmaster's reaped children's time)."""
+    ticks = 0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and (fields := _stat(pid)) is not None and fields[0] == "postgres":
+            # utime, stime, cutime, cstime: fields 14-17 of proc(5), 12-15 in this list
+            ticks += sum(int(f) for f in fields[12:16])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class Daemon:
     """``python -m ingestor run`` as a subprocess, its JSON log at info level in a file."""
 
@@ -128,6 +148,8 @@ class Run:
     connections: dict[str, int]
     rest_requests: int
     log: dict[str, Any]
+    postgres_cpu_s: float  # every postgres process of the host, the writer's backends and more
+    bench_cpu_s: float  # this process: the feed and the cursor watcher
     extra: dict[str, Any] = field(default_factory=dict)
 
     def latencies_ms(self, after: float = 0.0) -> list[float]:
@@ -191,10 +213,11 @@ async def run_daemon(db_url: str, pg_url: str, w: Workload, log_path: Path, *, r
         watcher = asyncio.create_task(watch_cursors(pg_url, w, period_s, idle_timeout_s, daemon))
         while not feed.first_write and not watcher.done():
             await asyncio.sleep(0.005)
-        cpu0 = daemon.cpu_s()
+        cpu0, pg0, own0 = daemon.cpu_s(), postgres_cpu_s(), time.process_time()
         extra = await during(daemon, feed) if during is not None else {}
         committed = await watcher
         cpu, rss = daemon.cpu_s() - cpu0, daemon.peak_rss_mb()
+        pg_cpu, own_cpu = postgres_cpu_s() - pg0, time.process_time() - own0
         # Not measured: a short run may end before the snapshots do; the report wants them.
         await daemon.rehydrated(len(w.groups), idle_timeout_s)
     finally:
@@ -208,5 +231,5 @@ async def run_daemon(db_url: str, pg_url: str, w: Workload, log_path: Path, *, r
     return Run(
         feed.written_at, committed, feed.first_write, last - feed.first_write, cpu, rss, code,
         feed.bytes, dict(feed.connections), sum(feed.rest_requests.values()),
-        daemon.log_summary(), extra,
+        daemon.log_summary(), pg_cpu, own_cpu, extra,
     )  # fmt: skip

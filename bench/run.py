@@ -188,7 +188,9 @@ async def end_to_end(db_url: str, pg_url: str, w: Workload, r: Results, name: st
     r.add(name, odds=w.total_odds, events=w.total_frames, seconds=round(elapsed, 2),
           odds_per_s=round(w.total_odds / elapsed), events_per_s=round(w.total_frames / elapsed),
           mb_per_s=round(run.feed_bytes / elapsed / 1e6, 1),
-          daemon_cpu=round(run.daemon_cpu_s / elapsed, 2), peak_rss_mb=round(run.peak_rss_mb),
+          daemon_cpu=round(run.daemon_cpu_s / elapsed, 2),
+          postgres_cpu=round(run.postgres_cpu_s / elapsed, 2),
+          feed_cpu=round(run.bench_cpu_s / elapsed, 2), peak_rss_mb=round(run.peak_rss_mb),
           **_rehydration(run))  # fmt: skip
 
 
