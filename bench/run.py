@@ -36,6 +36,7 @@ from bench.feed import STREAM_PATH, Feed
 from bench.workload import Workload, build
 from ingestor.config import Settings
 from ingestor.domain.decode import decode_event
+from ingestor.logs import configure as configure_logs
 from ingestor.metrics import Metrics
 from ingestor.storage.migrations import upgrade
 from ingestor.storage.writer import Writer
@@ -385,7 +386,9 @@ def cli() -> None:
     p.add_argument("--history-rows", type=int, default=20_000_000,
                    help="rows of the history the analyst queries run on")  # fmt: skip
     p.add_argument("--groups", type=int, default=3, help="connections (2 leagues each)")
-    sys.exit(asyncio.run(main(p.parse_args())))
+    args = p.parse_args()
+    configure_logs("console", "warning")  # the in-process writer's per-flush lines are debug
+    sys.exit(asyncio.run(main(args)))
 
 
 if __name__ == "__main__":

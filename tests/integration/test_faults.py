@@ -21,6 +21,7 @@ async def test_start_from_empty_database_rehydrates_everything(
     sim, p = await running()
     await sim.server.emit(30)  # and the world existed before we connected
     await settle(pg, sim)
+    assert await history_diff(pg, sim.server.world) == []
     assert p.sample("ingestor_rehydrations_total", group=p.group.key, result="complete") >= 1
     assert p.sample("ingestor_rest_requests_total", endpoint="/copilot/fixtures/odds",
                     outcome="200") >= 2  # fmt: skip
@@ -98,4 +99,5 @@ async def test_silent_feed_reconnects_within_the_stall_bound(
     await wait_until(lambda: reconnects(p, "stall") >= 1, timeout_s=5)
     sim.server.faults.stall = False
     await settle(pg, sim)
+    assert await history_diff(pg, sim.server.world) == []
     assert await p.shutdown() == 0

@@ -103,6 +103,7 @@ async def test_database_outage_of_30_s(database_url: str, pg: Any, tmp_path: Pat
             peak = daemon.peak_rss_mb()
             await proxy.restore()
         await settle(pg, sim, timeout_s=60)
+        assert await history_diff(pg, sim.server.world) == []
         assert (await _readyz(daemon))[0] == 200
         assert daemon.peak_rss_mb() < RSS_BOUND_MB
         print(f"outage {OUTAGE_S:.0f}s: peak RSS {peak:.0f} MB during, "

@@ -13,7 +13,7 @@ from ingestor.simulator.server import Faults, SimServer
 from ingestor.simulator.world import World
 from tests.conftest import free_port, wait_until
 from tests.support.daemon import Daemon, start_daemon, write_config
-from tests.support.sim import RunningSim, settle
+from tests.support.sim import RunningSim, history_diff, settle
 
 pytestmark = pytest.mark.e2e
 
@@ -77,8 +77,10 @@ async def test_groups_are_shared_taken_over_and_rebalanced(
         await wait_until(lambda: _streams(sim) == 6, timeout_s=30)
         await sim.server.emit(60)
         await settle(pg, sim)
-        # Never two connections for one group, at any moment of all of the above.
+        # Never two connections for one group, at any moment of all of the above, and no
+        # history row twice through the takeover and the two hand-backs.
         assert max(sim.server.max_concurrent.values()) == 1, sim.server.max_concurrent
+        assert await history_diff(pg, sim.server.world) == []
         print(f"takeover after SIGKILL: {takeover_s:.2f}s (lease check every {CHECK_S}s)")
     finally:
         for d in daemons:
@@ -131,6 +133,7 @@ async def test_a_second_process_with_the_default_configuration_waits_as_a_standb
         await sim.server.emit(80)
         await settle(pg, sim)
         assert max(sim.server.max_concurrent.values()) == 1, sim.server.max_concurrent
+        assert await history_diff(pg, sim.server.world) == []
         print(f"standby took over {took_over_s:.2f}s after SIGTERM of the first process")
     finally:
         for d in (first, second):
