@@ -28,7 +28,7 @@ GRANT USAGE ON SCHEMA public TO :"app", :"reader";
 -- What later migrations create (they run as the owner).
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA public
     GRANT SELECT, INSERT, UPDATE ON TABLES TO :"app";
--- USAGE is nextval(): the history tables draw their ids from sequences.
+-- USAGE is nextval(): status history, settlement codes, group numbers draw ids from sequences.
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA public
     GRANT USAGE ON SEQUENCES TO :"app";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA public
