@@ -12,7 +12,7 @@ from ingestor.domain.cursors import Cursor, Cursors
 from ingestor.domain.groups import Group
 from ingestor.errors import DatabaseUnavailable, PermissionProblem, SchemaError
 from ingestor.storage import sql
-from ingestor.storage.failures import CONNECTION_FAILURES
+from ingestor.storage.failures import CONNECTION_FAILURES, close_bounded
 
 log = structlog.get_logger("ingestor.db")
 
@@ -82,10 +82,7 @@ class Pinger:
         """Close the connection, if any (bounded)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
-                await asyncio.wait_for(conn.close(), timeout=2)
-            except CONNECTION_FAILURES:
-                conn.terminate()
+            await close_bounded(conn)
 
 
 async def check_schema(conn: asyncpg.Connection, head: str) -> None:

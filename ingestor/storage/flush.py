@@ -74,9 +74,7 @@ class Statements:
             )
         enc = self.encoder
         enc.slot = slot
-        for r in await conn.fetch(sql.READ_MARKS):
-            enc.marks[r[0]] = max(enc.marks.get(r[0], -1), r[1])
-        enc.stale.clear()
+        enc.adopt_marks(await conn.fetch(sql.READ_MARKS))
         enc.settlements.update({r[0]: r[1] for r in await conn.fetch(sql.READ_SETTLEMENTS)})
         for r in await conn.fetch(sql.READ_GROUPS):
             enc.group_numbers[r[0]] = r[1]
@@ -144,8 +142,8 @@ class Statements:
         """Encode a batch's history while the previous flush runs, when nothing the flush
         could learn first would change it (a slot, a group's number or mark)."""
         enc = self.encoder
-        if enc.slot is None or enc.stale or batch.history is not None:
-            return
+        if enc.slot is None or enc.stale or enc.careful or batch.history is not None:
+            return  # the flush would encode it again (and the ahead pass raised the marks)
         if all(e.group_key in enc.group_numbers for e in batch.history_events):
             batch.history = enc.encode(batch.history_events)
 
@@ -156,9 +154,7 @@ class Statements:
         checks every row, because its history may have committed before the cursor's failed."""
         enc = self.encoder
         if enc.stale:  # groups taken over: another process may have moved their marks
-            for r in await conn.fetch(sql.READ_MARKS):
-                enc.marks[r[0]] = max(enc.marks.get(r[0], -1), r[1])
-            enc.stale.clear()
+            enc.adopt_marks(await conn.fetch(sql.READ_MARKS))
         h = batch.history
         if attempt > 0 or h is None or h.slot != enc.slot or enc.careful:
             h = enc.encode(batch.history_events, check_all=attempt > 0)

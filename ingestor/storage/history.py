@@ -107,6 +107,13 @@ class HistoryEncoder:
                 rows.append(self._row(r, event, out, checked, key, text, False))
         return out
 
+    def adopt_marks(self, rows: list[tuple[int, int]]) -> None:
+        """The marks as ``history_marks`` has them now (another process may have raised them);
+        ours never go down."""
+        for group, key in rows:
+            self.marks[group] = max(self.marks.get(group, -1), key)
+        self.stale.clear()
+
     def handed_over(self, group_key: str, *, careful: bool) -> None:
         """The group changed hands: read its mark again (another process may have moved it);
         ``careful``: its previous owner may still write it, so check its rows for a while."""

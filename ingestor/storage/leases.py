@@ -8,7 +8,6 @@ to trust, and a lock can never be held by two sessions at once. Each process als
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import random
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ import asyncpg
 from ingestor.domain.cursors import Cursor
 from ingestor.ports import LeaseError
 from ingestor.storage import sql
-from ingestor.storage.failures import CONNECTION_FAILURES
+from ingestor.storage.failures import CONNECTION_FAILURES, close_bounded
 
 MEMBER_NS = 0x1C0D  # advisory lock "class" of member locks (two-int form)
 
@@ -83,9 +82,5 @@ class PgLeases:
     async def close(self) -> None:
         """Close the session (bounded; a dead server gets the socket closed instead)."""
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            await asyncio.wait_for(conn.close(), timeout=2)
-        except CONNECTION_FAILURES:
-            conn.terminate()
+        if conn is not None:
+            await close_bounded(conn)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 import asyncpg
 
 from ingestor.ports import HeldOdd
 from ingestor.storage import sql
+from ingestor.storage.failures import close_bounded
 
 
 class PgOddsReader:
@@ -57,7 +57,4 @@ class PgOddsReader:
         """Close the pool, if it was opened."""
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            try:
-                await asyncio.wait_for(pool.close(), timeout=5)
-            except TimeoutError:
-                pool.terminate()
+            await close_bounded(pool, timeout_s=5)

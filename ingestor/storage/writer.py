@@ -17,7 +17,7 @@ from ingestor.domain.events import Barrier, DecodedEvent, EventQueue
 from ingestor.metrics import Metrics
 from ingestor.storage import sql
 from ingestor.storage.batch import FlushBatch, build_batches
-from ingestor.storage.failures import CONNECTION_FAILURES
+from ingestor.storage.failures import CONNECTION_FAILURES, close_bounded
 from ingestor.storage.flush import NewFixtures, Statements, Written
 from ingestor.storage.history import HistoryEncoder
 
@@ -224,13 +224,7 @@ class Writer:
             if conn is None:
                 continue
             self._conns[i] = None
-            try:
-                await asyncio.wait_for(conn.close(), timeout=2)
-            except RETRYABLE:
-                conn.terminate()
-            except asyncio.CancelledError:
-                conn.terminate()
-                raise
+            await close_bounded(conn)
 
     async def _flush(
         self, events: list[DecodedEvent], batches: list[FlushBatch] | None,
