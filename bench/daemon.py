@@ -75,8 +75,9 @@ class Daemon:
     def cpu_s(self) -> float:
         """User and system CPU seconds so far."""
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        fields = _stat(str(self.proc.pid))
+        assert fields is not None, "the daemon is gone"
+        return (int(fields[12]) + int(fields[13])) / os.sysconf("SC_CLK_TCK")
 
     def peak_rss_mb(self) -> float:
         """Peak resident memory so far (VmHWM)."""

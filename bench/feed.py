@@ -19,6 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from bench.workload import SPORT, GroupStream, Workload
+from ingestor.domain.errors import EntryIdError
+from ingestor.domain.events import parse_entry_id
 
 API = "/api/v3"
 STREAM_PATH = f"{API}/stream/copilot/{SPORT}/odds"
@@ -43,13 +45,11 @@ def _resume_at(group: GroupStream, last_entry_id: str) -> int:
     """Index of the first frame after ``last_entry_id`` (0 without one)."""
     if not last_entry_id:
         return 0
-    ms, _, seq = last_entry_id.partition("-")
     try:
-        after = (int(ms), int(seq or 0))
-    except ValueError:
+        after = parse_entry_id(last_entry_id)
+    except EntryIdError:
         return 0  # the vendor accepts a bogus id silently
-    keys = [(int(m), int(q)) for m, _, q in (e.partition("-") for e in group.entry_ids)]
-    return bisect.bisect_right(keys, after)
+    return bisect.bisect_right([parse_entry_id(e) for e in group.entry_ids], after)
 
 
 def _error(status: int, message: str) -> bytes:

@@ -19,6 +19,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ingestor.config import StreamConfig
+from ingestor.domain.groups import group_key as daemon_group_key
+
 SPORT = "basketball"
 LEAGUES = ("NBA", "NCAAB", "WNBA", "EuroLeague", "NBL", "CBA", "ACB", "LNB")
 FIXTURES = 100
@@ -47,8 +50,9 @@ def slug(text: str) -> str:
 
 
 def group_key(leagues: tuple[str, ...]) -> str:
-    """The daemon's key for a copilot group of these leagues (``ingestor.domain.groups``)."""
-    return f"copilot:{SPORT}:{'+'.join(sorted(leagues))}"
+    """The daemon's own key for a copilot group of these leagues (its cursor row's)."""
+    return daemon_group_key(StreamConfig(kind="copilot", sport=SPORT, leagues=list(leagues)),
+                            leagues)  # fmt: skip
 
 
 @dataclass(slots=True)
