@@ -32,6 +32,7 @@ class Faults:
     stall: bool = False  # send nothing at all, keep the connection open
     api_key: str | None = None  # None: any key (or none) is accepted
     rest_fail_paths: set[str] = field(default_factory=set)  # answer these REST paths with 503
+    rest_delay_s: float = 0.0  # a slow REST API: every answer waits this long
 
 
 @dataclass
@@ -212,7 +213,12 @@ class SimServer:
 
     # --- REST ----------------------------------------------------------------------------------
 
+    async def _slow(self) -> None:
+        if self.faults.rest_delay_s > 0:
+            await asyncio.sleep(self.faults.rest_delay_s)  # the fault itself, not a wait
+
     async def _fixtures(self, request: web.Request) -> web.Response:
+        await self._slow()
         denied = self._check_key(request)
         if denied is not None:
             return denied
@@ -253,9 +259,11 @@ class SimServer:
         return web.json_response({"data": data})
 
     async def _copilot_odds(self, request: web.Request) -> web.Response:
+        await self._slow()
         return self._check_key(request) or self._odds_answer(request, COPILOT, [])
 
     async def _regular_odds(self, request: web.Request) -> web.Response:
+        await self._slow()
         books = request.query.getall("sportsbook", [])
         if not books:
             return web.json_response({"error": "sportsbook is required"}, status=400)

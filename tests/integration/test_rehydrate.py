@@ -54,7 +54,18 @@ async def test_rehydration_can_be_switched_off(running: SimPipelineFactory, pg: 
     sim, p = await running(rehydrate=False)
     await sim.server.emit(20)
     await wait_until(lambda: p.sample("ingestor_events_committed_total") > 0)
+    before = p.sample("ingestor_events_committed_total")
+    sim.server.cut_all()  # a reconnect is where gap recovery would run
+    await wait_until(lambda: sim.server.connections_total >= 2)
+    await sim.server.emit(20)
+    await wait_until(lambda: p.sample("ingestor_events_committed_total") > before)
     assert not [path for path, _ in sim.server.requests if "/stream/" not in path]
+    assert (
+        p.metrics.registry.get_sample_value(
+            "ingestor_rehydrations_total", {"group": p.group.key, "result": "complete"}
+        )
+        is None
+    )
 
 
 async def test_snapshots_honour_every_filter_of_the_stream(database_url: str, pg: Any) -> None:

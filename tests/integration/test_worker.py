@@ -165,11 +165,11 @@ async def test_pings_only_is_measured_and_warned(
     p = await make_pipeline(no_data_warning_s=0.2)
     supervise(p)
     await p.feed.wait_connections(1)
-    for _ in range(3):
+    for i in range(3):
         p.feed.send(frame("ping", "2024-08-28T18:57:49Z"))
         await wait_until(
-            lambda: p.sample("ingestor_events_received_total", group=p.group.key,
-                             event_type="ping") >= 1)  # fmt: skip
+            lambda i=i: p.sample("ingestor_events_received_total", group=p.group.key,
+                                 event_type="ping") >= i + 1)  # fmt: skip
     await wait_until(lambda: p.sample("ingestor_stream_no_data_seconds", group=p.group.key) > 0)
     await wait_until(lambda: _pinged_past(p, 0.25), timeout_s=5)
     assert "stream_no_data" in capsys.readouterr().out
@@ -218,6 +218,9 @@ async def test_429_holds_every_new_connection_back(database_url: str) -> None:
         assert p.gate is not None
         closed_for = p.gate._closed_until - asyncio.get_running_loop().time()
         assert 18 < closed_for <= 20  # Retry-After honoured, and at least the vendor's 15 s
+        # Any new connection of the process (another group's, a reconnect) waits at the gate.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(p.gate.acquire(), timeout=0.5)
         assert len(feed.requests) == 1  # nobody knocked again meanwhile
     finally:
         await p.close()

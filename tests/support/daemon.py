@@ -40,6 +40,16 @@ class Daemon:
             assert resp.status == 200
             return await resp.text()
 
+    async def readyz(self) -> tuple[int, str]:
+        """/readyz: status and body."""
+        url = f"http://127.0.0.1:{self.metrics_port}/readyz"
+        async with aiohttp.ClientSession() as s, s.get(url) as resp:
+            return resp.status, await resp.text()
+
+    async def ready(self) -> bool:
+        """Whether /readyz answers 200."""
+        return (await self.readyz())[0] == 200
+
     async def probes(self) -> dict[str, int]:
         """Status of /healthz and /readyz."""
         out = {}

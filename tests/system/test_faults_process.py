@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from tests.conftest import free_port, wait_until
@@ -98,13 +97,13 @@ async def test_database_outage_of_30_s(database_url: str, pg: Any, tmp_path: Pat
             await wait_until(lambda: time.monotonic() - started >= OUTAGE_S, timeout_s=OUTAGE_S + 5,
                              interval_s=0.5)  # fmt: skip
             assert daemon.proc.returncode is None, "the daemon died during the outage"
-            status, body = await _readyz(daemon)
+            status, body = await daemon.readyz()
             assert status == 503 and "database unreachable" in body
             peak = daemon.peak_rss_mb()
             await proxy.restore()
         await settle(pg, sim, timeout_s=60)
         assert await history_diff(pg, sim.server.world) == []
-        assert (await _readyz(daemon))[0] == 200
+        assert (await daemon.readyz())[0] == 200
         assert daemon.peak_rss_mb() < RSS_BOUND_MB
         print(f"outage {OUTAGE_S:.0f}s: peak RSS {peak:.0f} MB during, "
               f"{daemon.peak_rss_mb():.0f} MB after; flush_failed logged "
@@ -113,12 +112,6 @@ async def test_database_outage_of_30_s(database_url: str, pg: Any, tmp_path: Pat
         assert await daemon.stop() == 0
         await sim.stop()
         await proxy.close()
-
-
-async def _readyz(daemon: Daemon) -> tuple[int, str]:
-    url = f"http://127.0.0.1:{daemon.metrics_port}/readyz"
-    async with aiohttp.ClientSession() as s, s.get(url) as resp:
-        return resp.status, await resp.text()
 
 
 def _logged(daemon: Daemon, event: str) -> bool:

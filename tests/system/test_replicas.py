@@ -93,12 +93,6 @@ async def _all_owned(daemons: list[Daemon], want: list[int]) -> bool:
     return got == sorted(want)
 
 
-async def _readyz(daemon: Daemon) -> tuple[int, str]:
-    url = f"http://127.0.0.1:{daemon.metrics_port}/readyz"
-    async with aiohttp.ClientSession() as s, s.get(url) as resp:
-        return resp.status, await resp.text()
-
-
 async def test_a_second_process_with_the_default_configuration_waits_as_a_standby(
     database_url: str, pg: Any, tmp_path: Path
 ) -> None:
@@ -120,7 +114,7 @@ async def test_a_second_process_with_the_default_configuration_waits_as_a_standb
         second = await daemon()
         await wait_until(lambda: second.log_events("groups_standby"), timeout_s=30)
         assert await _owned(first) == 2 and await _owned(second) == 0
-        status, text = await _readyz(second)
+        status, text = await second.readyz()
         assert status == 200 and "standby for 2 group(s)" in text, text
         await sim.server.emit(80)
         await settle(pg, sim)

@@ -98,6 +98,8 @@ def process(table: Table, *, fair: bool) -> Process:
 
     async def stop_worker(key: str, drain: bool) -> None:
         assert table.held.get(key) is leases, "a worker stops before its claim is given back"
+        await asyncio.sleep(0)  # stopping (and draining) takes time: the claim must outlast it
+        assert table.held.get(key) is leases, "the claim went while the worker was stopping"
         proc.streaming.discard(key)
         proc.stops.append((key, drain))
 
