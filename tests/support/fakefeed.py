@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.support.listening import loopback_socket, stop_accepting
 
 SEED_EVENTS = Path(__file__).parents[1] / "data" / "seed_events.txt"
 API_KEY = "test-key-5f1e"
@@ -86,6 +89,7 @@ class FakeFeed:
     connections: int = 0
     _outbox: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
     _runner: web.AppRunner | None = None
+    _sock: socket.socket | None = None
     base_url: str = ""
     _conn_changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     frames_written: int = 0
@@ -102,9 +106,9 @@ class FakeFeed:
         app.router.add_get("/moved/{tail:.*}", self._stream)  # a redirect's same-origin target
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._sock = loopback_socket()
+        await web.SockSite(self._runner, self._sock).start()
+        port = self._sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{port}/api/v3"
         return self.base_url
 
@@ -112,6 +116,8 @@ class FakeFeed:
         """Close every connection and the listener."""
         self.drop()
         if self._runner:
+            if self._sock is not None:
+                await stop_accepting([self._sock])  # a client may be reconnecting
             await self._runner.cleanup()
 
     def send(self, *frames: bytes) -> None:

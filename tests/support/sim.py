@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -12,6 +13,7 @@ from aiohttp import web
 from ingestor.domain.events import parse_entry_id
 from ingestor.simulator.server import Faults, SimServer
 from ingestor.simulator.world import COPILOT, World
+from tests.support.listening import loopback_socket, stop_accepting
 
 LEAGUES = [("basketball", "NBA"), ("basketball", "NCAAB")]
 
@@ -23,6 +25,7 @@ class RunningSim:
     server: SimServer
     runner: web.AppRunner | None = None
     port: int = 0
+    _sock: socket.socket | None = field(default=None, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -33,16 +36,17 @@ class RunningSim:
         """Listen (on the same port as before, after a stop)."""
         self.runner = web.AppRunner(self.server.app(), access_log=None, shutdown_timeout=0.5)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True)
-        await site.start()
-        if not self.port:
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._sock = loopback_socket(self.port)
+        self.port = self._sock.getsockname()[1]
+        await web.SockSite(self.runner, self._sock).start()
         return self
 
     async def stop(self) -> None:
         """Kill every stream mid-frame and stop listening (the feed server goes away)."""
         self.server.cut_all()
         if self.runner is not None:
+            if self._sock is not None:
+                await stop_accepting([self._sock])  # the daemon reconnects meanwhile
             await self.runner.cleanup()
             self.runner = None
 

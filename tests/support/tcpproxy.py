@@ -7,6 +7,8 @@ import contextlib
 import socket
 import struct
 
+from tests.support.listening import stop_accepting
+
 CHUNK_BYTES = 65536
 QUEUED_CHUNKS = 64  # per direction when delaying: bounds memory, the reader waits when full
 LISTEN_ATTEMPTS = 5
@@ -93,6 +95,7 @@ class TcpProxy:
         self._accepting = False
         server, self._server = self._server, None
         if server is not None:
+            await stop_accepting(server.sockets)  # the daemon is reconnecting meanwhile
             server.close()
         links = list(self._links)
         self._links.difference_update(links)
