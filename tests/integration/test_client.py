@@ -9,7 +9,7 @@ import pytest
 from ingestor.domain.cursors import Cursor, Cursors
 from tests.conftest import wait_until
 from tests.support.fakefeed import API_KEY, FakeFeed, odd, odds_frame
-from tests.support.pipeline import Pipeline, PipelineFactory, supervise
+from tests.support.pipeline import PipelineFactory, supervise
 
 
 async def test_rejected_key_is_reported_and_retried(make_pipeline: PipelineFactory) -> None:
@@ -22,10 +22,6 @@ async def test_rejected_key_is_reported_and_retried(make_pipeline: PipelineFacto
     assert p.sample("ingestor_stream_consecutive_failures", group=g) >= 2
     assert p.sample("ingestor_stream_connected", group=g) == 0
     assert await p.shutdown() == 0
-
-
-def _reconnects(p: Pipeline, reason: str) -> float:
-    return p.sample("ingestor_stream_reconnects_total", group=p.group.key, reason=reason)
 
 
 async def test_reconnect_sends_last_event_id_of_the_last_dispatched_event(
@@ -91,7 +87,7 @@ async def test_redirect_to_another_origin_is_refused_and_no_key_is_sent(
     try:
         p = await make_pipeline(feed=feed)
         supervise(p)
-        await wait_until(lambda: _reconnects(p, "redirect_refused") >= 1)
+        await wait_until(lambda: p.reconnects("redirect_refused") >= 1)
         await wait_until(lambda: p.workers[0].last_delay_s > 0)
         assert 15 <= p.workers[0].last_delay_s <= 30  # refused: the slow retry
         assert not elsewhere.requests
@@ -112,7 +108,7 @@ async def test_204_means_stop_reconnecting_so_the_retry_is_slow(
     feed.answer = (204, {}, "")
     p = await make_pipeline(feed=feed)
     supervise(p)
-    await wait_until(lambda: _reconnects(p, "http_204") >= 1)
+    await wait_until(lambda: p.reconnects("http_204") >= 1)
     await wait_until(lambda: p.workers[0].last_delay_s > 0)
     assert 15 <= p.workers[0].last_delay_s <= 30
     assert len(feed.requests) == 1
@@ -122,7 +118,7 @@ async def test_204_means_stop_reconnecting_so_the_retry_is_slow(
 async def test_rejected_key_retries_slowly(make_pipeline: PipelineFactory) -> None:
     p = await make_pipeline(api_key="wrong-key-0000")
     supervise(p)
-    await wait_until(lambda: _reconnects(p, "http_401") >= 1)
+    await wait_until(lambda: p.reconnects("http_401") >= 1)
     await wait_until(lambda: p.workers[0].last_delay_s > 0)
     assert 15 <= p.workers[0].last_delay_s <= 30  # first auth retry: 30 s, jittered
     assert len(p.feed.requests) == 1
@@ -145,6 +141,6 @@ async def test_http_answers_name_the_problem(
 ) -> None:  # fmt: skip
     p = await make_pipeline(answer=answer)
     supervise(p)
-    await wait_until(lambda: _reconnects(p, reason) >= 1)
+    await wait_until(lambda: p.reconnects(reason) >= 1)
     assert logged in capsys.readouterr().out
     assert p.sample("ingestor_stream_consecutive_failures", group=p.group.key) >= 1

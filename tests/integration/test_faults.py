@@ -5,14 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import wait_until
-from tests.support.pipeline import Pipeline, SimPipelineFactory, copilot_stream
+from tests.support.pipeline import SimPipelineFactory, copilot_stream
 from tests.support.sim import RunningSim, history_diff, settle
 
 STREAM = copilot_stream(["NBA", "NCAAB"])
-
-
-def reconnects(p: Pipeline, reason: str) -> float:
-    return p.sample("ingestor_stream_reconnects_total", group=p.group.key, reason=reason)
 
 
 async def test_start_from_empty_database_rehydrates_everything(
@@ -36,7 +32,7 @@ async def test_cut_in_the_middle_of_an_event(running: SimPipelineFactory, pg: An
     await sim.server.emit(40)
     await settle(pg, sim)
     assert sim.server.connections_total >= 2
-    assert reconnects(p, "payload_error") + reconnects(p, "eof") + reconnects(p, "read_error") >= 1
+    assert p.reconnects("payload_error") + p.reconnects("eof") + p.reconnects("read_error") >= 1
     # The half frame named entry 9999999999999-0: nothing of it may be stored.
     assert not await pg.fetchval("SELECT count(*) FROM odds_history WHERE entry_id LIKE '9999%'")
     assert await history_diff(pg, sim.server.world) == []
@@ -96,7 +92,7 @@ async def test_silent_feed_reconnects_within_the_stall_bound(
     await settle(pg, sim)
     sim.server.faults.stall = True  # no events and no pings, connection left open
     await sim.server.emit(20)
-    await wait_until(lambda: reconnects(p, "stall") >= 1, timeout_s=5)
+    await wait_until(lambda: p.reconnects("stall") >= 1, timeout_s=5)
     sim.server.faults.stall = False
     await settle(pg, sim)
     assert await history_diff(pg, sim.server.world) == []

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.fakefeed import odd
+from tests.support.fakefeed import odd, settled_odd
 from tests.support.helpers import event, write_batches
 
 README = Path(__file__).parents[2] / "README.md"
@@ -63,7 +63,7 @@ async def test_the_analyst_queries_answer_theirs(database_url: str, pg: Any) -> 
     now = time.time()
     a = {"fixture_id": "FIX-A", "market": "Moneyline"}
     b = {"fixture_id": "FIX-B", "market": "Moneyline", "name": "Celtics"}
-    c = {"fixture_id": "FIX-C", "market": "Total Points", "name": "Over 210.5"}
+    c: dict[str, Any] = {"fixture_id": "FIX-C", "market": "Total Points", "name": "Over 210.5"}
     books = [("draftkings", -120), ("fanduel", -105), ("betmgm", -110)]
     old = now - 2 * 3600  # outside the hour
     await write_batches(
@@ -76,7 +76,7 @@ async def test_the_analyst_queries_answer_theirs(database_url: str, pg: Any) -> 
                                   for bk, p in books], stream="odds"),
             event("odds", "4-0", [odd(f"{bk}:c", price=-110, ts=now - 50, sportsbook=bk, **c)
                                   for bk, _ in books[:2]], stream="odds"),
-            event("copilot-settled-odds", "5-0", [_settled(f"{bk}:c", ts=now - 40,
+            event("copilot-settled-odds", "5-0", [settled_odd(f"{bk}:c", ts=now - 40,
                                                            sportsbook=bk, **c)
                                                   for bk, _ in books[:2]]),
         ],
@@ -95,10 +95,3 @@ async def test_the_analyst_queries_answer_theirs(database_url: str, pg: Any) -> 
         ("draftkings", "Won", -110),
         ("fanduel", "Won", -110),
     ]
-
-
-def _settled(uid: str, ts: float, **extra: Any) -> dict[str, Any]:
-    item = odd(uid, ts=ts, **extra)
-    for key in ("price", "points", "is_main", "is_live", "grouping_key"):
-        item.pop(key)
-    return {**item, "settlement": "Won", "settled_at": "2026-01-01T00:00:00+00:00"}

@@ -92,10 +92,6 @@ async def test_crashed_worker_is_restarted(make_pipeline: PipelineFactory) -> No
     assert await p.shutdown() == 0
 
 
-def _reconnects(p: Pipeline, reason: str) -> float:
-    return p.sample("ingestor_stream_reconnects_total", group=p.group.key, reason=reason)
-
-
 async def test_bad_and_unknown_events_become_dead_letters_and_the_stream_goes_on(
     make_pipeline: PipelineFactory, pg: Any
 ) -> None:

@@ -11,7 +11,7 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.fakefeed import odd
+from tests.support.fakefeed import odd, settled_odd
 from tests.support.helpers import GROUP, event, history_of, odds_row, write_batches
 
 A = "1:-1:FIX1:moneyline:team_a"
@@ -42,10 +42,7 @@ async def test_update_lock_settle_in_separate_flushes(database_url: str, pg: Any
 
 
 def _settled(uid: str, ts: float, value: str = "Won") -> dict[str, Any]:
-    item = odd(uid, ts=ts, settlement=value, settled_at="2024-07-16T22:00:00+00:00")
-    for key in ("price", "points", "is_main", "is_live", "grouping_key"):
-        del item[key]
-    return item
+    return settled_odd(uid, ts=ts, settlement=value, settled_at="2024-07-16T22:00:00+00:00")
 
 
 async def test_older_update_after_newer_changes_nothing(database_url: str, pg: Any) -> None:
@@ -194,10 +191,8 @@ async def test_sharded_writer_keeps_every_rule(database_url: str, pg: Any) -> No
 
 async def test_fields_a_newer_event_lacks_survive(database_url: str, pg: Any) -> None:
     def settled(ts: float) -> dict[str, Any]:
-        item = odd("x", ts=ts, settlement="Won", settled_at="2024-01-01T00:00:00+00:00")
-        for key in ("price", "points", "is_main", "is_live", "grouping_key", "selection_line"):
-            del item[key]  # what the vendor's settled events leave out
-        return item
+        return settled_odd("x", ts=ts, settled_at="2024-01-01T00:00:00+00:00",
+                           omit=("selection_line",))  # fmt: skip
 
     fixture = {"fixture": {"id": "F", "home_team_display": "Heat", "start_date":
                            "2024-08-28T20:20:00+00:00"}, "fixture_id": "F", "timestamp": 1,
@@ -221,11 +216,8 @@ async def test_a_late_replay_beside_a_newer_event_changes_nothing(
     database_url: str, pg: Any
 ) -> None:
     def settled(ts: float) -> dict[str, Any]:
-        item = odd("y", ts=ts, settlement="Lost", settled_at="2024-01-01T00:00:00+00:00",
-                   version_id=2)  # fmt: skip
-        for key in ("price", "points", "is_main", "is_live", "grouping_key", "selection_line"):
-            del item[key]
-        return item
+        return settled_odd("y", ts=ts, settlement="Lost", settled_at="2024-01-01T00:00:00+00:00",
+                           omit=("selection_line",), version_id=2)  # fmt: skip
 
     await write_batches(
         database_url,

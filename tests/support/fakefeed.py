@@ -64,6 +64,26 @@ def odd(
     return base
 
 
+# What the vendor's settled events leave out of an odd.
+SETTLED_OMITS = ("price", "points", "is_main", "is_live", "grouping_key")
+
+
+def settled_odd(
+    uid: str,
+    *,
+    ts: float = 9,
+    settlement: str = "Won",
+    settled_at: str = "2026-01-01T00:00:00+00:00",
+    omit: tuple[str, ...] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    """A settled copilot odd as the vendor sends it (``omit``: more fields it leaves out)."""
+    item = odd(uid, ts=ts, settlement=settlement, settled_at=settled_at, **extra)
+    for key in (*SETTLED_OMITS, *omit):
+        del item[key]
+    return item
+
+
 def odds_frame(event: str, entry_id: str, odds: list[dict[str, Any]], **kw: Any) -> bytes:
     """An odds/locked/settled event carrying ``odds``."""
     return frame(event, {"entry_id": entry_id, "data": odds, "type": event}, id=entry_id, **kw)

@@ -59,9 +59,6 @@ async def write_batches(
     return committed
 
 
-# What a writer fills (TRUNCATE between two runs of one test).
-WRITTEN_TABLES = "odds, odds_changes, change_events, history_marks, stream_cursors"
-
 TABLES = {
     "odds", "odds_changes", "change_events", "history_marks", "settlements", "fixtures",
     "fixture_status_history", "stream_cursors", "dead_letters",

@@ -59,6 +59,10 @@ class Pipeline:
         """A metric's current value (0 when never touched)."""
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
 
+    def reconnects(self, reason: str) -> float:
+        """How often the first group has reconnected for ``reason``."""
+        return self.sample("ingestor_stream_reconnects_total", group=self.group.key, reason=reason)
+
     def start(self, supervisor: Supervisor) -> None:
         """Run the supervisor in the background."""
         self.task = asyncio.create_task(supervisor.run(), name="test-supervisor")

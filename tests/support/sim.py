@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +59,23 @@ async def connected(sim: RunningSim, n: int = 1, timeout_s: float = 10) -> None:
     from tests.conftest import wait_until
 
     await wait_until(lambda: len(sim.server.open) >= n, timeout_s=timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def emitting(sim: RunningSim, per_tick: int = 3) -> AsyncIterator[None]:
+    """Keep the world moving (about 300 events/s) while the body runs."""
+
+    async def loop() -> None:
+        while True:
+            await sim.server.emit(per_tick)
+            await asyncio.sleep(0.01)  # pacing of the load, not synchronisation
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def start_sim(seed: int = 7, **faults: Any) -> RunningSim:

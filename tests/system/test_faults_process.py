@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +10,7 @@ import pytest
 
 from tests.conftest import free_port, wait_until
 from tests.support.daemon import Daemon, start_daemon, write_config
-from tests.support.sim import RunningSim, connected, history_diff, settle, start_sim
+from tests.support.sim import RunningSim, connected, emitting, history_diff, settle, start_sim
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
@@ -21,23 +18,6 @@ pytestmark = pytest.mark.e2e
 GROUP = "copilot:basketball:NBA+NCAAB"
 OUTAGE_S = 30.0  # the issue's figure: long enough for every retry path to run many times
 RSS_BOUND_MB = 200.0
-
-
-@contextlib.asynccontextmanager
-async def emitting(sim: RunningSim, per_tick: int = 3) -> AsyncIterator[None]:
-    """Keep the world moving (about 300 events/s) while the body runs."""
-
-    async def loop() -> None:
-        while True:
-            await sim.server.emit(per_tick)
-            await asyncio.sleep(0.01)  # pacing of the load, not synchronisation
-
-    task = asyncio.create_task(loop())
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _cursor(pg: Any) -> str | None:

@@ -21,8 +21,7 @@ from ingestor.storage.migrations import upgrade
 from tests.conftest import free_port, wait_until
 from tests.support.daemon import Daemon, start_daemon, write_config
 from tests.support.fakefeed import API_KEY
-from tests.support.sim import RunningSim, connected, history_diff, settle, start_sim
-from tests.system.test_faults_process import emitting
+from tests.support.sim import RunningSim, connected, emitting, history_diff, settle, start_sim
 
 pytestmark = pytest.mark.e2e
 

@@ -5,19 +5,12 @@ from __future__ import annotations
 from ingestor.domain.events import SNAPSHOT_EVENT_ID, DecodedEvent
 from ingestor.storage.batch import build_batch, build_batches
 from ingestor.storage.sql import ODDS_COLUMNS
-from tests.support.fakefeed import odd
+from tests.support.fakefeed import odd, settled_odd
 from tests.support.helpers import event
 
 PRICE = ODDS_COLUMNS.index("price")
 STATUS = ODDS_COLUMNS.index("status")
 SETTLEMENT = ODDS_COLUMNS.index("settlement")
-
-
-def _settled(uid: str, ts: float) -> dict[str, object]:
-    item = odd(uid, ts=ts)
-    for key in ("price", "points", "is_main", "is_live", "grouping_key"):
-        item.pop(key)
-    return {**item, "settlement": "Won", "settled_at": "2026-01-01T00:00:00+00:00"}
 
 
 def test_one_current_row_per_odd_and_every_history_row() -> None:
@@ -33,7 +26,7 @@ def test_one_current_row_per_odd_and_every_history_row() -> None:
 def test_a_settlement_keeps_the_newest_price_in_any_order() -> None:
     for order in ((0, 1), (1, 0)):
         evs = [event("copilot-odds", "10-0", [odd("a", price=-150, ts=1)]),
-               event("copilot-settled-odds", "12-0", [_settled("a", ts=3)])]  # fmt: skip
+               event("copilot-settled-odds", "12-0", [settled_odd("a", ts=3)])]  # fmt: skip
         (row,) = build_batch([evs[i] for i in order]).odds
         assert (row[PRICE], row[STATUS], row[SETTLEMENT]) == (-150, "settled", "Won")
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from ingestor.domain.events import SNAPSHOT_EVENT_ID, DecodedEvent
 from ingestor.domain.keys import entry_key, float4_exact, odd_key
 from ingestor.storage.history import HistoryEncoder
-from tests.support.fakefeed import odd
+from tests.support.fakefeed import odd, settled_odd
 from tests.support.helpers import GROUP, event
 
 WNBA = "copilot:basketball:WNBA"
@@ -18,13 +18,6 @@ def _encoder(**marks: int) -> HistoryEncoder:
     enc.slot = 3
     enc.marks.update({1: marks.get("nba", -1), 2: marks.get("wnba", -1)})
     return enc
-
-
-def _settled(uid: str, result: str) -> dict[str, object]:
-    item = odd(uid, ts=9)
-    for key in ("price", "points", "is_main", "is_live", "grouping_key"):
-        item.pop(key)
-    return {**item, "settlement": result, "settled_at": "2026-01-01T00:00:00+00:00"}
 
 
 def test_new_entries_go_straight_in_and_raise_the_mark() -> None:
@@ -91,8 +84,8 @@ def test_prices_keep_float4_unless_it_cannot_hold_them() -> None:
 
 def test_a_settlement_text_without_a_code_is_left_for_the_flush() -> None:
     enc = _encoder()
-    h = enc.encode([event("copilot-settled-odds", "5-0", [_settled("a", "Won"),
-                                                          _settled("b", "Void Leg")])])  # fmt: skip
+    settled = [settled_odd("a", settlement="Won"), settled_odd("b", settlement="Void Leg")]
+    h = enc.encode([event("copilot-settled-odds", "5-0", settled)])
     codes = {r[0]: r[5] for r in h.changes}
     assert codes[odd_key("a")] == 1 and codes[odd_key("b")] is None
     assert [(text, rec[0]) for rec, text in h.unsettled] == [("Void Leg", odd_key("b"))]
