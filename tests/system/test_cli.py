@@ -24,6 +24,15 @@ from tests.support.helpers import TABLES, partitions, tables
 from tests.support.sim import connected, start_sim
 
 pytestmark = pytest.mark.e2e
+README = Path(__file__).parents[2] / "README.md"
+# Each command and the first words of what --help says it does.
+COMMANDS = {
+    "run": "stream into PostgreSQL",
+    "migrate": "bring the database schema to the newest revision",
+    "check-config": "validate the configuration and list the connections",
+    "partitions": "create the history's day partitions ahead",
+    "simulate": "serve a local stand-in for the OpticOdds API",
+}
 
 
 async def ingestor(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -190,38 +199,32 @@ async def test_logs_stay_json_and_say_that_data_flows(database_url: str, tmp_pat
     assert foreign and all(orjson.dumps(e) for e in foreign)
 
 
-async def _cli(*args: str, database_url: str, **env: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingestor", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "INGESTOR_DATABASE_URL": database_url, **env},
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
-
-
 async def test_run_refuses_a_database_without_schema(
     empty_database_url: str, tmp_path: Path
 ) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[[streams]]\nkind = "copilot"\nsport = "basketball"\nleagues = ["NBA"]\n')
-    code, out = await _cli(
-        "run", "--config", str(config), database_url=empty_database_url, OPTICODDS_API_KEY=API_KEY
-    )
+    env = {"INGESTOR_DATABASE_URL": empty_database_url, "OPTICODDS_API_KEY": API_KEY}
+    code, out = await ingestor("run", "--config", str(config), env=env)
     assert code == 1
     assert "run `ingestor migrate`" in out and head_revision() in out
     assert API_KEY not in out
 
-    code, out = await _cli("migrate", database_url=empty_database_url)
+    code, out = await ingestor("migrate", env=env)
     assert code == 0, out
     assert await tables(empty_database_url) == TABLES
 
 
-async def test_help_lists_the_commands(database_url: str) -> None:
-    code, out = await _cli("--help", database_url=database_url)
-    assert code == 0
-    assert all(word in out for word in ("run", "migrate", "check-config"))
+async def test_help_says_what_every_command_does() -> None:
+    code, out = await ingestor("--help")
+    assert code == 0, out
+    listed = " ".join(out.partition("COMMAND\n")[2].partition("options:")[0].split())
+    readme = README.read_text()
+    for name, says in COMMANDS.items():
+        assert f"{name} {says}" in listed, f"--help: {name}"
+        assert f"ingestor {name}" in readme, f"README: {name}"
+        code, sub = await ingestor(name, "--help")
+        assert code == 0 and f"usage: ingestor {name}" in sub, sub
 
 
 async def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
@@ -230,13 +233,9 @@ async def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
         "database_wait_s = 0.5\n"
         '[[streams]]\nkind = "copilot"\nsport = "basketball"\nleagues = ["NBA"]\n'
     )
-    code, out = await _cli(
-        "run",
-        "--config",
-        str(config),
-        database_url="postgresql://postgres@127.0.0.1:1/x",
-        OPTICODDS_API_KEY=API_KEY,
-    )
+    env = {"INGESTOR_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x",
+           "OPTICODDS_API_KEY": API_KEY}  # fmt: skip
+    code, out = await ingestor("run", "--config", str(config), env=env)
     assert code == 1
     assert "PostgreSQL not reachable after" in out
 
