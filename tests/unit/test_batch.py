@@ -58,3 +58,31 @@ def test_two_connections_put_history_apart_and_cursors_in_the_first() -> None:
     three = build_batches(evs, 3)
     assert sum(len(b.odds) for b in three) == 4 and three[0].cursors
     assert not any(b.cursors for b in three[1:])
+
+
+def test_shards_split_odds_and_keep_cursors_in_the_first() -> None:
+    evs = [event("copilot-odds", f"{i}-0", [odd(f"o{i}-{j}", ts=i) for j in range(6)])
+           for i in range(1, 40)]  # fmt: skip
+    evs.append(event("copilot-odds", "40-0", [odd("o1-0", ts=40)]))  # the same odd again
+    *odds_shards, history = build_batches(evs, 4)
+    # History on a connection of its own, every row of the batch in it.
+    assert sum(len(e.odds) for e in history.history_events) == 39 * 6 + 1
+    assert not history.odds and not history.cursors
+    # Current state: each odd on exactly one of the other three, none of them with history.
+    ids = [{r[0] for r in b.odds} for b in odds_shards]
+    assert sum(len(b.odds) for b in odds_shards) == 39 * 6  # o1-0 collapsed to one row
+    assert all(ids) and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert not any(b.history_events for b in odds_shards)
+    assert [len(b.cursors) for b in odds_shards] == [1, 0, 0]
+    assert odds_shards[0].cursors[0].entry_id == "40-0"
+    assert sum(b.stream_events for b in odds_shards) == 40  # each event counted once
+
+
+def test_two_connections_split_history_from_current_state() -> None:
+    evs = [event("copilot-odds", f"{i}-0", [odd(f"o{j}", ts=i) for j in range(5)])
+           for i in range(1, 10)]  # fmt: skip
+    current, history = build_batches(evs, 2)
+    whole = build_batch(evs)
+    assert current.odds == whole.odds and not current.history_events
+    assert history.history_events == whole.history_events and not history.odds
+    assert [c.entry_id for c in current.cursors] == ["9-0"]
