@@ -41,7 +41,7 @@ def main() -> None:
     conn.autocommit = True
     cur = conn.cursor()
     r = requests.get(url, params={"league": leagues}, stream=True)
-    client = sseclient.SSEClient(r)
+    client = sseclient.SSEClient(r)  # type: ignore[arg-type]  # a response, as its README does
     for event in client.events():
         if event.event in STATUS:
             data = json.loads(event.data)
