@@ -21,6 +21,7 @@ import orjson
 from bench.workload import SPORT, GroupStream, Workload
 from ingestor.domain.errors import EntryIdError
 from ingestor.domain.events import parse_entry_id
+from tests.support.listening import stop_listening
 
 API = "/api/v3"
 STREAM_PATH = f"{API}/stream/copilot/{SPORT}/odds"
@@ -87,7 +88,7 @@ class Feed:
         """Stop listening and drop every connection."""
         self.done.set()
         if self._server is not None:
-            self._server.close()
+            await stop_listening(self._server)  # a client may be connecting right now
         for writer in list(self._writers):
             writer.close()
         if self._server is not None:

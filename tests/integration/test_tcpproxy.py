@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import wait_until
-from tests.support.listening import close_server
+from tests.support.listening import stop_listening
 from tests.support.tcpproxy import TcpProxy
 
 DELAY_S = 0.05
@@ -57,10 +57,11 @@ async def echo_port() -> AsyncIterator[int]:
 
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     yield int(server.sockets[0].getsockname()[1])
-    await close_server(server)
+    await stop_listening(server)
     for task in handlers:
         task.cancel()
     await asyncio.gather(*handlers, return_exceptions=True)
+    await server.wait_closed()
 
 
 async def connect(port: int) -> asyncpg.Connection:

@@ -10,7 +10,7 @@ import pytest
 from ingestor.stream.worker import StreamWorker
 from tests.conftest import wait_until
 from tests.support.fakefeed import FakeFeed, frame, odd, odds_frame
-from tests.support.listening import close_server
+from tests.support.listening import stop_listening
 from tests.support.pipeline import Pipeline, PipelineFactory, build_pipeline, supervise
 
 
@@ -199,7 +199,8 @@ async def test_server_that_never_answers_is_a_connect_error(database_url: str) -
     finally:
         await p.close()
         hold.set()
-        await close_server(server)
+        await stop_listening(server)
+        await server.wait_closed()
 
 
 async def test_429_holds_every_new_connection_back(database_url: str) -> None:

@@ -39,8 +39,8 @@ async def stop_accepting(listening: Iterable[_HasFileno]) -> None:
         await asyncio.sleep(0)
 
 
-async def close_server(server: asyncio.Server) -> None:
-    """Stop listening without the accept race; established connections are the caller's."""
+async def stop_listening(server: asyncio.Server) -> None:
+    """Close the listening sockets without the accept race. Connections stay the caller's:
+    from Python 3.12 on, ``server.wait_closed()`` waits until they are closed too."""
     await stop_accepting(server.sockets)
     server.close()
-    await server.wait_closed()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.listening import close_server, loopback_socket
+from tests.support.listening import loopback_socket, stop_listening
 
 
 @contextlib.contextmanager
@@ -36,7 +36,8 @@ async def _connect_then_close(turns: int) -> None:
     try:
         for _ in range(turns):  # the close lands at each step of the accept in turn
             await asyncio.sleep(0)
-        await close_server(server)
+        await stop_listening(server)
+        await server.wait_closed()
     finally:
         client.close()
 
