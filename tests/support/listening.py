@@ -26,7 +26,7 @@ def loopback_socket(port: int = 0) -> socket.socket:
 
 async def stop_accepting(listening: Iterable[_HasFileno]) -> None:
     """Take no new connection on these sockets and let those already accepted attach."""
-    # CPython's race (gh-109564, open on 3.11-3.14): asyncio accepts in a reader callback
+    # CPython's race (gh-109564, still open upstream): asyncio accepts in a reader callback
     # and attaches the transport in a task one loop turn later. A Server.close() in between
     # trips `assert self._sockets is not None` in Server._attach and drops the accepted
     # socket unclosed: a ResourceWarning at garbage collection, an error under pytest's
