@@ -18,8 +18,7 @@ async def test_odds_calls_carry_at_most_five_fixture_ids(
     running: SimPipelineFactory, pg: Any
 ) -> None:
     sim, p = await running()
-    await wait_until(lambda: p.sample("ingestor_rehydrations_total", group=p.group.key,
-                                      result="complete") >= 1)  # fmt: skip
+    await wait_until(lambda: p.rehydrations() >= 1)
     calls = [q for path, q in sim.server.requests if path.endswith("/copilot/fixtures/odds")]
     sizes = [sum(1 for k, _ in q if k == "fixture_id") for q in calls]
     assert sizes and max(sizes) == 5 and sum(sizes) == 2 * len(sim.server.world.fixtures)
@@ -80,8 +79,7 @@ async def test_snapshots_honour_every_filter_of_the_stream(database_url: str, pg
     p = await build_pipeline(database_url, sim, streams=[stream], rehydrate=True)
     supervise(p)
     try:
-        await wait_until(lambda: p.sample("ingestor_rehydrations_total", group=p.group.key,
-                                          result="complete") >= 1, timeout_s=20)  # fmt: skip
+        await wait_until(lambda: p.rehydrations() >= 1, timeout_s=20)
         await wait_until(lambda: pg.fetchval("SELECT count(*) FROM odds"), timeout_s=20)
         calls = [q for path, q in sim.server.requests if path.endswith("/copilot/fixtures/odds")]
         assert calls and all(("odds_format", "DECIMAL") in q for q in calls)
@@ -133,8 +131,7 @@ async def test_a_fixture_first_seen_after_the_connect_gets_its_row_then_its_deta
     running: SimPipelineFactory, pg: Any
 ) -> None:
     sim, p = await running()
-    await wait_until(lambda: p.sample("ingestor_rehydrations_total", group=p.group.key,
-                                      result="complete") >= 1)  # fmt: skip
+    await wait_until(lambda: p.rehydrations() >= 1)
     world = sim.server.world
     new = world._new_fixture("basketball", "NBA")  # a game added after the listing
     await sim.server.emit(0)  # wake the streams: the new fixture's odds are in the log

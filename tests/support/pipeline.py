@@ -63,6 +63,10 @@ class Pipeline:
         """How often the first group has reconnected for ``reason``."""
         return self.sample("ingestor_stream_reconnects_total", group=self.group.key, reason=reason)
 
+    def rehydrations(self, result: str = "complete") -> float:
+        """How many gap recoveries of the first group ended with ``result``."""
+        return self.sample("ingestor_rehydrations_total", group=self.group.key, result=result)
+
     def start(self, supervisor: Supervisor) -> None:
         """Run the supervisor in the background."""
         self.task = asyncio.create_task(supervisor.run(), name="test-supervisor")
