@@ -28,7 +28,8 @@ GRANT USAGE ON SCHEMA public TO :"app", :"reader";
 -- What later migrations create (they run as the owner).
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA public
     GRANT SELECT, INSERT, UPDATE ON TABLES TO :"app";
--- USAGE is nextval(): status history, settlement codes, group numbers draw ids from sequences.
+-- USAGE is nextval(): the fixture status history's ids come from a sequence default (identity
+-- columns, such as settlement codes and group numbers, need no grant of their own).
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA public
     GRANT USAGE ON SEQUENCES TO :"app";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA public
