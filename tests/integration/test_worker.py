@@ -85,6 +85,7 @@ class _CrashOnce(StreamWorker):
 
 
 async def test_crashed_worker_is_restarted(make_pipeline: PipelineFactory) -> None:
+    _CrashOnce.crashed = False  # class-wide: the supervisor builds the worker again
     p = await make_pipeline(worker_class=_CrashOnce)
     supervise(p)
     await p.feed.wait_connections(1)

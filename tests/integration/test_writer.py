@@ -263,11 +263,9 @@ def test_any_order_of_events_for_one_odd_ends_newest(
 ) -> None:
     def build(e: tuple[str, int, int, int]) -> Any:
         etype, ts, seq_no, value = e
-        item = odd("x", ts=ts, price=value)
-        if etype == "copilot-settled-odds":
-            for k in ("price", "points", "is_main", "is_live", "grouping_key"):
-                item.pop(k)
-            item.update(settlement=f"S{value}", settled_at="2024-01-01T00:00:00+00:00")
+        item = (settled_odd("x", ts=ts, settlement=f"S{value}",
+                            settled_at="2024-01-01T00:00:00+00:00")
+                if etype == "copilot-settled-odds" else odd("x", ts=ts, price=value))  # fmt: skip
         return event(etype, f"{ts}000-{seq_no}", [item])
 
     async def run() -> tuple[str, float | None, str | None]:

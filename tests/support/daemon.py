@@ -62,16 +62,19 @@ class Daemon:
     async def stop(self, timeout_s: float = 15) -> int:
         """SIGTERM and wait for the exit code."""
         self.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.proc.wait(), timeout_s)
-        await self._reader
-        self._show_tail()
-        return code
+        return await self.exited(timeout_s)
 
     async def exited(self, timeout_s: float = 30) -> int:
-        """Wait for the process to end by itself; its exit code."""
-        code = await asyncio.wait_for(self.proc.wait(), timeout_s)
-        await self._reader
-        self._show_tail()
+        """Wait for the process to end by itself; its exit code. Killed if it outlives that."""
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), timeout_s)
+        except TimeoutError:
+            self.proc.kill()  # never left running after the test
+            await self.proc.wait()
+            raise
+        finally:
+            await self._reader
+            self._show_tail()
         return code
 
     async def kill(self) -> None:
@@ -120,12 +123,35 @@ def write_config(
     return path
 
 
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any INGESTOR_/OPTICODDS_ setting, plus ``settings``:
+    a setting left in the shell would override the test's config file."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTOR_", "OPTICODDS_"))}
+    return {**base, **settings}
+
+
 async def start_daemon(config: Path, database_url: str, metrics_port: int) -> Daemon:
     """Spawn the daemon with the key and database in its environment."""
-    env = {**os.environ, "INGESTOR_DATABASE_URL": database_url, "OPTICODDS_API_KEY": API_KEY}
-    env.pop("INGESTOR_CONFIG", None)
+    env = clean_env(INGESTOR_DATABASE_URL=database_url, OPTICODDS_API_KEY=API_KEY)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ingestor", "run", "--config", str(config),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
     )  # fmt: skip
     return Daemon(proc, metrics_port)
+
+
+async def run_cli(*args: str, env: dict[str, str] | None = None,
+                  timeout_s: float = 60) -> tuple[int, str]:  # fmt: skip
+    """Run ``python -m ingestor ...`` to its end; the exit code and stdout+stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ingestor", *args, env=clean_env(**(env or {})),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()

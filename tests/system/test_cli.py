@@ -4,7 +4,6 @@ what each command did, said plainly."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import sys
 import time
@@ -18,7 +17,7 @@ import pytest
 from ingestor.storage.migrations import head_revision
 from ingestor.storage.partitions import partition_name
 from tests.conftest import free_port, wait_until
-from tests.support.daemon import start_daemon, write_config
+from tests.support.daemon import run_cli, start_daemon, write_config
 from tests.support.fakefeed import API_KEY
 from tests.support.helpers import TABLES, partitions, tables
 from tests.support.sim import connected, start_sim
@@ -33,18 +32,6 @@ COMMANDS = {
     "partitions": "create the history's day partitions ahead",
     "simulate": "serve a local stand-in for the OpticOdds API",
 }
-
-
-async def ingestor(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Run ``python -m ingestor ...``; returns the exit code and stdout+stderr."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("INGESTOR_", "OPTICODDS_"))}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingestor", *args, env={**base, **(env or {})},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
 
 
 def one_line(out: str) -> str:
@@ -66,11 +53,11 @@ def _config(tmp_path: Path, **extra: Any) -> Path:
 async def test_migrate_names_a_missing_database_or_a_wrong_port_in_one_line(
     admin_url: str,
 ) -> None:
-    code, out = await ingestor("migrate", env={"INGESTOR_DATABASE_URL": _url(admin_url, "nope_db")})
+    code, out = await run_cli("migrate", env={"INGESTOR_DATABASE_URL": _url(admin_url, "nope_db")})
     assert code == 1
     assert 'database "nope_db" does not exist' in one_line(out)
     assert "s3cret-pw" not in out
-    code, out = await ingestor("migrate", env={
+    code, out = await run_cli("migrate", env={
         "INGESTOR_DATABASE_URL": _url(admin_url, "postgres", port=free_port())})  # fmt: skip
     assert code == 1
     assert "cannot use the database" in one_line(out) and "s3cret-pw" not in out
@@ -81,16 +68,16 @@ async def test_migrate_says_what_it_applied_and_undid(empty_database_url: str) -
     from ingestor.storage.migrations import revisions
 
     known = revisions()
-    code, out = await ingestor("migrate", env=env)
+    code, out = await run_cli("migrate", env=env)
     assert code == 0
     assert one_line(out) == f"applied {', '.join(known)}; the schema is at {known[-1]}"
-    code, out = await ingestor("migrate", env=env)
+    code, out = await run_cli("migrate", env=env)
     assert (code, one_line(out)) == (0, f"nothing to do: the schema is at {known[-1]}")
-    code, out = await ingestor("migrate", "--to", known[-2], env=env)
+    code, out = await run_cli("migrate", "--to", known[-2], env=env)
     assert (code, one_line(out)) == (0, f"undid {known[-1]}; the schema is at {known[-2]}")
-    code, out = await ingestor("migrate", "--to", "no-such", env=env)
+    code, out = await run_cli("migrate", "--to", "no-such", env=env)
     assert code == 2 and "--to no-such: no such revision" in one_line(out)
-    code, out = await ingestor("migrate", env=env)
+    code, out = await run_cli("migrate", env=env)
     assert (code, one_line(out)) == (0, f"applied {known[-1]}; the schema is at {known[-1]}")
 
 
@@ -98,11 +85,11 @@ async def test_partitions_on_a_missing_or_unmigrated_database(
     admin_url: str, empty_database_url: str, tmp_path: Path
 ) -> None:
     config = _config(tmp_path)
-    code, out = await ingestor("partitions", "--config", str(config),
+    code, out = await run_cli("partitions", "--config", str(config),
                                env={"INGESTOR_DATABASE_URL": empty_database_url})  # fmt: skip
     assert code == 1 and "run `ingestor migrate` first" in one_line(out)
     gone = {"INGESTOR_DATABASE_URL": _url(admin_url, "gone_db")}
-    code, out = await ingestor("partitions", "--config", str(config), env=gone)
+    code, out = await run_cli("partitions", "--config", str(config), env=gone)
     assert code == 1 and 'database "gone_db" does not exist' in one_line(out)
 
 
@@ -115,7 +102,7 @@ async def test_run_fails_at_once_on_a_permanent_database_refusal(
                         'role "no_such_role" does not exist')):  # fmt: skip
         started = time.monotonic()
         env = {"INGESTOR_DATABASE_URL": url, "OPTICODDS_API_KEY": "k"}
-        code, out = await ingestor("run", "--config", str(config), env=env)
+        code, out = await run_cli("run", "--config", str(config), env=env)
         assert code == 1 and cause in one_line(out), out
         assert time.monotonic() - started < 10, "a permanent error must not wait database_wait_s"
 
@@ -129,12 +116,12 @@ async def test_a_taken_port_is_one_line_for_run_and_simulate(
         port = taken.getsockname()[1]
         config = write_config(tmp_path / "c.toml", "http://127.0.0.1:9/api/v3", port,
                               manage_partitions=False)  # fmt: skip
-        code, out = await ingestor("run", "--config", str(config),
+        code, out = await run_cli("run", "--config", str(config),
                                    env={"INGESTOR_DATABASE_URL": database_url,
                                         "OPTICODDS_API_KEY": API_KEY})  # fmt: skip
         assert code == 1
         assert f"metrics port 127.0.0.1:{port} cannot be opened" in one_line(out), out
-        code, out = await ingestor("simulate", "--host", "127.0.0.1", "--port", str(port))
+        code, out = await run_cli("simulate", "--host", "127.0.0.1", "--port", str(port))
         assert code == 1 and f"port 127.0.0.1:{port} cannot be opened" in out, out
         assert "Traceback" not in out
 
@@ -142,7 +129,7 @@ async def test_a_taken_port_is_one_line_for_run_and_simulate(
 async def test_check_config_lists_the_connections_it_will_open(tmp_path: Path) -> None:
     leagues = tuple(f"L{i}" for i in range(11))
     config = write_config(tmp_path / "c.toml", "http://127.0.0.1:9/api/v3", 9108, leagues=leagues)
-    code, out = await ingestor("check-config", "--config", str(config))
+    code, out = await run_cli("check-config", "--config", str(config))
     assert code == 0
     lines = out.splitlines()
     assert "2 connection(s) of at most 10 leagues" in lines[0]
@@ -155,13 +142,13 @@ async def test_the_demo_switch_and_an_ignored_demo_url_are_said(tmp_path: Path) 
     config = write_config(tmp_path / "c.toml", "https://api.opticodds.com/api/v3", 9108,
                           demo_api_base_url="http://127.0.0.1:8080/api/v3")  # fmt: skip
     env = {"OPTICODDS_API_KEY": "a-real-key"}
-    code, out = await ingestor("check-config", "--config", str(config), env=env)
+    code, out = await run_cli("check-config", "--config", str(config), env=env)
     assert code == 0 and "to https://api.opticodds.com/api/v3" in out and "DEMO" not in out
-    code, out = await ingestor("check-config", "--config", str(config),
+    code, out = await run_cli("check-config", "--config", str(config),
                                env={**env, "INGESTOR_DEMO": "true"})  # fmt: skip
     assert code == 0 and "to http://127.0.0.1:8080/api/v3 (DEMO: the simulator)" in out
     bare = write_config(tmp_path / "d.toml", "https://api.opticodds.com/api/v3", 9108)
-    code, out = await ingestor("check-config", "--config", str(bare),
+    code, out = await run_cli("check-config", "--config", str(bare),
                                env={**env, "INGESTOR_DEMO": "true"})  # fmt: skip
     assert code == 2 and "demo = true needs demo_api_base_url" in out
 
@@ -186,8 +173,9 @@ async def test_logs_stay_json_and_say_that_data_flows(database_url: str, tmp_pat
         await reader.read()
         writer.close()
     finally:
-        assert await daemon.stop() == 0
+        code = await daemon.stop()
         await sim.stop()
+    assert code == 0
     events = daemon.events()  # every line parses as one JSON object (fails otherwise)
     names = [e["event"] for e in events]
     assert "rehydrate_started" in names and "rehydrate_done" in names
@@ -205,25 +193,25 @@ async def test_run_refuses_a_database_without_schema(
     config = tmp_path / "c.toml"
     config.write_text('[[streams]]\nkind = "copilot"\nsport = "basketball"\nleagues = ["NBA"]\n')
     env = {"INGESTOR_DATABASE_URL": empty_database_url, "OPTICODDS_API_KEY": API_KEY}
-    code, out = await ingestor("run", "--config", str(config), env=env)
+    code, out = await run_cli("run", "--config", str(config), env=env)
     assert code == 1
     assert "run `ingestor migrate`" in out and head_revision() in out
     assert API_KEY not in out
 
-    code, out = await ingestor("migrate", env=env)
+    code, out = await run_cli("migrate", env=env)
     assert code == 0, out
     assert await tables(empty_database_url) == TABLES
 
 
 async def test_help_says_what_every_command_does() -> None:
-    code, out = await ingestor("--help")
+    code, out = await run_cli("--help")
     assert code == 0, out
     listed = " ".join(out.partition("COMMAND\n")[2].partition("options:")[0].split())
     readme = README.read_text()
     for name, says in COMMANDS.items():
         assert f"{name} {says}" in listed, f"--help: {name}"
         assert f"ingestor {name}" in readme, f"README: {name}"
-        code, sub = await ingestor(name, "--help")
+        code, sub = await run_cli(name, "--help")
         assert code == 0 and f"usage: ingestor {name}" in sub, sub
 
 
@@ -235,7 +223,7 @@ async def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
     )
     env = {"INGESTOR_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x",
            "OPTICODDS_API_KEY": API_KEY}  # fmt: skip
-    code, out = await ingestor("run", "--config", str(config), env=env)
+    code, out = await run_cli("run", "--config", str(config), env=env)
     assert code == 1
     assert "PostgreSQL not reachable after" in out
 
@@ -243,22 +231,15 @@ async def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
 async def test_partitions_command_keeps_today_and_ahead(
     database_url: str, pg: Any, tmp_path: Any
 ) -> None:
-    import os
-    import sys
-
     config = tmp_path / "c.toml"
     config.write_text(
         "partitions_ahead_days = 3\n"
         '[[streams]]\nkind = "copilot"\nsport = "basketball"\nleagues = ["NBA"]\n'
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingestor", "partitions", "--config", str(config),
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "INGESTOR_DATABASE_URL": database_url},
-    )  # fmt: skip
-    _, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    assert "created 12, dropped 0" in err.decode()  # 4 days x 3 tables
+    code, out = await run_cli("partitions", "--config", str(config),
+                              env={"INGESTOR_DATABASE_URL": database_url})  # fmt: skip
+    assert code == 0, out
+    assert "created 12, dropped 0" in out  # 4 days x 3 tables
     today = datetime.now(UTC).date()
     parts = await partitions(pg, "fixture_status_history")
     assert partition_name("fixture_status_history", today + timedelta(days=3)) in parts

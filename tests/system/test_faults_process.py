@@ -54,8 +54,9 @@ async def test_sigkill_mid_batch_resumes_from_the_committed_cursor(
         # Replay from the cursor means every event since the first connect is stored once.
         assert await history_diff(pg, sim.server.world, complete_from=first) == []
     finally:
-        assert await daemon.stop() == 0
+        code = await daemon.stop()
         await sim.stop()
+    assert code == 0
 
 
 async def test_database_outage_of_30_s(database_url: str, pg: Any, tmp_path: Path) -> None:
@@ -89,9 +90,10 @@ async def test_database_outage_of_30_s(database_url: str, pg: Any, tmp_path: Pat
               f"{daemon.peak_rss_mb():.0f} MB after; flush_failed logged "
               f"{len(daemon.log_events('flush_failed'))} times")  # fmt: skip
     finally:
-        assert await daemon.stop() == 0
+        code = await daemon.stop()
         await sim.stop()
         await proxy.close()
+    assert code == 0
 
 
 def _logged(daemon: Daemon, event: str) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ import pytest
 
 from ingestor.storage.migrations import upgrade
 from tests.conftest import free_port, wait_until
-from tests.support.daemon import Daemon, start_daemon, write_config
+from tests.support.daemon import Daemon, run_cli, start_daemon, write_config
 from tests.support.fakefeed import API_KEY
 from tests.support.sim import RunningSim, connected, emitting, history_diff, settle, start_sim
 
@@ -189,20 +188,17 @@ async def test_role_without_write_rights_is_named(database_url: str, pg: Any,
                                                    tmp_path: Path) -> None:  # fmt: skip
     role = f"ro_{uuid.uuid4().hex[:8]}"
     await pg.execute(f"CREATE ROLE {role} LOGIN")
-    await pg.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
-    await pg.execute(f"GRANT INSERT, UPDATE ON odds, fixtures TO {role}")
-    config = tmp_path / "c.toml"
-    config.write_text('[[streams]]\nkind = "copilot"\nsport = "basketball"\nleagues = ["NBA"]\n')
-    url = database_url.replace("postgres@", f"{role}@", 1)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingestor", "run", "--config", str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "INGESTOR_DATABASE_URL": url, "OPTICODDS_API_KEY": API_KEY},
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
     try:
-        assert proc.returncode == 1
-        text = out.decode()
+        await pg.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        await pg.execute(f"GRANT INSERT, UPDATE ON odds, fixtures TO {role}")
+        config = tmp_path / "c.toml"
+        config.write_text(
+            '[[streams]]\nkind = "copilot"\nsport = "basketball"\nleagues = ["NBA"]\n'
+        )
+        url = database_url.replace("postgres@", f"{role}@", 1)
+        code, text = await run_cli("run", "--config", str(config), env={
+            "INGESTOR_DATABASE_URL": url, "OPTICODDS_API_KEY": API_KEY})  # fmt: skip
+        assert code == 1
         assert f"database role {role} lacks privileges" in text
         assert f"GRANT INSERT, UPDATE ON odds_changes TO {role}" in text
         assert f"GRANT USAGE ON SEQUENCE fixture_status_history_seq TO {role}" in text

@@ -83,9 +83,9 @@ async def test_groups_are_shared_taken_over_and_rebalanced(
         assert await history_diff(pg, sim.server.world) == []
         print(f"takeover after SIGKILL: {takeover_s:.2f}s (lease check every {CHECK_S}s)")
     finally:
-        for d in daemons:
-            assert await d.stop() == 0
+        codes = [await d.stop() for d in daemons]
         await sim.stop()
+    assert codes == [0] * len(daemons)
 
 
 async def _all_owned(daemons: list[Daemon], want: list[int]) -> bool:
@@ -130,10 +130,10 @@ async def test_a_second_process_with_the_default_configuration_waits_as_a_standb
         assert await history_diff(pg, sim.server.world) == []
         print(f"standby took over {took_over_s:.2f}s after SIGTERM of the first process")
     finally:
-        for d in (first, second):
-            if d is not None and d.proc.returncode is None:
-                assert await d.stop() == 0
+        codes = [await d.stop() for d in (first, second)
+                 if d is not None and d.proc.returncode is None]  # fmt: skip
         await sim.stop()
+    assert codes == [0] * len(codes)
     assert second is not None
     for d in (first, second):
         for line in d.lines:

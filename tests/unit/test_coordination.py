@@ -77,6 +77,7 @@ class Process:
     stop: asyncio.Event
     metrics: Metrics
     streaming: set[str] = field(default_factory=set)
+    started_from: dict[str, Cursor | None] = field(default_factory=dict)
     stops: list[tuple[str, bool]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
@@ -95,6 +96,7 @@ def process(table: Table, *, fair: bool) -> Process:
         assert table.held.get(key) is leases, "a worker starts only after its claim is taken"
         assert key not in {k for p in procs for k in p.streaming}, f"{key} streamed twice"
         proc.streaming.add(key)
+        proc.started_from[key] = cursor
 
     async def stop_worker(key: str, drain: bool) -> None:
         assert table.held.get(key) is leases, "a worker stops before its claim is given back"
@@ -142,6 +144,7 @@ async def test_without_coordination_a_second_process_waits_then_takes_over() -> 
     await first.leave()
     await wait_until(lambda: second.streaming == set(GROUPS))
     assert second.coordinator.standby == [] and _gauge(second, "ingestor_groups_owned") == 6
+    assert second.started_from["g2"] == Cursor("5-0", "e5")  # read again when taken over
 
 
 async def test_fair_share_splits_and_rebalances() -> None:
