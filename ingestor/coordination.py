@@ -26,7 +26,8 @@ from ingestor.ports import LeaseError, Leases
 log = structlog.get_logger("ingestor.coordination")
 
 Start = Callable[[str, Cursor | None], Awaitable[None]]
-Stop = Callable[[str, bool], Awaitable[None]]  # (group, drain what it queued first)
+# (group, drain what it queued first) -> whether what it queued is committed
+Stop = Callable[[str, bool], Awaitable[bool]]
 
 
 def fair_share(groups: int, members: int) -> int:
@@ -90,7 +91,11 @@ class Coordinator:
         members = await self._leases.members()
         share = fair_share(len(self._groups), members if self._share_fairly else 1)
         for key in sorted(self.owned)[share:]:  # over the share: give back, worker first
-            await self._stop(key, True)  # and its queued events committed: a clean handover
+            # ... and its queued events committed: a clean handover. Not drained in time
+            # (the database is slow): the claim stays, and a later round tries again, since
+            # the next owner would read the group's mark before our last rows land.
+            if not await self._stop(key, True):
+                continue
             await self._leases.release(key)
             self.owned.discard(key)
             log.info("group_released", group=key, members=members, share=share)

@@ -80,24 +80,27 @@ class Supervisor:
         worker.reset_failures()  # readiness counts this ownership's failures only
         self._tasks[key] = asyncio.create_task(self._guard(worker), name=f"worker:{key}")
 
-    async def stop_worker(self, key: str, drain: bool = False) -> None:
+    async def stop_worker(self, key: str, drain: bool = False) -> bool:
         """Stop a group's worker and wait until it no longer reads; ``drain``: and until what
-        it queued is committed (bounded), so that the next owner starts after our last write."""
+        it queued is committed (bounded), so that the next owner starts after our last write.
+        Returns whether that is so (False: not drained in time, or not asked to drain)."""
         task = self._tasks.pop(key, None)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            drained = False
-            if drain:
-                try:
-                    async with asyncio.timeout(DRAIN_S):
-                        await self._writer.flushed()
-                    drained = True
-                except TimeoutError:
-                    log.warning("group_drain_timeout", group=key, timeout_s=DRAIN_S)
+        drained = False
+        if drain:
+            try:
+                async with asyncio.timeout(DRAIN_S):
+                    await self._writer.flushed()
+                drained = True
+            except TimeoutError:
+                log.warning("group_drain_timeout", group=key, timeout_s=DRAIN_S)
+        if task is not None:
             # Not drained: our last events may land after the next owner's; check them.
             self._writer.handed_over(key, careful=not drained)
         self._workers[key].reset_failures()
+        return drained
 
     def running(self) -> list[StreamWorker]:
         """The workers of the groups this process streams now."""

@@ -23,7 +23,6 @@ from ingestor.storage.history import (
     CHANGE_COLUMNS,
     CHECKED_COLUMNS,
     EVENT_COLUMNS,
-    HistoryBatch,
     HistoryEncoder,
 )
 
@@ -74,7 +73,8 @@ class Statements:
             )
         enc = self.encoder
         enc.slot = slot
-        enc.adopt_marks(await conn.fetch(sql.READ_MARKS))
+        pending = set(enc.stale)
+        enc.adopt_marks(await conn.fetch(sql.READ_MARKS), pending)
         enc.settlements.update({r[0]: r[1] for r in await conn.fetch(sql.READ_SETTLEMENTS)})
         for r in await conn.fetch(sql.READ_GROUPS):
             enc.group_numbers[r[0]] = r[1]
@@ -86,6 +86,17 @@ class Statements:
         missing = {e.group_key for e in batch.history_events if e.group_key not in known}
         if missing:
             for r in await conn.fetch(sql.ENSURE_GROUPS, sorted(missing)):
+                known[r[0]] = r[1]
+
+    async def ensure_settlements(self, conn: asyncpg.Connection, batch: FlushBatch) -> None:
+        """Codes for settlement texts not seen before, outside the flush's transactions like
+        the group numbers: a code learnt inside one that rolled back would be remembered here
+        while its row is gone, and the retry's rows would carry a code nothing names."""
+        known = self.encoder.settlements
+        texts = {r.settlement for e in batch.history_events for r in e.odds
+                 if r.settlement is not None and r.settlement not in known}  # fmt: skip
+        if texts:
+            for r in await conn.fetch(sql.ADD_SETTLEMENTS, sorted(texts)):
                 known[r[0]] = r[1]
 
     async def write(self, conn: asyncpg.Connection, batch: FlushBatch, attempt: int) -> Written:
@@ -142,7 +153,7 @@ class Statements:
         """Encode a batch's history while the previous flush runs, when nothing the flush
         could learn first would change it (a slot, a group's number or mark)."""
         enc = self.encoder
-        if enc.slot is None or enc.stale or enc.careful or batch.history is not None:
+        if enc.slot is None or enc.stale or enc.any_careful() or batch.history is not None:
             return  # the flush would encode it again (and the ahead pass raised the marks)
         if all(e.group_key in enc.group_numbers for e in batch.history_events):
             batch.history = enc.encode(batch.history_events)
@@ -154,13 +165,14 @@ class Statements:
         checks every row, because its history may have committed before the cursor's failed."""
         enc = self.encoder
         if enc.stale:  # groups taken over: another process may have moved their marks
-            enc.adopt_marks(await conn.fetch(sql.READ_MARKS))
+            pending = set(enc.stale)
+            enc.adopt_marks(await conn.fetch(sql.READ_MARKS), pending)
         h = batch.history
-        if attempt > 0 or h is None or h.slot != enc.slot or enc.careful:
+        if attempt > 0 or h is None or h.slot != enc.slot or enc.any_careful():
             h = enc.encode(batch.history_events, check_all=attempt > 0)
         batch.history = None  # used once: a retry encodes again
-        if h.unsettled:
-            await self._settle_codes(conn, h)
+        for record, text in h.unsettled:  # encoded ahead, before ensure_settlements ran
+            record[5] = enc.settlements[text]
         added = 0
         if h.changes:
             await conn.copy_records_to_table(
@@ -182,14 +194,6 @@ class Statements:
         if h.marks:
             await conn.execute(sql.ADVANCE_MARKS, list(h.marks), list(h.marks.values()))
         return added
-
-    async def _settle_codes(self, conn: asyncpg.Connection, h: HistoryBatch) -> None:
-        """Codes for settlement texts not seen before; the rows then carry them."""
-        texts = sorted({text for _, text in h.unsettled})
-        codes = {r[0]: r[1] for r in await conn.fetch(sql.ADD_SETTLEMENTS, texts)}
-        self.encoder.settlements.update(codes)
-        for record, text in h.unsettled:
-            record[5] = codes[text]
 
     async def _ensure_fixtures(
         self, conn: asyncpg.Connection, batch: FlushBatch

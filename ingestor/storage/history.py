@@ -107,12 +107,13 @@ class HistoryEncoder:
                 rows.append(self._row(r, event, out, checked, key, text, False))
         return out
 
-    def adopt_marks(self, rows: list[tuple[int, int]]) -> None:
-        """The marks as ``history_marks`` has them now (another process may have raised them);
-        ours never go down."""
+    def adopt_marks(self, rows: list[tuple[int, int]], read_for: set[int]) -> None:
+        """The marks as ``history_marks`` had them when read for the stale groups
+        ``read_for`` (another process may have raised them); ours never go down."""
         for group, key in rows:
             self.marks[group] = max(self.marks.get(group, -1), key)
-        self.stale.clear()
+        # Not clear(): a group handed over while the marks were read must be read again.
+        self.stale -= read_for
 
     def handed_over(self, group_key: str, *, careful: bool) -> None:
         """The group changed hands: read its mark again (another process may have moved it);
@@ -122,6 +123,14 @@ class HistoryEncoder:
             self.stale.add(group)
             if careful:
                 self.careful[group] = time.monotonic() + HANDOVER_S
+
+    def any_careful(self) -> bool:
+        """Whether some group is still checked row by row (expired deadlines are dropped:
+        a group given away may never send an event again)."""
+        now = time.monotonic()
+        for group in [g for g, until in self.careful.items() if now >= until]:
+            del self.careful[group]
+        return bool(self.careful)
 
     def _careful(self, group: int) -> bool:
         until = self.careful.get(group)

@@ -321,6 +321,7 @@ class Writer:
         conns = [await self._connect(i) for i in busy]
         if batches[-1].history_events:
             await self._statements.ensure_groups(conns[-1], batches[-1])
+            await self._statements.ensure_settlements(conns[-1], batches[-1])
         txs = [conn.transaction() for conn in conns]
         try:
             for tx in txs:

@@ -11,7 +11,7 @@ from ingestor.domain.events import EventQueue
 from ingestor.metrics import Metrics
 from ingestor.storage.writer import Writer
 from tests.conftest import wait_until
-from tests.support.fakefeed import FakeFeed, odd
+from tests.support.fakefeed import FakeFeed, odd, settled_odd
 from tests.support.helpers import GROUP, event, history_of, odds_row, write_batches
 from tests.support.pipeline import build_pipeline, supervise
 
@@ -222,3 +222,17 @@ async def test_a_row_postgres_refuses_is_dropped_alone(database_url: str, pg: An
 def _samples(metrics: Metrics, name: str) -> list[tuple[dict[str, str], float]]:
     return [(s.labels, s.value) for m in metrics.registry.collect() for s in m.samples
             if s.name == name]  # fmt: skip
+
+
+async def test_a_settlement_first_seen_in_a_failed_flush_is_stored_with_its_retry(
+    database_url: str, pg: Any
+) -> None:
+    # The flush fails on the refused row and is split; the settled odd's half commits. Its
+    # settlement text must then be readable: the code for a new text is committed on its own,
+    # never remembered from a transaction that rolled back.
+    settled = event("copilot-settled-odds", "1-0", [settled_odd("s", ts=1, settlement="Abandoned")])
+    bad = event("copilot-odds", "2-0", [odd("poison", ts=2)])
+    bad.odds[0].league = "N\x00BA"  # PostgreSQL text refuses NUL: the whole flush fails
+    await write_batches(database_url, [settled, bad])
+    assert await pg.fetchval("SELECT settlement FROM odds_history WHERE id = 's'") == "Abandoned"
+    assert await pg.fetchval("SELECT settlement FROM odds WHERE id = 's'") == "Abandoned"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -78,6 +79,7 @@ class Process:
     metrics: Metrics
     streaming: set[str] = field(default_factory=set)
     started_from: dict[str, Cursor | None] = field(default_factory=dict)
+    undrained: int = 0  # how many drains to fail from now on
     stops: list[tuple[str, bool]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
@@ -98,12 +100,16 @@ def process(table: Table, *, fair: bool) -> Process:
         proc.streaming.add(key)
         proc.started_from[key] = cursor
 
-    async def stop_worker(key: str, drain: bool) -> None:
+    async def stop_worker(key: str, drain: bool) -> bool:
         assert table.held.get(key) is leases, "a worker stops before its claim is given back"
         await asyncio.sleep(0)  # stopping (and draining) takes time: the claim must outlast it
         assert table.held.get(key) is leases, "the claim went while the worker was stopping"
         proc.streaming.discard(key)
         proc.stops.append((key, drain))
+        if drain and proc.undrained:  # the writer did not commit its queue in time
+            proc.undrained -= 1
+            return False
+        return drain
 
     coordinator = Coordinator(leases, GROUPS, start, stop_worker, metrics, check_s=0.005,
                               stop_event=stop, share_fairly=fair)  # fmt: skip
@@ -181,3 +187,17 @@ async def test_a_group_given_back_is_drained_before_its_claim_goes() -> None:
     await wait_until(lambda: sorted(len(p.streaming) for p in [*two, third]) == [2, 2, 2])
     given = [s for p in two for s in p.stops]
     assert len(given) >= 2 and all(drain for _, drain in given)  # a clean handover
+
+
+async def test_a_group_not_drained_in_time_keeps_its_claim_until_it_is() -> None:
+    table = Table()
+    two = [process(table, fair=True) for _ in range(2)]
+    await wait_until(lambda: sorted(len(p.streaming) for p in two) == [3, 3])
+    two[0].undrained = 3  # its writer cannot commit for three rounds
+    third = process(table, fair=True)
+    await wait_until(lambda: sorted(len(p.streaming) for p in [*two, third]) == [2, 2, 2])
+    # The group it gives back was stopped on every round until the drain held, and only then
+    # did its claim go (after a failed drain the key stays owned, so it is stopped again).
+    tries = Counter(k for k, drain in two[0].stops if drain)
+    assert two[0].undrained == 0 and max(tries.values()) == 4, tries
+    assert len(two[0].coordinator.owned) == 2

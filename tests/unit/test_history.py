@@ -102,3 +102,22 @@ def test_a_group_handed_over_uncleanly_is_checked_for_a_while() -> None:
     assert not enc.encode([event("copilot-odds", "6-0", [odd("a")])]).changes  # checked
     enc.careful[1] = 0.0  # the window is over
     assert enc.encode([event("copilot-odds", "7-0", [odd("a")])]).changes
+
+
+def test_a_careful_window_ends_for_a_group_that_sends_nothing_more() -> None:
+    # The giver never sees the group's events again: the window must still end, or every
+    # later batch would be encoded inside its flush instead of ahead of it.
+    enc = _encoder()
+    enc.handed_over(GROUP, careful=True)
+    assert enc.any_careful()
+    enc.careful[1] = 0.0  # the deadline passed
+    assert not enc.any_careful() and enc.careful == {}
+
+
+def test_a_handover_while_the_marks_are_read_is_read_again() -> None:
+    enc = _encoder()
+    enc.handed_over(GROUP, careful=False)
+    read_for = set(enc.stale)
+    enc.handed_over(WNBA, careful=False)  # arrives during the read
+    enc.adopt_marks([(1, 7)], read_for)
+    assert enc.marks[1] == 7 and enc.stale == {2}
