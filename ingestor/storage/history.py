@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ingestor.domain.events import SNAPSHOT_EVENT_ID, DecodedEvent, Kind, OddRow
+from ingestor.domain.events import SNAPSHOT_EVENT_ID, DecodedEvent, OddRow
 from ingestor.domain.keys import (
     entry_key,
     ev,
@@ -45,11 +45,6 @@ class HistoryBatch:
     marks: dict[int, int] = field(default_factory=dict)  # group_no -> highest entry key
     # Rows whose settlement text has no code yet: (record, text); the flush fills the code.
     unsettled: list[tuple[list[Any], str]] = field(default_factory=list)
-
-    @property
-    def rows(self) -> int:
-        """History rows offered (not all may be new)."""
-        return len(self.changes) + len(self.checked_changes)
 
 
 class HistoryEncoder:
@@ -174,4 +169,3 @@ CHANGE_COLUMNS = (
 )  # fmt: skip
 CHECKED_COLUMNS = (*CHANGE_COLUMNS, "entry_key", "entry_text", "kind", "snapshot", "entry_id")
 EVENT_COLUMNS = ("id", "entry_key", "sse_key", "group_no", "kind", "entry_text", "sse_text")
-SETTLED = int(Kind.SETTLED)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,30 +42,46 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[i : i + size]
 
 
-def _within(value: str | None, allowed: list[str] | None) -> bool:
+def _within(value: str | None, allowed: frozenset[str] | None) -> bool:
     """Text filters compare case-insensitively, as the vendor's parameters do."""
     return allowed is None or (value is not None and value.casefold() in allowed)
 
 
-def _folded(values: list[str] | None) -> list[str] | None:
-    return None if values is None else [v.casefold() for v in values]
+def _folded(values: list[str] | None) -> frozenset[str] | None:
+    return None if not values else frozenset(v.casefold() for v in values)
 
 
-def matches(row: OddRow, group: Group) -> bool:
-    """Whether the stream itself would have sent this odd: every filter it is opened with
-    (league, market, sportsbook, fixture, main and live flags), not only those REST honours."""
-    s = group.stream
-    fold = [lg.casefold() for lg in group.leagues]
-    return (
-        _within(row.league, fold)
-        and _within(row.market, [m.casefold() for m in s.markets] if s.markets else None)
-        and _within(
-            row.sportsbook, [b.casefold() for b in s.sportsbooks] if s.sportsbooks else None
+@dataclass(frozen=True, slots=True)
+class StreamFilter:
+    """Every filter a group's stream is opened with (league, market, sportsbook, fixture,
+    main and live flags), not only those REST honours; folded once per snapshot."""
+
+    leagues: frozenset[str]
+    markets: frozenset[str] | None
+    sportsbooks: frozenset[str] | None
+    fixture_ids: frozenset[str] | None
+    is_main: bool | None
+    is_live: bool | None
+
+    @classmethod
+    def of(cls, group: Group) -> StreamFilter:
+        """The filter of ``group``'s stream."""
+        s = group.stream
+        fixtures = None if s.fixture_ids is None else frozenset(s.fixture_ids)
+        leagues = frozenset(lg.casefold() for lg in group.leagues)
+        return cls(leagues, _folded(s.markets), _folded(s.sportsbooks),
+                   fixtures, s.is_main, s.is_live)  # fmt: skip
+
+    def matches(self, row: OddRow) -> bool:
+        """Whether the stream itself would have sent this odd."""
+        return (
+            _within(row.league, self.leagues)
+            and _within(row.market, self.markets)
+            and _within(row.sportsbook, self.sportsbooks)
+            and (self.fixture_ids is None or row.fixture_id in self.fixture_ids)
+            and (self.is_main is None or row.is_main is None or row.is_main == self.is_main)
+            and (self.is_live is None or row.is_live is None or row.is_live == self.is_live)
         )
-        and (s.fixture_ids is None or row.fixture_id in s.fixture_ids)
-        and (s.is_main is None or row.is_main is None or row.is_main == s.is_main)
-        and (s.is_live is None or row.is_live is None or row.is_live == s.is_live)
-    )
 
 
 def snapshot_params(group: Group) -> list[tuple[str, str]]:
@@ -180,6 +197,7 @@ class Rehydrator:
         items = await self._snapshot(group, chunk)
         returned: set[str] = set()
         rows: list[OddRow] = []
+        keep = StreamFilter.of(group)
         for item in items:
             if isinstance(item.get("id"), str):  # returned, even if it fails to decode
                 returned.add(item["id"])
@@ -191,7 +209,7 @@ class Rehydrator:
             returned.add(row.id)
             # A held odd that left the stream's filter (a main line that moved) is updated,
             # so it does not stay "main" and "open" for ever; a new one outside it is skipped.
-            if row.id in held or matches(row, group):
+            if row.id in held or keep.matches(row):
                 rows.append(row)
         rows += [
             inferred_lock(uid, s.kind, h.source_ts, h.entry_id, h.order_key)
