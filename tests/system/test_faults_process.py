@@ -120,3 +120,23 @@ async def test_sigterm_under_load_loses_nothing_accepted(
     # Every event up to the committed cursor is stored; the cursor moved past all of them.
     cursor = await _cursor(pg)
     assert await history_diff(pg, sim.server.world, complete_from=first, upto=cursor) == []
+
+
+async def test_rehydrate_false_in_the_config_asks_rest_nothing_across_reconnects(
+    database_url: str, pg: Any, tmp_path: Path
+) -> None:
+    sim = await start_sim()
+    daemon = await _daemon(tmp_path, sim, database_url, rehydrate=False)
+    try:
+        await connected(sim, timeout_s=20)
+        sim.server.cut_all(mid_frame=True)  # a gap: with rehydrate on, a snapshot would follow
+        await wait_until(lambda: sim.server.connections_total >= 2, timeout_s=20)
+        await connected(sim, timeout_s=20)
+        await sim.server.emit(20)
+        await wait_until(lambda: _cursor(pg), timeout_s=20)  # it streams and commits
+    finally:
+        code = await daemon.stop()
+        await sim.stop()
+    assert code == 0
+    assert [path for path, _ in sim.server.requests if "/stream/" not in path] == []
+    assert daemon.log_events("rehydrate_started") == []
