@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.conftest import wait_until
-from tests.support.fakefeed import FakeFeed, odd
+from tests.support.fakefeed import FakeFeed, odd, odds_frame
 from tests.support.pipeline import build_pipeline, supervise
 from tests.support.tcpproxy import TcpProxy
 
@@ -22,9 +22,10 @@ async def test_shutdown_is_bounded_when_the_database_hangs(database_url: str) ->
     supervise(p)
     try:
         await feed.wait_connections(1)
+        # A hang, not a refusal: new connections are accepted and then never answered.
+        proxy.delay_s = 3600
         await proxy.cut()
-        from tests.support.fakefeed import odds_frame
-
+        await proxy.restore()
         feed.send(odds_frame("copilot-odds", "1-0", [odd("a")]))
         await wait_until(lambda: p.sample("ingestor_events_queued_total") >= 1)
         loop = asyncio.get_running_loop()
