@@ -64,7 +64,7 @@ class Statements:
     async def open_history(self, conn: asyncpg.Connection) -> None:
         """A new history connection: a writer slot, then what the encoder must know."""
         for slot in range(SLOTS):
-            if await conn.fetchval(sql.TAKE_SLOT, SLOT_NS, slot):
+            if await conn.fetchval(sql.TRY_LOCK_PAIR, SLOT_NS, slot):
                 break
         else:
             raise NoWriterSlot(

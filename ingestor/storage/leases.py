@@ -49,7 +49,7 @@ class PgLeases:
                     self._dsn, timeout=10, command_timeout=10,
                     server_settings={"application_name": "ingestor-leases"},
                 )  # fmt: skip
-                await self._conn.fetchval(sql.TAKE_MEMBER, MEMBER_NS, self._member_id)
+                await self._conn.fetchval(sql.TRY_LOCK_PAIR, MEMBER_NS, self._member_id)
             yield self._conn
         except CONNECTION_FAILURES as exc:
             raise LeaseError(f"{type(exc).__name__}: {exc}") from exc

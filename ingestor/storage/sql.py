@@ -146,9 +146,10 @@ WITH added AS (
 SELECT settlement, code FROM added
 UNION ALL SELECT settlement, code FROM settlements WHERE settlement = ANY($1::text[])
 """
-# A writer slot per history connection: event ids are unique across writers. Session-level,
-# so it lasts exactly as long as the connection that writes with it.
-TAKE_SLOT = "SELECT pg_try_advisory_lock($1::int, $2::int)"
+# A session advisory lock in the two-int form (class, id): a writer slot per history
+# connection (event ids are unique across writers), a member lock per process. Session-level,
+# so it lasts exactly as long as the connection that took it.
+TRY_LOCK_PAIR = "SELECT pg_try_advisory_lock($1::int, $2::int)"
 
 # --- odds ------------------------------------------------------------------------------------
 
@@ -310,7 +311,6 @@ EXPIRE_DEFAULT = "DELETE FROM {table}_default WHERE {key} < {cutoff}"
 
 TRY_GROUP = "SELECT pg_try_advisory_lock($1::bigint)"
 RELEASE_GROUP = "SELECT pg_advisory_unlock($1::bigint)"
-TAKE_MEMBER = "SELECT pg_try_advisory_lock($1::int, $2::int)"
 COUNT_MEMBERS = """
 SELECT count(*) FROM pg_locks
 WHERE locktype = 'advisory' AND granted AND classid = $1::int AND objsubid = 2

@@ -65,13 +65,15 @@ async def test_full_queue_stops_reading_the_socket(make_pipeline: PipelineFactor
     assert received._value.get() < sent / 3, received._value.get()
     assert p.feed.frames_written < sent
     writer_task = asyncio.create_task(p.writer.run())
-    await wait_until(lambda: p.cursors.entry_id(p.group.key) == f"{sent}-0", timeout_s=30)
-    assert await pg.fetchval("SELECT count(*) FROM odds") == sent
-    p.stop.set()
-    worker_task.cancel()
-    await asyncio.gather(worker_task, return_exceptions=True)
-    await p.queue.put(None)
-    await writer_task
+    try:
+        await wait_until(lambda: p.cursors.entry_id(p.group.key) == f"{sent}-0", timeout_s=30)
+        assert await pg.fetchval("SELECT count(*) FROM odds") == sent
+    finally:  # started by hand: make_pipeline's close does not know these two
+        p.stop.set()
+        worker_task.cancel()
+        await asyncio.gather(worker_task, return_exceptions=True)
+        await p.queue.put(None)
+        await asyncio.wait_for(writer_task, 30)
 
 
 class _CrashOnce(StreamWorker):
