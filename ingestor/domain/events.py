@@ -159,6 +159,15 @@ class DecodedEvent:
         """Rows this event adds to a batch (the writer's batch cap counts these)."""
         return len(self.odds) + len(self.fixtures) or 1
 
+    @classmethod
+    def snapshot(
+        cls, group_key: str, at: datetime, *, odds: list[OddRow] | None = None,
+        fixtures: list[FixtureRow] | None = None,
+    ) -> DecodedEvent:  # fmt: skip
+        """What REST said at ``at`` (gap recovery, fixture details): never a stream position."""
+        return cls(group_key, SNAPSHOT_EVENT_ID, "0-0", SNAPSHOT_EVENT_ID, at, odds=odds or [],
+                   fixtures=fixtures or [], advances_cursor=False)  # fmt: skip
+
 
 class Barrier:
     """Put on the queue: ``done`` is set once every event queued before it is committed."""

@@ -15,14 +15,14 @@ import structlog
 
 from ingestor.domain.decode import snapshot_fixture
 from ingestor.domain.errors import DecodeError
-from ingestor.domain.events import SNAPSHOT_EVENT_ID, DecodedEvent, EventQueue, FixtureRow
+from ingestor.domain.events import DecodedEvent, EventQueue, FixtureRow
 from ingestor.metrics import Metrics
+from ingestor.stream.rehydrate import FIXTURES_PATH
 from ingestor.stream.rest import RestClient, RestError
 
 log = structlog.get_logger("ingestor.fixtures")
 
 IDS_PER_CALL = 5
-PATHS = {"copilot": "/copilot/fixtures", "odds": "/fixtures/active"}
 GROUP = "fixture-details"  # the events it queues belong to no stream group
 
 
@@ -59,7 +59,7 @@ class FixtureDetails:
         at = datetime.now(UTC)
         try:
             items = await self._rest.get_pages(
-                PATHS[stream], [("id", f) for f in fixture_ids], max_pages=1
+                FIXTURES_PATH[stream], [("id", f) for f in fixture_ids], max_pages=1
             )
         except RestError as exc:
             self._metrics.fixture_details.labels("failed").inc(len(fixture_ids))
@@ -75,6 +75,4 @@ class FixtureDetails:
                 rows.append(row)
         self._metrics.fixture_details.labels("found").inc(len(rows))
         if rows:
-            event = DecodedEvent(GROUP, SNAPSHOT_EVENT_ID, "0-0", SNAPSHOT_EVENT_ID, at,
-                                 fixtures=rows, advances_cursor=False)  # fmt: skip
-            await self._queue.put(event)
+            await self._queue.put(DecodedEvent.snapshot(GROUP, at, fixtures=rows))

@@ -18,7 +18,6 @@ import structlog
 from ingestor.domain.decode import decode_snapshot_odd, inferred_lock, snapshot_fixture
 from ingestor.domain.errors import DecodeError
 from ingestor.domain.events import (
-    SNAPSHOT_EVENT_ID,
     DecodedEvent,
     EventQueue,
     FixtureRow,
@@ -32,6 +31,7 @@ from ingestor.stream.rest import RestClient, RestError
 log = structlog.get_logger("ingestor.rehydrate")
 
 FIXTURE_IDS_PER_CALL = 5  # the vendor's cap on the odds endpoints
+FIXTURES_PATH = {"copilot": "/copilot/fixtures", "odds": "/fixtures/active"}  # by stream kind
 FINISHED = frozenset({"completed", "cancelled"})
 MAX_PAGES = 50
 PROGRESS_EVERY_S = 10.0  # a large group's snapshot says how far it got this often
@@ -147,7 +147,7 @@ class Rehydrator:
     async def _fixture_ids(self, group: Group) -> list[str]:
         at = datetime.now(UTC)
         s = group.stream
-        path = "/copilot/fixtures" if s.kind == "copilot" else "/fixtures/active"
+        path = FIXTURES_PATH[s.kind]
         params = [("sport", s.sport), *(("league", lg) for lg in group.leagues)]
         try:
             items = await self._rest.get_pages(path, params, MAX_PAGES)
@@ -221,19 +221,8 @@ class Rehydrator:
         return len(rows)
 
     async def _put(self, group: Group, odds: list[OddRow], fixtures: list[FixtureRow]) -> None:
-        now = datetime.now(UTC)
-        await self._queue.put(
-            DecodedEvent(
-                group.key,
-                SNAPSHOT_EVENT_ID,
-                "0-0",
-                SNAPSHOT_EVENT_ID,
-                now,
-                odds=odds,
-                fixtures=fixtures,
-                advances_cursor=False,
-            )
-        )
+        at = datetime.now(UTC)
+        await self._queue.put(DecodedEvent.snapshot(group.key, at, odds=odds, fixtures=fixtures))
 
 
 def _with_fixture(fixture: dict[str, Any]) -> Iterator[dict[str, Any]]:

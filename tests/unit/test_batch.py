@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingestor.domain.events import SNAPSHOT_EVENT_ID, DecodedEvent
+from ingestor.domain.events import DecodedEvent
 from ingestor.storage.batch import build_batch, build_batches
 from ingestor.storage.sql import ODDS_COLUMNS
 from tests.support.fakefeed import odd, settled_odd
@@ -43,8 +43,7 @@ def test_the_cursor_is_the_highest_entry_id_not_the_last_one() -> None:
 
 def test_snapshots_never_move_a_cursor() -> None:
     snap = event("copilot-odds", "1-0", [odd("a")])
-    snapshot = DecodedEvent(snap.group_key, SNAPSHOT_EVENT_ID, "0-0", SNAPSHOT_EVENT_ID,
-                            snap.received_at, odds=snap.odds, advances_cursor=False)  # fmt: skip
+    snapshot = DecodedEvent.snapshot(snap.group_key, snap.received_at, odds=snap.odds)
     built = build_batch([snapshot])
     assert built.history_events == [snapshot] and len(built.odds) == 1
     assert not built.cursors and built.stream_events == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ingestor.domain.events import SNAPSHOT_EVENT_ID, DecodedEvent
+from ingestor.domain.events import DecodedEvent
 from ingestor.domain.keys import entry_key, float4_exact, odd_key
 from ingestor.storage.history import HistoryEncoder
 from tests.support.fakefeed import odd, settled_odd
@@ -51,8 +51,7 @@ def test_snapshot_rows_are_checked_each_with_an_event_of_its_own() -> None:
     snap = event("copilot-odds", "1-0", [odd("a", ts=100), odd("b", ts=200)])
     rows = snap.odds
     rows[0].entry_id, rows[1].entry_id = "100000-0", "200000-0"
-    h = enc.encode([DecodedEvent(GROUP, SNAPSHOT_EVENT_ID, "0-0", SNAPSHOT_EVENT_ID,
-                                 snap.received_at, odds=rows, advances_cursor=False)])  # fmt: skip
+    h = enc.encode([DecodedEvent.snapshot(GROUP, snap.received_at, odds=rows)])
     assert not h.changes and len(h.checked_changes) == 2 and not h.marks
     assert [(e[1], e[4]) for e in h.checked_events] == [
         (entry_key("100000-0")[0], 3),
