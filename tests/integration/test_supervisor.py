@@ -6,7 +6,7 @@ import asyncio
 
 from tests.conftest import wait_until
 from tests.support.fakefeed import FakeFeed, odd, odds_frame
-from tests.support.pipeline import build_pipeline, supervise
+from tests.support.pipeline import PipelineFactory, build_pipeline, supervise
 from tests.support.tcpproxy import TcpProxy
 
 
@@ -38,7 +38,9 @@ async def test_shutdown_is_bounded_when_the_database_hangs(database_url: str) ->
         await proxy.close()
 
 
-async def test_readiness_counts_only_the_groups_this_process_streams(database_url: str) -> None:
+async def test_readiness_counts_only_the_groups_this_process_streams(
+    make_pipeline: PipelineFactory, database_url: str
+) -> None:
     """A group handed to another process must not keep /readyz at 503 with its old failures."""
     from types import SimpleNamespace
 
@@ -47,10 +49,9 @@ async def test_readiness_counts_only_the_groups_this_process_streams(database_ur
     from ingestor.storage.db import Pinger
     from ingestor.supervisor import Supervisor
 
-    feed = FakeFeed()
-    await feed.start()
-    feed.answer = (503, {"Content-Type": "application/json"}, '{"error": "maintenance"}')
-    p = await build_pipeline(database_url, feed)
+    p = await make_pipeline(
+        answer=(503, {"Content-Type": "application/json"}, '{"error": "maintenance"}')
+    )
     sup = Supervisor(p.writer, p.workers, p.metrics, p.stop, shutdown_timeout_s=5,
                      restart_max_s=1, workers_on_demand=True)  # fmt: skip
     key = p.group.key
@@ -71,5 +72,3 @@ async def test_readiness_counts_only_the_groups_this_process_streams(database_ur
         assert p.sample("ingestor_stream_consecutive_failures", group=key) == 0
     finally:
         await pinger.close()
-        await p.close()
-        await feed.stop()

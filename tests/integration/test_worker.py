@@ -9,7 +9,7 @@ import pytest
 
 from ingestor.stream.worker import StreamWorker
 from tests.conftest import wait_until
-from tests.support.fakefeed import FakeFeed, frame, odd, odds_frame
+from tests.support.fakefeed import frame, odd, odds_frame
 from tests.support.listening import stop_listening
 from tests.support.pipeline import Pipeline, PipelineFactory, build_pipeline, supervise
 
@@ -140,23 +140,19 @@ async def _count(pg: Any, table: str, n: int) -> bool:
     return int(await pg.fetchval(f"SELECT count(*) FROM {table}")) >= n
 
 
-async def test_event_over_the_size_bound_is_a_dead_letter(database_url: str, pg: Any) -> None:
-    feed = FakeFeed()
-    await feed.start()
-    p = await build_pipeline(database_url, feed)
+async def test_event_over_the_size_bound_is_a_dead_letter(
+    make_pipeline: PipelineFactory, pg: Any
+) -> None:
+    p = await make_pipeline()
     p.workers[0]._parser = type(p.workers[0]._parser)(2048)  # a small bound for the test
     supervise(p)
-    try:
-        await feed.wait_connections(1)
-        feed.send(odds_frame("copilot-odds", "1-0", [odd("huge", name="y" * 4000)]),
-                  odds_frame("copilot-odds", "2-0", [odd("fine", ts=2)]))  # fmt: skip
-        await wait_until(lambda: p.cursors.entry_id(p.group.key) == "2-0")
-        await wait_until(lambda: _count(pg, "dead_letters", 1))
-        assert await pg.fetchval("SELECT reason FROM dead_letters") == "too_large"
-        assert await pg.fetchval("SELECT count(*) FROM odds WHERE id = 'fine'") == 1
-    finally:
-        await p.close()
-        await feed.stop()
+    await p.feed.wait_connections(1)
+    p.feed.send(odds_frame("copilot-odds", "1-0", [odd("huge", name="y" * 4000)]),
+                odds_frame("copilot-odds", "2-0", [odd("fine", ts=2)]))  # fmt: skip
+    await wait_until(lambda: p.cursors.entry_id(p.group.key) == "2-0")
+    await wait_until(lambda: _count(pg, "dead_letters", 1))
+    assert await pg.fetchval("SELECT reason FROM dead_letters") == "too_large"
+    assert await pg.fetchval("SELECT count(*) FROM odds WHERE id = 'fine'") == 1
 
 
 async def test_pings_only_is_measured_and_warned(
@@ -206,22 +202,14 @@ async def test_server_that_never_answers_is_a_connect_error(database_url: str) -
         await server.wait_closed()
 
 
-async def test_429_holds_every_new_connection_back(database_url: str) -> None:
-    feed = FakeFeed()
-    await feed.start()
-    feed.answer = (429, {"Retry-After": "20"}, '{"error": "Too Many Requests"}')
-    p = await build_pipeline(database_url, feed)
+async def test_429_holds_every_new_connection_back(make_pipeline: PipelineFactory) -> None:
+    p = await make_pipeline(answer=(429, {"Retry-After": "20"}, '{"error": "Too Many Requests"}'))
     supervise(p)
-    try:
-        await wait_until(lambda: p.sample("ingestor_stream_reconnects_total",
-                                          group=p.group.key, reason="http_429") >= 1)  # fmt: skip
-        assert p.gate is not None
-        closed_for = p.gate._closed_until - asyncio.get_running_loop().time()
-        assert 18 < closed_for <= 20  # Retry-After honoured, and at least the vendor's 15 s
-        # Any new connection of the process (another group's, a reconnect) waits at the gate.
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(p.gate.acquire(), timeout=0.5)
-        assert len(feed.requests) == 1  # nobody knocked again meanwhile
-    finally:
-        await p.close()
-        await feed.stop()
+    await wait_until(lambda: p.reconnects("http_429") >= 1)
+    assert p.gate is not None
+    closed_for = p.gate._closed_until - asyncio.get_running_loop().time()
+    assert 18 < closed_for <= 20  # Retry-After honoured, and at least the vendor's 15 s
+    # Any new connection of the process (another group's, a reconnect) waits at the gate.
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(p.gate.acquire(), timeout=0.5)
+    assert len(p.feed.requests) == 1  # nobody knocked again meanwhile

@@ -11,9 +11,9 @@ from ingestor.domain.events import EventQueue
 from ingestor.metrics import Metrics
 from ingestor.storage.writer import Writer
 from tests.conftest import wait_until
-from tests.support.fakefeed import FakeFeed, odd, settled_odd
+from tests.support.fakefeed import odd, settled_odd
 from tests.support.helpers import GROUP, event, history_of, odds_row, write_batches
-from tests.support.pipeline import build_pipeline, supervise
+from tests.support.pipeline import PipelineFactory, supervise
 
 A = "1:-1:FIX1:moneyline:team_a"
 
@@ -178,32 +178,25 @@ async def test_a_wait_cycle_through_both_writer_connections_ends_at_the_lock_tim
 
 
 async def test_a_bug_in_batch_building_stops_the_process_and_dead_letters_nothing(
-    database_url: str, pg: Any
+    make_pipeline: PipelineFactory, pg: Any
 ) -> None:
     """A TypeError while encoding is our bug, not bad data: bisecting would file every good
     event of the batch as a dead letter one by one while the daemon looks healthy."""
-
-    feed = FakeFeed()
-    await feed.start()
-    p = await build_pipeline(database_url, feed)
+    p = await make_pipeline()
     good = [event("copilot-odds", f"{i}-0", [odd(f"g{i}", ts=i)]) for i in range(1, 5)]
     buggy = event("copilot-odds", "9-0", [odd("b", ts=9)])
     buggy.odds[0].price = "-110"  # type: ignore[assignment]  # a str where a float belongs
     for ev in [*good, buggy]:
         p.queue.put_nowait(ev)
-    try:
-        supervise(p)
-        assert p.task is not None
-        assert await asyncio.wait_for(p.task, 20) == 1  # EXIT_FAILED: loud, not healthy
-        assert p.sample("ingestor_task_failures_total", task="writer") == 1
-        assert p.sample("ingestor_events_dropped_total", error="TypeError") == 0
-        assert await pg.fetchval("SELECT count(*) FROM dead_letters") == 0
-        # Nothing of the failed batch claims to be stored: its events come again after the
-        # restart (the cursor did not move past them).
-        assert await pg.fetchval("SELECT last_entry_id FROM stream_cursors") is None
-    finally:
-        await p.close()
-        await feed.stop()
+    supervise(p)
+    assert p.task is not None
+    assert await asyncio.wait_for(p.task, 20) == 1  # EXIT_FAILED: loud, not healthy
+    assert p.sample("ingestor_task_failures_total", task="writer") == 1
+    assert p.sample("ingestor_events_dropped_total", error="TypeError") == 0
+    assert await pg.fetchval("SELECT count(*) FROM dead_letters") == 0
+    # Nothing of the failed batch claims to be stored: its events come again after the
+    # restart (the cursor did not move past them).
+    assert await pg.fetchval("SELECT last_entry_id FROM stream_cursors") is None
 
 
 async def test_a_row_postgres_refuses_is_dropped_alone(database_url: str, pg: Any) -> None:
