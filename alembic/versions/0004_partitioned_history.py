@@ -112,7 +112,7 @@ def downgrade() -> None:
         ("fixture_status_history", FIXTURE_COLUMNS, "fixture_id, entry_id"),
     ):
         op.execute(f"CREATE TABLE {table}_plain (LIKE {table} INCLUDING DEFAULTS "
-                   "INCLUDING CONSTRAINTS)")  # fmt: skip
+                   "INCLUDING CONSTRAINTS INCLUDING COMMENTS)")  # fmt: skip
         op.execute(f"INSERT INTO {table}_plain ({columns}) SELECT {columns} FROM {table}")
         op.execute(f"DROP TABLE {table} CASCADE")
         op.execute(f"ALTER TABLE {table}_plain RENAME TO {table}")
@@ -125,3 +125,8 @@ def downgrade() -> None:
         op.execute(f"ALTER TABLE {table} ADD CONSTRAINT pk_{table} PRIMARY KEY (history_id)")
         op.execute(f"ALTER TABLE {table} ADD CONSTRAINT uq_{table}_"
                    f"{unique.replace(', ', '_')} UNIQUE ({unique})")  # fmt: skip
+    # upgrade() named the check with the naming convention's prefix twice; 0003 had it once.
+    op.execute(
+        "ALTER TABLE odds_history RENAME CONSTRAINT ck_odds_history_ck_odds_history_kind "
+        "TO ck_odds_history_kind"
+    )

@@ -446,7 +446,8 @@ CREATE TABLE odds_history (
     settlement text, settled_at timestamptz, source_ts timestamptz NOT NULL,
     entry_id text NOT NULL, event_id text NOT NULL, group_key text NOT NULL,
     received_at timestamptz NOT NULL,
-    CONSTRAINT ck_odds_history_kind CHECK (kind IN ('odds', 'locked', 'settled')),
+    -- The name 0004 gave it (its naming convention doubled the prefix).
+    CONSTRAINT ck_odds_history_ck_odds_history_kind CHECK (kind IN ('odds', 'locked', 'settled')),
     CONSTRAINT pk_odds_history PRIMARY KEY (history_id, source_ts),
     CONSTRAINT uq_odds_history_id_entry_id_kind_source_ts UNIQUE (id, entry_id, kind, source_ts)
 ) PARTITION BY RANGE (source_ts);
@@ -460,6 +461,28 @@ OLD_COLUMNS = (
     "id, kind, stream, fixture_id, price, points, is_main, status, settlement, settled_at, "
     "source_ts, entry_id, event_id, group_key, received_at"
 )
+
+
+# What the tables before this revision said of their columns: the downgrade puts it back.
+OLDER_TABLES = ("odds", "fixtures", "fixture_status_history", "stream_cursors", "dead_letters")
+ADDED_COLUMNS = {"odds.odd_key", "stream_cursors.group_no"}
+COMMENTS_0004 = {
+    "dead_letters.event_id": "the SSE id: line, empty when none",
+    "dead_letters.reason": "invalid_json, wrong_type, too_large, ...",
+    "dead_letters.payload": "the event data, truncated",
+    "fixtures.status": "lower case: unplayed, live, half, completed, ...",
+    "fixtures.order_key": "internal: newest event applied",
+    "fixtures.status_order_key": "internal: newest status change applied",
+    "odds.id": "the vendor's odd id; opaque, never parsed",
+    "odds.stream": "copilot or odds",
+    "odds.sportsbook": "null on the copilot stream",
+    "odds.order_key": "internal: newest event applied",
+    "odds.price_order_key": "internal: newest odds/locked event applied",
+    "odds.settle_order_key": "internal: newest settled event applied",
+    "stream_cursors.last_entry_id": "sent as last_entry_id on reconnect",
+    "stream_cursors.last_event_id": "the SSE id: of the same event",
+    "stream_cursors.cursor_key": "internal: entry id as a sortable key",
+}
 
 
 def downgrade() -> None:
@@ -482,7 +505,9 @@ def downgrade() -> None:
     op.drop_column("odds", "odd_key")
     op.execute("DROP FUNCTION line_movement(text, timestamptz, timestamptz)")
     op.execute("DROP FUNCTION odd_key(text)")
-    for table, _ in TABLE_COMMENTS.items():
-        if table in ("odds", "fixtures", "fixture_status_history", "stream_cursors",
-                     "dead_letters"):  # fmt: skip
-            op.execute(f"COMMENT ON TABLE {table} IS NULL")
+    for table in OLDER_TABLES:
+        op.execute(f"COMMENT ON TABLE {table} IS NULL")
+    for column in COLUMN_COMMENTS:
+        if column.split(".")[0] in OLDER_TABLES and column not in ADDED_COLUMNS:
+            text = COMMENTS_0004.get(column)
+            op.execute(f"COMMENT ON COLUMN {column} IS {'NULL' if text is None else _quoted(text)}")

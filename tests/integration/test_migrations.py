@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import asyncpg
 from alembic import command
 
 from ingestor.domain.keys import odd_key
-from ingestor.storage.migrations import alembic_config, downgrade, upgrade
+from ingestor.storage.migrations import alembic_config, downgrade, revisions, upgrade
 from tests.support.helpers import TABLES, tables
 
 
@@ -25,6 +26,56 @@ async def test_downgrade_then_upgrade(database_url: str) -> None:
     assert await tables(database_url) == set()
     await asyncio.to_thread(upgrade, database_url)
     assert await tables(database_url) == TABLES
+
+
+# Tables, views, sequences, indexes, columns (type, default, comment), constraints and
+# functions of the public schema; day partitions (name_2026...) and defaults left out.
+CATALOG = """
+SELECT 'column' AS what, c.relname || '.' || a.attname AS name,
+       format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+       || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
+       || coalesce(' identity ' || nullif(a.attidentity::text, ''), '') AS definition,
+       col_description(c.oid, a.attnum) AS comment
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v')
+  AND c.relname NOT LIKE '%\\_2%' AND c.relname NOT LIKE '%\\_default'
+UNION ALL
+SELECT 'relation', c.relname, c.relkind::text, obj_description(c.oid, 'pg_class')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+WHERE c.relkind IN ('r', 'p', 'v', 'S', 'i', 'I')
+  AND c.relname NOT LIKE '%\\_2%' AND c.relname NOT LIKE '%\\_default%'
+UNION ALL
+SELECT 'constraint', conrelid::regclass::text || '.' || conname, pg_get_constraintdef(oid), NULL
+FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+  AND conrelid::regclass::text NOT LIKE '%\\_2%' AND conrelid::regclass::text NOT LIKE '%\\_default'
+UNION ALL
+SELECT 'function', p.proname, pg_get_function_identity_arguments(p.oid),
+       obj_description(p.oid, 'pg_proc')
+FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
+ORDER BY 1, 2
+"""
+
+
+async def _catalog(url: str) -> list[tuple[Any, ...]]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [tuple(r) for r in await conn.fetch(CATALOG)]
+    finally:
+        await conn.close()
+
+
+async def test_each_downgrade_restores_the_schema_before_it(empty_database_url: str) -> None:
+    url = empty_database_url
+    known = revisions()
+    for before, after in itertools.pairwise(known):
+        await asyncio.to_thread(upgrade, url, before)
+        want = await _catalog(url)
+        await asyncio.to_thread(upgrade, url, after)
+        await asyncio.to_thread(downgrade, url, before)
+        got = await _catalog(url)
+        assert sorted(map(repr, set(got) ^ set(want))) == [], f"{after} down to {before}"
 
 
 OLD_COLUMNS = (
