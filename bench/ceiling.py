@@ -49,9 +49,22 @@ CREATE TABLE {TABLE} (
 """
 DROP = f"DROP TABLE IF EXISTS {TABLE}; DROP SEQUENCE IF EXISTS {TABLE}_seq;"
 COLUMNS = (
-    "id", "kind", "stream", "fixture_id", "price", "points", "is_main", "status",
-    "settlement", "settled_at", "source_ts", "entry_id", "event_id", "group_key", "received_at",
-)  # fmt: skip
+    "id",
+    "kind",
+    "stream",
+    "fixture_id",
+    "price",
+    "points",
+    "is_main",
+    "status",
+    "settlement",
+    "settled_at",
+    "source_ts",
+    "entry_id",
+    "event_id",
+    "group_key",
+    "received_at",
+)
 KINDS = {  # event type: (kind, status)
     "copilot-odds": ("odds", "open"),
     "copilot-locked-odds": ("locked", "locked"),
@@ -77,12 +90,25 @@ def history_records(w: Workload) -> list[tuple[Any, ...]]:
             head, _, data = frame.partition(b"\ndata: ")
             kind, status = KINDS[head.split(b"\n", 1)[0].removeprefix(b"event: ").decode()]
             for odd in orjson.loads(data)["data"]:
-                out.append((
-                    odd["id"], kind, "copilot", odd.get("fixture_id"), _float(odd.get("price")),
-                    _float(odd.get("points")), odd.get("is_main"), status, odd.get("settlement"),
-                    _when(odd.get("settled_at")), datetime.fromtimestamp(odd["timestamp"], UTC),
-                    entry, entry, g.key, received_at,
-                ))  # fmt: skip
+                out.append(
+                    (
+                        odd["id"],
+                        kind,
+                        "copilot",
+                        odd.get("fixture_id"),
+                        _float(odd.get("price")),
+                        _float(odd.get("points")),
+                        odd.get("is_main"),
+                        status,
+                        odd.get("settlement"),
+                        _when(odd.get("settled_at")),
+                        datetime.fromtimestamp(odd["timestamp"], UTC),
+                        entry,
+                        entry,
+                        g.key,
+                        received_at,
+                    )
+                )
     return out
 
 
@@ -116,14 +142,15 @@ CREATE TABLE {OWN_EVENTS} (LIKE change_events INCLUDING ALL);
 
 
 def own_records(events: list[Any]) -> tuple[list[Any], list[Any]]:
-    """The same rows as the daemon's history writes them (storage/history.py), each event's
-    rows new: (changes, events)."""
-    from ingestor.storage.history import HistoryEncoder
+    """The same rows as the daemon's history writes them (storage/write/history.py), each
+    event's rows new: (changes, events)."""
+    from ingestor.storage.write.history import encode
+    from ingestor.storage.write.state import Known, WriteState
 
     groups = {e.group_key for e in events}
-    encoder = HistoryEncoder({g: i for i, g in enumerate(sorted(groups))}, {"Won": 1})
-    encoder.slot = 0
-    h = encoder.encode(events)
+    state = WriteState({g: i for i, g in enumerate(sorted(groups))}, {})
+    state.opened(0, Known([], {"Won": 1}, {}))
+    h = encode(state.history_context(), events)
     for record, _ in h.unsettled:
         record[5] = 1
     return h.changes, h.events
@@ -132,7 +159,7 @@ def own_records(events: list[Any]) -> tuple[list[Any], list[Any]]:
 async def copy_own(url: str, changes: list[Any], events: list[Any], repeats: int = 3) -> list[int]:
     """Rows/s of this build's history shape: the changes and their events, both COPYed, in
     batches of ``COPY_ROWS`` changes, fresh tables shaped and indexed like the real ones."""
-    from ingestor.storage.history import CHANGE_COLUMNS, EVENT_COLUMNS
+    from ingestor.storage.write.history import CHANGE_COLUMNS, EVENT_COLUMNS
 
     conn = await asyncpg.connect(url)
     runs = []

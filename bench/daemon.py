@@ -46,8 +46,9 @@ def postgres_cpu_s() -> float:
 class Daemon:
     """``python -m ingestor run`` as a subprocess, its JSON log at info level in a file."""
 
-    def __init__(self, feed_port: int, db_url: str, w: Workload, log_path: Path,
-                 rehydrate: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self, feed_port: int, db_url: str, w: Workload, log_path: Path, rehydrate: bool = True
+    ) -> None:
         self.config = log_path.with_suffix(".toml")
         leagues = ", ".join(f'"{lg}"' for lg in w.leagues)
         self.config.write_text(
@@ -68,9 +69,16 @@ class Daemon:
         env.pop("INGESTOR_CONFIG", None)
         with self.log_path.open("wb") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ingestor", "run", "--config", str(self.config), env=env,
-                stdout=log, stderr=asyncio.subprocess.STDOUT,
-            )  # fmt: skip
+                sys.executable,
+                "-m",
+                "ingestor",
+                "run",
+                "--config",
+                str(self.config),
+                env=env,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
 
     def cpu_s(self) -> float:
         """User and system CPU seconds so far."""
@@ -163,8 +171,9 @@ class Run:
         ]
 
 
-async def watch_cursors(url: str, w: Workload, period_s: float, idle_timeout_s: float,
-                        daemon: Daemon | None = None) -> dict[str, list[float]]:  # fmt: skip
+async def watch_cursors(
+    url: str, w: Workload, period_s: float, idle_timeout_s: float, daemon: Daemon | None = None
+) -> dict[str, list[float]]:
     """Poll every group's committed cursor; the commit (visibility) time of every frame."""
     index = {g.key: {e: i for i, e in enumerate(g.entry_ids)} for g in w.groups}
     committed = {g.key: [0.0] * len(g.entry_ids) for g in w.groups}
@@ -188,8 +197,10 @@ async def watch_cursors(url: str, w: Workload, period_s: float, idle_timeout_s: 
             if daemon is not None and daemon.exited():
                 raise RuntimeError(f"the daemon exited early; its log: {daemon.log_path}")
             if time.monotonic() - moved > idle_timeout_s:
-                raise TimeoutError(f"no cursor moved for {idle_timeout_s} s; still waiting for "
-                                   f"{sorted(left)}; positions {done}")  # fmt: skip
+                raise TimeoutError(
+                    f"no cursor moved for {idle_timeout_s} s; still waiting for "
+                    f"{sorted(left)}; positions {done}"
+                )
             await asyncio.sleep(period_s)
     finally:
         await conn.close()
@@ -199,28 +210,46 @@ async def watch_cursors(url: str, w: Workload, period_s: float, idle_timeout_s: 
 During = Callable[[Daemon, Feed], Awaitable[dict[str, Any]]]
 
 
-async def run_daemon(db_url: str, pg_url: str, w: Workload, log_path: Path, *, rate: float = 0.0,
-                     period_s: float = 0.01, idle_timeout_s: float = 120.0,
-                     during: During | None = None) -> Run:  # fmt: skip
+@dataclass(frozen=True)
+class Pace:
+    """How a run is offered and watched: ``rate`` odds/s over all groups (0: flat out), the
+    cursor poll period, how long the cursors may stand still before the run is given up."""
+
+    rate: float = 0.0
+    period_s: float = 0.01
+    idle_timeout_s: float = 120.0
+
+
+async def run_daemon(
+    db_url: str,
+    pg_url: str,
+    w: Workload,
+    log_path: Path,
+    pace: Pace = Pace(),
+    during: During | None = None,
+) -> Run:
     """The daemon (reaching PostgreSQL at ``db_url``) reads ``w`` from a fresh feed, flat out or
     at ``rate`` odds/s over all groups, until every group's last entry is committed (read at
     ``pg_url``); ``during`` runs beside it (a database outage) and adds its figures."""
-    feed = Feed(w, rate=rate)
+    feed = Feed(w, rate=pace.rate)
     daemon = Daemon(await feed.start(), db_url, w, log_path)
     code = -1
     watcher: asyncio.Task[dict[str, list[float]]] | None = None
     try:
         await daemon.start()
-        watcher = asyncio.create_task(watch_cursors(pg_url, w, period_s, idle_timeout_s, daemon))
-        while not feed.first_write and not watcher.done():
-            await asyncio.sleep(0.005)
+        watcher = asyncio.create_task(
+            watch_cursors(pg_url, w, pace.period_s, pace.idle_timeout_s, daemon)
+        )
+        writing = asyncio.ensure_future(feed.writing.wait())
+        await asyncio.wait([writing, watcher], return_when=asyncio.FIRST_COMPLETED)
+        writing.cancel()
         cpu0, pg0, own0 = daemon.cpu_s(), postgres_cpu_s(), time.process_time()
         extra = await during(daemon, feed) if during is not None else {}
         committed = await watcher
         cpu, rss = daemon.cpu_s() - cpu0, daemon.peak_rss_mb()
         pg_cpu, own_cpu = postgres_cpu_s() - pg0, time.process_time() - own0
         # Not measured: a short run may end before the snapshots do; the report wants them.
-        await daemon.rehydrated(len(w.groups), idle_timeout_s)
+        await daemon.rehydrated(len(w.groups), pace.idle_timeout_s)
     finally:
         if watcher is not None and not watcher.done():
             watcher.cancel()
@@ -230,7 +259,18 @@ async def run_daemon(db_url: str, pg_url: str, w: Workload, log_path: Path, *, r
         await feed.close()
     last = max(c[-1] for c in committed.values() if c)
     return Run(
-        feed.written_at, committed, feed.first_write, last - feed.first_write, cpu, rss, code,
-        feed.bytes, dict(feed.connections), sum(feed.rest_requests.values()),
-        daemon.log_summary(), pg_cpu, own_cpu, extra,
-    )  # fmt: skip
+        feed.written_at,
+        committed,
+        feed.first_write,
+        last - feed.first_write,
+        cpu,
+        rss,
+        code,
+        feed.bytes,
+        dict(feed.connections),
+        sum(feed.rest_requests.values()),
+        daemon.log_summary(),
+        pg_cpu,
+        own_cpu,
+        extra,
+    )

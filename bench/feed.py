@@ -20,7 +20,7 @@ import orjson
 from bench.workload import SPORT, GroupStream, Workload
 from ingestor.domain.errors import EntryIdError
 from ingestor.domain.events import parse_entry_id
-from tests.support.listening import stop_listening
+from loopback.listening import stop_listening
 
 API = "/api/v3"
 STREAM_PATH = f"{API}/stream/copilot/{SPORT}/odds"
@@ -68,6 +68,7 @@ class Feed:
         # Wall time each frame of a group went to the socket (last time, if sent again).
         self.written_at = {g.key: [0.0] * len(g.frames) for g in workload.groups}
         self.first_write = 0.0  # when the first frame of any group went out
+        self.writing = asyncio.Event()  # set with the first frame
         self.connections: Counter[str] = Counter()  # stream connections by group key
         self.rest_requests: Counter[str] = Counter()  # by path
         self.done = asyncio.Event()
@@ -135,8 +136,9 @@ class Feed:
             writer.write(b"event: ping\nretry: 5000\ndata: %d\n\n" % int(time.time()))
             await writer.drain()
 
-    async def _flat_out(self, writer: asyncio.StreamWriter, group: GroupStream, i: int,
-                        me: int) -> None:  # fmt: skip
+    async def _flat_out(
+        self, writer: asyncio.StreamWriter, group: GroupStream, i: int, me: int
+    ) -> None:
         frames = group.frames
         while i < len(frames) and self.connections[group.key] == me:
             first, size = i, 0
@@ -145,8 +147,9 @@ class Feed:
                 i += 1
             await self._write(writer, group, first, i)
 
-    async def _paced(self, writer: asyncio.StreamWriter, group: GroupStream, i: int,
-                     rate: float, me: int) -> None:  # fmt: skip
+    async def _paced(
+        self, writer: asyncio.StreamWriter, group: GroupStream, i: int, rate: float, me: int
+    ) -> None:
         start = time.time()
         sent_odds = 0
         odds = group.odds
@@ -162,10 +165,12 @@ class Feed:
             if i > first:
                 await self._write(writer, group, first, i)
 
-    async def _write(self, writer: asyncio.StreamWriter, group: GroupStream, first: int,
-                     end: int) -> None:  # fmt: skip
+    async def _write(
+        self, writer: asyncio.StreamWriter, group: GroupStream, first: int, end: int
+    ) -> None:
         now = time.time()
         self.first_write = self.first_write or now
+        self.writing.set()
         data = b"".join(group.frames[first:end])
         writer.write(data)
         self.written_at[group.key][first:end] = [now] * (end - first)

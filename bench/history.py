@@ -102,22 +102,28 @@ async def fill(url: str, rows: int) -> dict[str, Any]:
     conn = await asyncpg.connect(url, command_timeout=3600)
     try:
         for day in range(DAYS + 1):
-            await maintain(conn, today=(T0 + timedelta(days=day)).date(), ahead_days=0,
-                           retention_days=3650)  # fmt: skip
+            await maintain(
+                conn, today=(T0 + timedelta(days=day)).date(), ahead_days=0, retention_days=3650
+            )
         span = DAYS * 86400.0
         await conn.execute(FILL[0], T0)
         await conn.execute(FILL[1], T0, list(BOOKS))
         await conn.execute(FILL[2], T0, span, rows)
         await conn.execute(FILL[3], T0)
         # Open odds for query (b): the books' odds are open now.
-        await conn.execute("UPDATE odds SET status = 'open', settlement = NULL WHERE "
-                           "stream = 'odds'")  # fmt: skip
+        await conn.execute(
+            "UPDATE odds SET status = 'open', settlement = NULL WHERE stream = 'odds'"
+        )
         await conn.execute("VACUUM ANALYZE odds_changes, odds, fixtures")
         stored = await conn.fetchval("SELECT count(*) FROM odds_changes")
     finally:
         await conn.close()
-    return {"rows": stored, "days": DAYS, "fixtures": FIXTURES,
-            "seconds": round(time.monotonic() - started)}  # fmt: skip
+    return {
+        "rows": stored,
+        "days": DAYS,
+        "fixtures": FIXTURES,
+        "seconds": round(time.monotonic() - started),
+    }
 
 
 async def _busiest_hour(conn: asyncpg.Connection, fixture: str) -> tuple[datetime, datetime]:
@@ -179,8 +185,11 @@ async def queries(url: str) -> dict[str, Any]:
         await conn.execute("SET max_parallel_workers_per_gather = 0")  # one core per query
         fixture = f"FX{FIXTURES // 2}"
         settled = f"FX{FIXTURES // 3}"
-        args = {"a": (fixture, *await _busiest_hour(conn, fixture)),
-                "b": (f"FX{BOOKS_FIXTURE}",), "c": (settled,)}  # fmt: skip
+        args = {
+            "a": (fixture, *await _busiest_hour(conn, fixture)),
+            "b": (f"FX{BOOKS_FIXTURE}",),
+            "c": (settled,),
+        }
         for name, sql in QUERIES.items():
             for _ in range(3):  # warm the cache
                 await conn.fetch(sql, *args[name])
@@ -191,10 +200,14 @@ async def queries(url: str) -> dict[str, Any]:
             if name == "a" and "on odds_changes" not in plan:
                 raise RuntimeError(f"no plan inside line_movement() was captured:\n{plan}")
             whole = "Seq Scan on odds_changes" in plan
-            out[name] = {"rows": runs[0][2], "server_ms": round(server[RUNS // 2], 2),
-                         "server_ms_max": round(server[-1], 2),
-                         "client_ms": round(client[RUNS // 2], 2),
-                         "scans_a_whole_partition": whole, "plan": plan}  # fmt: skip
+            out[name] = {
+                "rows": runs[0][2],
+                "server_ms": round(server[RUNS // 2], 2),
+                "server_ms_max": round(server[-1], 2),
+                "client_ms": round(client[RUNS // 2], 2),
+                "scans_a_whole_partition": whole,
+                "plan": plan,
+            }
     finally:
         await conn.close()
     return out

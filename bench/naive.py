@@ -46,9 +46,18 @@ def main() -> None:
         if event.event in STATUS:
             data = json.loads(event.data)
             for odd in data["data"]:
-                cur.execute(UPSERT, (odd["id"], odd.get("fixture_id"), odd.get("market"),
-                                     odd.get("name"), odd.get("price"), odd.get("points"),
-                                     STATUS[event.event]))  # fmt: skip
+                cur.execute(
+                    UPSERT,
+                    (
+                        odd["id"],
+                        odd.get("fixture_id"),
+                        odd.get("market"),
+                        odd.get("name"),
+                        odd.get("price"),
+                        odd.get("points"),
+                        STATUS[event.event],
+                    ),
+                )
                 count += 1
 
 

@@ -31,16 +31,16 @@ import orjson
 
 from bench import ceiling, history
 from bench.ceiling import history_records
-from bench.daemon import Daemon, Run, run_daemon
+from bench.daemon import Daemon, Pace, Run, run_daemon
 from bench.feed import STREAM_PATH, Feed
 from bench.workload import Workload, build
-from ingestor.config import Settings
+from ingestor.config import WriterSettings
 from ingestor.domain.decode import decode_event
 from ingestor.logs import configure as configure_logs
 from ingestor.metrics import Metrics
 from ingestor.storage.migrations import upgrade
-from ingestor.storage.writer import Writer
-from tests.support.tcpproxy import TcpProxy
+from ingestor.storage.write import Writer
+from loopback.tcpproxy import TcpProxy
 
 ROOT = Path(__file__).parents[1]
 ADMIN = os.environ.get("BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -110,16 +110,20 @@ async def copy_ceiling(url: str, w: Workload, r: Results) -> None:
     (``bench/ceiling.py``); the median of three fresh tables."""
     records = history_records(w)
     runs = await ceiling.copy_ceiling(url, records)
-    r.add("copy_ceiling", rows=len(records), rows_per_s=runs[len(runs) // 2],
-          runs_rows_per_s=runs)  # fmt: skip
+    r.add("copy_ceiling", rows=len(records), rows_per_s=runs[len(runs) // 2], runs_rows_per_s=runs)
 
 
 async def copy_own(url: str, events: list[Any], r: Results) -> None:
     """The same rows, COPYed in this build's history shape (the ceiling of the shape)."""
     changes, evs = ceiling.own_records(events)
     runs = await ceiling.copy_own(url, changes, evs)
-    r.add("copy_own_shape", rows=len(changes), events=len(evs), rows_per_s=runs[len(runs) // 2],
-          runs_rows_per_s=runs)  # fmt: skip
+    r.add(
+        "copy_own_shape",
+        rows=len(changes),
+        events=len(evs),
+        rows_per_s=runs[len(runs) // 2],
+        runs_rows_per_s=runs,
+    )
 
 
 HISTORY_SIZE = """
@@ -140,9 +144,15 @@ async def history_size(url: str, received: int, r: Results) -> None:
         events = await conn.fetchval("SELECT count(*) FROM change_events")
     finally:
         await conn.close()
-    r.add("history_size", bytes=size, rows_stored=rows, events_stored=events,
-          odds_received=received, bytes_per_odd_received=round(size / received, 1),
-          bytes_per_row_stored=round(size / max(1, rows), 1))  # fmt: skip
+    r.add(
+        "history_size",
+        bytes=size,
+        rows_stored=rows,
+        events_stored=events,
+        odds_received=received,
+        bytes_per_odd_received=round(size / received, 1),
+        bytes_per_row_stored=round(size / max(1, rows), 1),
+    )
 
 
 async def write_path(url: str, events: list[Any], r: Results) -> None:
@@ -151,48 +161,66 @@ async def write_path(url: str, events: list[Any], r: Results) -> None:
     for ev in events:
         queue.put_nowait(ev)
     queue.put_nowait(None)
-    defaults = Settings.model_fields  # the daemon's own batch cap and connection count
-    writer = Writer(url, queue, Metrics(), batch_max_rows=defaults["writer_batch_max_rows"].default,
-                    retry_max_s=1, connections=defaults["writer_connections"].default)  # fmt: skip
+    # The daemon's own batch cap and connection count.
+    writer = Writer(url, queue, Metrics(), WriterSettings(flush_retry_max_s=1))
     rows = sum(len(e.odds) for e in events)
     started = time.perf_counter()
     await writer.run()
     elapsed = time.perf_counter() - started
-    r.add("write_path", rows=rows, seconds=round(elapsed, 2), rows_per_s=round(rows / elapsed),
-          flushes=writer.flushes)  # fmt: skip
+    r.add(
+        "write_path",
+        rows=rows,
+        seconds=round(elapsed, 2),
+        rows_per_s=round(rows / elapsed),
+        flushes=writer.health().flushes,
+    )
 
 
 def _rehydration(run: Run) -> dict[str, Any]:
     """What re-hydration cost: REST calls, snapshot rows, its longest group, reconnects."""
     log = run.log
-    return {"rest_requests": run.rest_requests, "rehydrate_rows": log["rows"],
-            "rehydrate_s_max": log["seconds_max"], "rehydrations": log["rehydrations"],
-            "stream_connections": sum(run.connections.values())}  # fmt: skip
+    return {
+        "rest_requests": run.rest_requests,
+        "rehydrate_rows": log["rows"],
+        "rehydrate_s_max": log["seconds_max"],
+        "rehydrations": log["rehydrations"],
+        "stream_connections": sum(run.connections.values()),
+    }
 
 
 def _problems(r: Results, run: Run, name: str) -> None:
     """The daemon's exit code and the warnings and errors it logged, kept for the report."""
     r.daemon_logs[name] = {"exit_code": run.exit_code, **run.log["problems"]}
     if run.log["problems"] or run.exit_code != 0:
-        print(f"  {name}: daemon exit {run.exit_code}, log warnings/errors {run.log['problems']}",
-              flush=True)  # fmt: skip
+        print(
+            f"  {name}: daemon exit {run.exit_code}, log warnings/errors {run.log['problems']}",
+            flush=True,
+        )
 
 
-async def end_to_end(db_url: str, pg_url: str, w: Workload, r: Results, name: str,
-                     tmp: Path) -> None:  # fmt: skip
+async def end_to_end(
+    db_url: str, pg_url: str, w: Workload, r: Results, name: str, tmp: Path
+) -> None:
     """The daemon against the feed, every group flat out, until every odd is committed; the
     rate counts streamed odds only (snapshot rows are extra work, reported beside)."""
     await _truncate(pg_url)
     run = await run_daemon(db_url, pg_url, w, tmp / f"daemon-{name}.log")
     _problems(r, run, name)
     elapsed = run.seconds
-    r.add(name, odds=w.total_odds, events=w.total_frames, seconds=round(elapsed, 2),
-          odds_per_s=round(w.total_odds / elapsed), events_per_s=round(w.total_frames / elapsed),
-          mb_per_s=round(run.feed_bytes / elapsed / 1e6, 1),
-          daemon_cpu=round(run.daemon_cpu_s / elapsed, 2),
-          postgres_cpu=round(run.postgres_cpu_s / elapsed, 2),
-          feed_cpu=round(run.bench_cpu_s / elapsed, 2), peak_rss_mb=round(run.peak_rss_mb),
-          **_rehydration(run))  # fmt: skip
+    r.add(
+        name,
+        odds=w.total_odds,
+        events=w.total_frames,
+        seconds=round(elapsed, 2),
+        odds_per_s=round(w.total_odds / elapsed),
+        events_per_s=round(w.total_frames / elapsed),
+        mb_per_s=round(run.feed_bytes / elapsed / 1e6, 1),
+        daemon_cpu=round(run.daemon_cpu_s / elapsed, 2),
+        postgres_cpu=round(run.postgres_cpu_s / elapsed, 2),
+        feed_cpu=round(run.bench_cpu_s / elapsed, 2),
+        peak_rss_mb=round(run.peak_rss_mb),
+        **_rehydration(run),
+    )
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -205,14 +233,22 @@ async def latency(url: str, rate: int, seconds: float, r: Results, tmp: Path) ->
     every group; all groups' frames together."""
     await _truncate(url)
     w = build(int(rate * seconds), seed=rate)
-    run = await run_daemon(url, url, w, tmp / f"daemon-latency-{rate}.log", rate=rate,
-                           period_s=0.002)  # fmt: skip
+    run = await run_daemon(
+        url, url, w, tmp / f"daemon-latency-{rate}.log", Pace(rate=rate, period_s=0.002)
+    )
     _problems(r, run, f"latency_{rate}")
     # The first tenth of the run is start-up (and re-hydration beside it), not steady state.
     lat = run.latencies_ms(after=run.first_write + seconds / 10)
-    r.add(f"latency_{rate}", offered_odds_per_s=rate, p50_ms=round(_pct(lat, 0.5), 1),
-          p99_ms=round(_pct(lat, 0.99), 1), max_ms=round(max(lat), 1), events=len(lat),
-          groups=len(w.groups), **_rehydration(run))  # fmt: skip
+    r.add(
+        f"latency_{rate}",
+        offered_odds_per_s=rate,
+        p50_ms=round(_pct(lat, 0.5), 1),
+        p99_ms=round(_pct(lat, 0.99), 1),
+        max_ms=round(max(lat), 1),
+        events=len(lat),
+        groups=len(w.groups),
+        **_rehydration(run),
+    )
 
 
 async def naive(pg_url: str, w: Workload, r: Results, name: str, seconds: float) -> None:
@@ -222,17 +258,24 @@ async def naive(pg_url: str, w: Workload, r: Results, name: str, seconds: float)
     feed = Feed(w)
     port = await feed.start()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "bench" / "naive.py"),
-        f"http://127.0.0.1:{port}{STREAM_PATH}", pg_url, *w.groups[0].leagues,
+        sys.executable,
+        str(ROOT / "bench" / "naive.py"),
+        f"http://127.0.0.1:{port}{STREAM_PATH}",
+        pg_url,
+        *w.groups[0].leagues,
         stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    )
     await asyncio.sleep(seconds)  # the measurement window itself
     proc.send_signal(signal.SIGTERM)
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     await feed.close()
     got = orjson.loads(out.strip().splitlines()[-1])
-    r.add(name, odds=got["odds"], seconds=round(got["seconds"], 1),
-          odds_per_s=round(got["odds"] / got["seconds"]))  # fmt: skip
+    r.add(
+        name,
+        odds=got["odds"],
+        seconds=round(got["seconds"], 1),
+        odds_per_s=round(got["odds"] / got["seconds"]),
+    )
 
 
 def _port(url: str) -> int:
@@ -254,14 +297,25 @@ async def stall(pg_url: str, w: Workload, r: Results, tmp: Path, outage_s: float
         return {"rss_during": rss_during, "restored": time.time()}
 
     try:
-        run = await run_daemon(_url(ADMIN, port), pg_url, w, tmp / "daemon-stall.log",
-                               period_s=0.05, during=outage)  # fmt: skip
+        run = await run_daemon(
+            _url(ADMIN, port),
+            pg_url,
+            w,
+            tmp / "daemon-stall.log",
+            Pace(period_s=0.05),
+            during=outage,
+        )
     finally:
         await proxy.close()
     _problems(r, run, "stall")
     drained = run.first_write + run.seconds - run.extra["restored"]
-    r.add("stall", outage_s=outage_s, peak_rss_mb_during=round(run.extra["rss_during"]),
-          peak_rss_mb=round(run.peak_rss_mb), drain_s=round(drained, 1))  # fmt: skip
+    r.add(
+        "stall",
+        outage_s=outage_s,
+        peak_rss_mb_during=round(run.extra["rss_during"]),
+        peak_rss_mb=round(run.peak_rss_mb),
+        drain_s=round(drained, 1),
+    )
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -323,26 +377,44 @@ async def _machine(url: str) -> dict[str, Any]:
         postgres = await conn.fetchval("SHOW server_version")
     finally:
         await conn.close()
-    return {"date": datetime.now(UTC).date().isoformat(), "cores": os.cpu_count(),
-            "postgres": postgres, "python": platform.python_version(),
-            "machine": platform.machine()}  # fmt: skip
+    return {
+        "date": datetime.now(UTC).date().isoformat(),
+        "cores": os.cpu_count(),
+        "postgres": postgres,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
 
 
 def _targets(f: dict[str, Any], ratios: dict[str, float]) -> list[tuple[str, float, str, bool]]:
     """The issues' targets: (name, measured, bound, met)."""
-    at_least = [(name, ratios[name], bound) for name, bound in (
-        ("end_to_end / copy_ceiling", 0.6), ("end_to_end / naive_loopback", 3),
-        ("end_to_end_1ms / naive_1ms", 20))]  # fmt: skip
+    at_least = [
+        (name, ratios[name], bound)
+        for name, bound in (
+            ("end_to_end / copy_ceiling", 0.6),
+            ("end_to_end / naive_loopback", 3),
+            ("end_to_end_1ms / naive_1ms", 20),
+        )
+    ]
     at_most = [
         ("history bytes per odd received", f["history_size"]["bytes_per_odd_received"], 100),
         ("p99 ms at 5k odds/s", f["latency_5000"]["p99_ms"], 100),
         ("p99 ms at 20k odds/s", f["latency_20000"]["p99_ms"], 250),
-        ("peak RSS MB (full load, stall)",
-         max(f["end_to_end"]["peak_rss_mb"], f["stall"]["peak_rss_mb"]), 200),
+        (
+            "peak RSS MB (full load, stall)",
+            max(f["end_to_end"]["peak_rss_mb"], f["stall"]["peak_rss_mb"]),
+            200,
+        ),
         *((f"query ({q}) server ms, warm", f[f"query_{q}"]["server_ms"], 10) for q in "abc"),
-        *((f"query ({q}) scans a whole partition", int(f[f"query_{q}"]["scans_a_whole_partition"]),
-           0) for q in "abc"),
-    ]  # fmt: skip
+        *(
+            (
+                f"query ({q}) scans a whole partition",
+                int(f[f"query_{q}"]["scans_a_whole_partition"]),
+                0,
+            )
+            for q in "abc"
+        ),
+    ]
     return [(n, v, f">= {b}", v >= b) for n, v, b in at_least] + [
         (n, v, f"<= {b}", v <= b) for n, v, b in at_most
     ]
@@ -359,9 +431,13 @@ def _report(r: Results, tmp: Path, machine: dict[str, Any]) -> None:
         ),
     }
     targets = _targets(f, ratios)
-    out = {"machine": machine, "figures": f, "ratios": ratios,
-           "targets": [{"target": t, "measured": m, "bound": b, "met": ok}
-                       for t, m, b, ok in targets], "daemon_logs": r.daemon_logs}  # fmt: skip
+    out = {
+        "machine": machine,
+        "figures": f,
+        "ratios": ratios,
+        "targets": [{"target": t, "measured": m, "bound": b, "met": ok} for t, m, b, ok in targets],
+        "daemon_logs": r.daemon_logs,
+    }
     (tmp / "latest.json").write_text(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     lines = [f"Machine: {out['machine']}", "", "| measure | figures |", "|---|---|"]
     for k, v in f.items():
@@ -369,8 +445,9 @@ def _report(r: Results, tmp: Path, machine: dict[str, Any]) -> None:
     lines += ["", "| target | measured | bound | met |", "|---|---|---|---|"]
     lines += [f"| {t} | {m} | {b} | {'yes' if ok else 'NO'} |" for t, m, b, ok in targets]
     lines += ["", "Daemon logs (bench/results/daemon-*.log), exit code and warnings/errors:"]
-    lines += [f"- {k}: " + ", ".join(f"{a}={b}" for a, b in v.items())
-              for k, v in r.daemon_logs.items()]  # fmt: skip
+    lines += [
+        f"- {k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in r.daemon_logs.items()
+    ]
     text = "\n".join(lines)
     (tmp / "latest.md").write_text(text + "\n")
     print("\n" + text)
@@ -383,8 +460,12 @@ def cli() -> None:
     p.add_argument("--latency-s", type=float, default=10.0, help="seconds per offered rate")
     p.add_argument("--naive-s", type=float, default=15.0, help="seconds per naive run")
     p.add_argument("--stall-s", type=float, default=30.0, help="database outage length")
-    p.add_argument("--history-rows", type=int, default=20_000_000,
-                   help="rows of the history the analyst queries run on")  # fmt: skip
+    p.add_argument(
+        "--history-rows",
+        type=int,
+        default=20_000_000,
+        help="rows of the history the analyst queries run on",
+    )
     p.add_argument("--groups", type=int, default=3, help="connections (2 leagues each)")
     args = p.parse_args()
     configure_logs("console", "warning")  # the in-process writer's per-flush lines are debug

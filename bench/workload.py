@@ -33,14 +33,57 @@ LIVE_SHARE = 0.3  # of fixtures at the start
 LINE_MOVE_SHARE = 0.3  # of updates to an odd whose id does not carry its line
 START_LOCKED, START_SETTLED = 0.10, 0.03  # of odds at the start
 SETTLEMENTS = ("Won", "Lost", "Refunded", "Half Won", "Half Lost")
-CITIES = ("Boston", "Miami", "Denver", "Dallas", "Chicago", "Phoenix", "Utah", "Memphis",
-          "Atlanta", "Orlando", "Detroit", "Houston", "Toronto", "Portland", "Sacramento",
-          "Milwaukee")  # fmt: skip
-NAMES = ("Heat", "Hawks", "Bulls", "Suns", "Kings", "Jazz", "Magic", "Nets", "Bucks", "Stars",
-         "Lions", "Rockets", "Pistons", "Raptors", "Blazers", "Grizzlies")  # fmt: skip
+CITIES = (
+    "Boston",
+    "Miami",
+    "Denver",
+    "Dallas",
+    "Chicago",
+    "Phoenix",
+    "Utah",
+    "Memphis",
+    "Atlanta",
+    "Orlando",
+    "Detroit",
+    "Houston",
+    "Toronto",
+    "Portland",
+    "Sacramento",
+    "Milwaukee",
+)
+NAMES = (
+    "Heat",
+    "Hawks",
+    "Bulls",
+    "Suns",
+    "Kings",
+    "Jazz",
+    "Magic",
+    "Nets",
+    "Bucks",
+    "Stars",
+    "Lions",
+    "Rockets",
+    "Pistons",
+    "Raptors",
+    "Blazers",
+    "Grizzlies",
+)
 FIRST = ("James", "Luka", "Jalen", "Tyrese", "Devin", "Jaylen", "Bam", "Trae", "Zion", "Jamal")
-LAST = ("Smith", "Brown", "Green", "Young", "Walker", "Murray", "Adebayo", "Booker", "Porter",
-        "Allen", "Harris", "Lowry")  # fmt: skip
+LAST = (
+    "Smith",
+    "Brown",
+    "Green",
+    "Young",
+    "Walker",
+    "Murray",
+    "Adebayo",
+    "Booker",
+    "Porter",
+    "Allen",
+    "Harris",
+    "Lowry",
+)
 PLAYER_MARKETS = ("Player Points", "Player Rebounds", "Player Assists", "Player Threes")
 
 
@@ -51,8 +94,9 @@ def slug(text: str) -> str:
 
 def group_key(leagues: tuple[str, ...]) -> str:
     """The daemon's own key for a copilot group of these leagues (its cursor row's)."""
-    return daemon_group_key(StreamConfig(kind="copilot", sport=SPORT, leagues=list(leagues)),
-                            leagues)  # fmt: skip
+    return daemon_group_key(
+        StreamConfig(kind="copilot", sport=SPORT, leagues=list(leagues)), leagues
+    )
 
 
 @dataclass(slots=True)
@@ -117,10 +161,15 @@ class Workload:
         """The workload's shape, for the report."""
         total = sum(self.mix.values()) or 1
         shares = {f"share_{k}": round(v / total, 3) for k, v in sorted(self.mix.items())}
-        return {"groups": len(self.groups), "leagues": len(self.leagues),
-                "fixtures_at_start": len(self.snapshot), "odds": self.total_odds,
-                "events": self.total_frames, "snapshot_odds": self.snapshot_rows,
-                **shares}  # fmt: skip
+        return {
+            "groups": len(self.groups),
+            "leagues": len(self.leagues),
+            "fixtures_at_start": len(self.snapshot),
+            "odds": self.total_odds,
+            "events": self.total_frames,
+            "snapshot_odds": self.snapshot_rows,
+            **shares,
+        }
 
 
 def _price(rng: random.Random, around: float | None = None) -> int:
@@ -137,8 +186,9 @@ def _price(rng: random.Random, around: float | None = None) -> int:
 class _World:
     """One group's fixtures and the events that move them."""
 
-    def __init__(self, rng: random.Random, gi: int, leagues: tuple[str, ...], fixtures: int,
-                 start_ms: int) -> None:  # fmt: skip
+    def __init__(
+        self, rng: random.Random, gi: int, leagues: tuple[str, ...], fixtures: int, start_ms: int
+    ) -> None:
         self.rng, self.gi, self.leagues, self.start_ms = rng, gi, leagues, start_ms
         self.serial = 0
         self.fixtures = [self._fixture(leagues[i % len(leagues)], True) for i in range(fixtures)]
@@ -151,14 +201,26 @@ class _World:
         start = datetime.fromtimestamp(self.start_ms / 1000, UTC).replace(microsecond=0)
         live = at_start and rng.random() < LIVE_SHARE
         start += timedelta(hours=-1 if live else rng.randint(1, 48))
-        rest = {"id": fid, "game_id": f"{rng.randint(10000, 99999)}-{rng.randint(10000, 99999)}-"
-                f"{start.date().isoformat()}", "start_date": start.isoformat(),
-                "home_team_display": home, "away_team_display": away,
-                "status": "live" if live else "unplayed", "sport": {"id": SPORT, "name": SPORT},
-                "league": {"id": slug(league), "name": league}}  # fmt: skip
+        rest = {
+            "id": fid,
+            "game_id": f"{rng.randint(10000, 99999)}-{rng.randint(10000, 99999)}-"
+            f"{start.date().isoformat()}",
+            "start_date": start.isoformat(),
+            "home_team_display": home,
+            "away_team_display": away,
+            "status": "live" if live else "unplayed",
+            "sport": {"id": SPORT, "name": SPORT},
+            "league": {"id": slug(league), "name": league},
+        }
         f = Fixture(rest)
-        base = {"fixture_id": fid, "game_id": rest["game_id"], "is_live": live, "league": league,
-                "sport": SPORT, "version_id": -1}  # fmt: skip
+        base = {
+            "fixture_id": fid,
+            "game_id": rest["game_id"],
+            "is_live": live,
+            "league": league,
+            "sport": SPORT,
+            "version_id": -1,
+        }
         for odd in self._lines(f, base, home, away):
             if not at_start:
                 f.new.append(odd)
@@ -183,10 +245,20 @@ class _World:
         for sp in specs[:2] + rng.sample(specs[2:], n - 2):  # the moneyline always
             tail = f"{slug(sp.market)}:{slug(sp.name)}"
             fid = f.rest["id"]
-            item = {**base, "id": f"1:-1:{fid}:{tail}", "odd_id": f"{fid}:{tail}",
-                    "market": sp.market, "name": sp.name, "selection": sp.selection,
-                    "selection_line": sp.side, "player_id": sp.player_id, "team_id": sp.team_id,
-                    "is_main": sp.main, "points": sp.points, "price": _price(rng)}  # fmt: skip
+            item = {
+                **base,
+                "id": f"1:-1:{fid}:{tail}",
+                "odd_id": f"{fid}:{tail}",
+                "market": sp.market,
+                "name": sp.name,
+                "selection": sp.selection,
+                "selection_line": sp.side,
+                "player_id": sp.player_id,
+                "team_id": sp.team_id,
+                "is_main": sp.main,
+                "points": sp.points,
+                "price": _price(rng),
+            }
             if not sp.line_in_id:
                 item["name"] = f"{sp.name} {sp.points}"
             item["grouping_key"] = _grouping(item)
@@ -265,8 +337,10 @@ def _specs(rng: random.Random, teams: dict[str, str]) -> list[_Spec]:
     (home, home_id), (away, away_id) = teams.items()
     out = [_Spec("Moneyline", t, t, "", None, True, "", tid, True) for t, tid in teams.items()]
     spread, total = rng.choice((5.5, 6.5, 7.5, 8.5)), rng.choice((210.5, 220.5, 230.5))
-    for market, main, step, n in (("Point Spread", spread, 1.0, 5),
-                                  ("1st Half Point Spread", spread / 2, 0.5, 3)):  # fmt: skip
+    for market, main, step, n in (
+        ("Point Spread", spread, 1.0, 5),
+        ("1st Half Point Spread", spread / 2, 0.5, 3),
+    ):
         for k in range(-n, n + 1):
             s = main + k * step
             out.append(_Spec(market, f"{home} -{s}", home, "", -s, k == 0, "", home_id, True))
@@ -281,14 +355,18 @@ def _specs(rng: random.Random, teams: dict[str, str]) -> list[_Spec]:
     for team, tid in teams.items():
         for k in (-1, 0, 1):
             t = total / 2 + 3 * k
-            out += [_Spec("Team Total", f"{team} {x.title()} {t}", team, x, t, k == 0, "", tid,
-                          True) for x in sides]  # fmt: skip
+            out += [
+                _Spec("Team Total", f"{team} {x.title()} {t}", team, x, t, k == 0, "", tid, True)
+                for x in sides
+            ]
         for _ in range(8):  # player props: the line moves under the same id
             player, pid = f"{rng.choice(FIRST)} {rng.choice(LAST)}", f"{rng.getrandbits(48):012X}"
             for market in PLAYER_MARKETS:
                 line = rng.randint(2, 30) + 0.5
-                out += [_Spec(market, f"{player} {x.title()}", player, x, line, True, pid, tid,
-                              False) for x in sides]  # fmt: skip
+                out += [
+                    _Spec(market, f"{player} {x.title()}", player, x, line, True, pid, tid, False)
+                    for x in sides
+                ]
     return out
 
 
@@ -300,8 +378,20 @@ def _grouping(item: dict[str, Any]) -> str:
     return "default" if item["points"] is None else f"default:{item['points']}"
 
 
-_SETTLED_KEEP = ("fixture_id", "game_id", "id", "league", "market", "name", "odd_id", "player_id",
-                 "sport", "team_id", "timestamp", "version_id")  # fmt: skip
+_SETTLED_KEEP = (
+    "fixture_id",
+    "game_id",
+    "id",
+    "league",
+    "market",
+    "name",
+    "odd_id",
+    "player_id",
+    "sport",
+    "team_id",
+    "timestamp",
+    "version_id",
+)
 
 
 def _settled_item(o: Odd) -> dict[str, Any]:
@@ -315,8 +405,14 @@ def _frame(kind: str, entry: str, items: list[dict[str, Any]]) -> bytes:
     return b"event: %s\nid: %s\nretry: 5000\ndata: %s\n\n" % (kind.encode(), entry.encode(), data)
 
 
-def build(target_odds: int, seed: int = 1, groups: int = 3, leagues_per_connection: int = 2,
-          fixtures: int = FIXTURES, start_ms: int | None = None) -> Workload:  # fmt: skip
+def build(
+    target_odds: int,
+    seed: int = 1,
+    groups: int = 3,
+    leagues_per_connection: int = 2,
+    fixtures: int = FIXTURES,
+    start_ms: int | None = None,
+) -> Workload:
     """``target_odds`` streamed odds over ``groups`` connections (each of
     ``leagues_per_connection`` leagues) about ``fixtures`` fixtures; deterministic per seed."""
     if groups * leagues_per_connection > len(LEAGUES):
@@ -333,8 +429,10 @@ def build(target_odds: int, seed: int = 1, groups: int = 3, leagues_per_connecti
             live = [{**o.item} for o in f.board if o.status == "open"]
             done = [{**o.item, **(o.settlement or {})} for o in f.settled]
             w.snapshot_rows += len(live) + len(done)
-            w.snapshot[fid] = (orjson.dumps({**f.rest, "odds": live}),
-                               orjson.dumps({**f.rest, "odds": done}))  # fmt: skip
+            w.snapshot[fid] = (
+                orjson.dumps({**f.rest, "odds": live}),
+                orjson.dumps({**f.rest, "odds": done}),
+            )
         g = GroupStream(group_key(leagues), leagues)
         w.groups.append(g)
         want = target_odds // groups + (target_odds % groups if gi == groups - 1 else 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AliasChoices,
@@ -68,14 +68,28 @@ class StreamConfig(BaseModel):
         return self
 
 
-class Settings(BaseSettings):
-    """Every knob of the daemon; environment variables override the TOML file."""
+class _Component(BaseModel):
+    """One component's knobs: its fields, defaults and bounds are declared once, here."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="INGESTOR_", extra="forbid", populate_by_name=True, frozen=True
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class DatabaseSettings(_Component):
+    """Where the daemon writes, and how start-up treats the database."""
 
     database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
+    database_wait_s: float = Field(default=60.0, ge=0)
+    migrate_on_start: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, url: SecretStr) -> SecretStr:
+        return _postgres_url(url)
+
+
+class FeedSettings(_Component):
+    """The vendor's API (or the simulator standing in for it) and its key."""
+
     api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("OPTICODDS_API_KEY", "INGESTOR_API_KEY")
     )
@@ -84,48 +98,6 @@ class Settings(BaseSettings):
     demo_api_base_url: str | None = None
     # True: read demo_api_base_url even when a key is set (an explicit switch for the demo).
     demo: bool = False
-    metrics_host: str = "0.0.0.0"
-    metrics_port: int = Field(default=9108, ge=0, le=65535)
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-
-    leagues_per_connection: int = Field(default=10, ge=1, le=100)
-    coordination: Literal["none", "postgres"] = "none"
-    lease_check_s: float = Field(default=5.0, gt=0)
-    writer_connections: int = Field(default=2, ge=1, le=16)
-    writer_batch_max_rows: int = Field(default=10_000, ge=1, le=1_000_000)
-    queue_max_events: int = Field(default=4000, ge=1, le=1_000_000)
-    max_event_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
-    dead_letter_max_bytes: int = Field(default=65536, ge=0, le=16 * 1024 * 1024)
-
-    reconnect_initial_s: float = Field(default=1.0, gt=0)
-    reconnect_max_s: float = Field(default=60.0, gt=0)
-    connect_timeout_s: float = Field(default=10.0, gt=0)
-    stall_timeout_s: float = Field(default=15.0, gt=0)
-    no_data_warning_s: float = Field(default=120.0, gt=0)
-    auth_retry_max_s: float = Field(default=300.0, gt=0)
-    flush_timeout_s: float = Field(default=60.0, gt=0)
-    flush_retry_max_s: float = Field(default=30.0, gt=0)
-    rehydrate: bool = True
-    rehydrate_window_h: float = Field(default=48.0, gt=0)
-    rest_requests_per_15s: int = Field(default=2000, ge=1, le=2500)
-    stream_connects_per_15s: int = Field(default=200, ge=1, le=250)
-    rest_timeout_s: float = Field(default=30.0, gt=0)
-    manage_partitions: bool = True
-    history_retention_days: int = Field(default=30, ge=1)
-    partitions_ahead_days: int = Field(default=7, ge=1, le=366)
-    partition_check_s: float = Field(default=3600.0, gt=0)
-    # DDL needs the tables' owner: the writer may run as a role that only reads and writes.
-    maintenance_database_url: SecretStr | None = None
-    ready_max_failures: int = Field(default=10, ge=1)
-    ready_commit_wait_s: float = Field(default=30.0, gt=0)
-    progress_log_s: float = Field(default=60.0, gt=0)
-    migrate_on_start: bool = False
-    database_wait_s: float = Field(default=60.0, ge=0)
-    shutdown_timeout_s: float = Field(default=10.0, gt=0)
-    worker_restart_max_s: float = Field(default=30.0, gt=0)
-
-    streams: list[StreamConfig] = Field(min_length=1)
 
     @field_validator("api_base_url", "demo_api_base_url")
     @classmethod
@@ -136,8 +108,16 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return url.rstrip("/")
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _blank_key_is_none(cls, key: object) -> object:
+        # Compose passes OPTICODDS_API_KEY= through as an empty string: that means "no key".
+        if isinstance(key, str) and not key.strip():
+            return None
+        return key
+
     @model_validator(mode="after")
-    def _demo_needs_its_url(self) -> Settings:
+    def _demo_needs_its_url(self) -> Self:
         if self.demo and self.demo_api_base_url is None:
             raise ValueError("demo = true needs demo_api_base_url (the simulator's API root)")
         return self
@@ -154,22 +134,109 @@ class Settings(BaseSettings):
             return self.demo_api_base_url
         return self.api_base_url
 
-    @field_validator("api_key", mode="before")
-    @classmethod
-    def _blank_key_is_none(cls, key: object) -> object:
-        # Compose passes OPTICODDS_API_KEY= through as an empty string: that means "no key".
-        if isinstance(key, str) and not key.strip():
-            return None
-        return key
+    @property
+    def key(self) -> str | None:
+        """The API key in clear, for the one header that carries it."""
+        return self.api_key.get_secret_value() if self.api_key else None
 
-    @field_validator("database_url", "maintenance_database_url")
+
+class StreamSettings(FeedSettings):
+    """One SSE worker's knobs (the feed's address and key included)."""
+
+    leagues_per_connection: int = Field(default=10, ge=1, le=100)
+    max_event_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    dead_letter_max_bytes: int = Field(default=65536, ge=0, le=16 * 1024 * 1024)
+    reconnect_initial_s: float = Field(default=1.0, gt=0)
+    reconnect_max_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    stall_timeout_s: float = Field(default=15.0, gt=0)
+    no_data_warning_s: float = Field(default=120.0, gt=0)
+    auth_retry_max_s: float = Field(default=300.0, gt=0)
+    stream_connects_per_15s: int = Field(default=200, ge=1, le=250)
+
+
+class RestSettings(FeedSettings):
+    """Gap recovery and every other REST call of the process (the feed's address and key
+    included)."""
+
+    rehydrate: bool = True
+    rehydrate_window_h: float = Field(default=48.0, gt=0)
+    rest_requests_per_15s: int = Field(default=2000, ge=1, le=2500)
+    rest_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class WriterSettings(_Component):
+    """The queue between the workers and the writer, and the writer's flushes."""
+
+    writer_connections: int = Field(default=2, ge=1, le=16)
+    writer_batch_max_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    queue_max_events: int = Field(default=4000, ge=1, le=1_000_000)
+    flush_timeout_s: float = Field(default=60.0, gt=0)
+    flush_retry_max_s: float = Field(default=30.0, gt=0)
+
+
+class CoordinationSettings(_Component):
+    """How processes share the groups."""
+
+    coordination: Literal["none", "postgres"] = "none"
+    lease_check_s: float = Field(default=5.0, gt=0)
+
+
+class PartitionSettings(_Component):
+    """The history's day partitions."""
+
+    manage_partitions: bool = True
+    history_retention_days: int = Field(default=30, ge=1)
+    partitions_ahead_days: int = Field(default=7, ge=1, le=366)
+    partition_check_s: float = Field(default=3600.0, gt=0)
+    # DDL needs the tables' owner: the writer may run as a role that only reads and writes.
+    maintenance_database_url: SecretStr | None = None
+
+    @field_validator("maintenance_database_url")
     @classmethod
-    def _pg_url(cls, url: SecretStr | None) -> SecretStr | None:
-        if url is not None and not url.get_secret_value().startswith(
-            ("postgresql://", "postgres://")
-        ):
-            raise ValueError("must start with postgresql://")
-        return url
+    def _maintenance_url(cls, url: SecretStr | None) -> SecretStr | None:
+        return None if url is None else _postgres_url(url)
+
+
+class ServiceSettings(_Component):
+    """What an operator sees and how the process starts and stops."""
+
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    progress_log_s: float = Field(default=60.0, gt=0)
+    ready_max_failures: int = Field(default=10, ge=1)
+    ready_commit_wait_s: float = Field(default=30.0, gt=0)
+    shutdown_timeout_s: float = Field(default=10.0, gt=0)
+    worker_restart_max_s: float = Field(default=30.0, gt=0)
+
+
+def _postgres_url(url: SecretStr) -> SecretStr:
+    if not url.get_secret_value().startswith(("postgresql://", "postgres://")):
+        raise ValueError("must start with postgresql://")
+    return url
+
+
+class Settings(
+    DatabaseSettings,
+    StreamSettings,
+    RestSettings,
+    WriterSettings,
+    CoordinationSettings,
+    PartitionSettings,
+    ServiceSettings,
+    BaseSettings,
+):
+    """Every knob of the daemon: the components' settings side by side, one flat file (and
+    ``INGESTOR_<KEY>`` variables, which win). Each component is handed ``Settings`` whole, as
+    the component type it declares: nothing copies a value or a default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INGESTOR_", extra="forbid", populate_by_name=True, frozen=True
+    )
+
+    streams: list[StreamConfig] = Field(min_length=1)
 
     @classmethod
     def settings_customise_sources(

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import structlog
 
+from ingestor.config import CoordinationSettings
 from ingestor.domain.cursors import Cursor
 from ingestor.lifecycle import sleep_or_stop
 from ingestor.metrics import Metrics
@@ -25,9 +26,16 @@ from ingestor.ports import LeaseError, Leases
 
 log = structlog.get_logger("ingestor.coordination")
 
-Start = Callable[[str, Cursor | None], Awaitable[None]]
-# (group, drain what it queued first) -> whether what it queued is committed
-Stop = Callable[[str, bool], Awaitable[bool]]
+
+class Workers(Protocol):
+    """What the coordinator starts and stops (the supervisor)."""
+
+    async def start_worker(self, key: str, cursor: Cursor | None = None) -> None:
+        """Stream the group, resuming from ``cursor`` (another process may have moved it)."""
+
+    async def stop_worker(self, key: str, drain: bool = False) -> bool:
+        """Stop streaming the group; ``drain``: and wait until what it queued is committed.
+        Whether that is so."""
 
 
 def fair_share(groups: int, members: int) -> int:
@@ -42,22 +50,18 @@ class Coordinator:
         self,
         leases: Leases,
         group_keys: list[str],
-        start: Start,
-        stop: Stop,
+        workers: Workers,
         metrics: Metrics,
-        *,
-        check_s: float,
+        settings: CoordinationSettings,
         stop_event: asyncio.Event,
-        share_fairly: bool,
     ) -> None:
         self._leases = leases
         self._groups = group_keys
-        self._start = start
-        self._stop = stop
+        self._workers = workers
         self._metrics = metrics
-        self._check_s = check_s
+        self._check_s = settings.lease_check_s
         self._stop_event = stop_event
-        self._share_fairly = share_fairly
+        self._share_fairly = settings.coordination == "postgres"
         self.owned: set[str] = set()
         # Groups this process wants and another process holds (what /readyz reports).
         self.standby: list[str] = []
@@ -94,7 +98,7 @@ class Coordinator:
             # ... and its queued events committed: a clean handover. Not drained in time
             # (the database is slow): the claim stays, and a later round tries again, since
             # the next owner would read the group's mark before our last rows land.
-            if not await self._stop(key, True):
+            if not await self._workers.stop_worker(key, True):
                 continue
             await self._leases.release(key)
             self.owned.discard(key)
@@ -109,9 +113,14 @@ class Coordinator:
             cursor = await self._leases.read_cursor(key)  # another process may have moved it
             if not self._first_round:
                 self._metrics.group_takeovers.inc()
-            log.info("group_acquired", group=key, members=members, share=share,
-                     cursor=cursor.entry_id if cursor else None)  # fmt: skip
-            await self._start(key, cursor)
+            log.info(
+                "group_acquired",
+                group=key,
+                members=members,
+                share=share,
+                cursor=cursor.entry_id if cursor else None,
+            )
+            await self._workers.start_worker(key, cursor)
         self._first_round = False
         self._report(share)
 
@@ -132,6 +141,6 @@ class Coordinator:
 
     async def _stop_all(self) -> None:
         for key in sorted(self.owned):
-            await self._stop(key, False)
+            await self._workers.stop_worker(key, False)
         self.owned.clear()
         self._metrics.groups_owned.set(0)

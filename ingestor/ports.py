@@ -1,5 +1,6 @@
-"""The narrow interfaces the stream and coordination layers need from storage (implemented in
-``ingestor.storage``), so that their logic runs and is tested without PostgreSQL."""
+"""The narrow interfaces the stream, coordination, supervisor and readiness layers need from
+storage (implemented in ``ingestor.storage``), so that their logic runs and is tested without
+PostgreSQL, and no layer above storage reaches into an adapter."""
 
 from __future__ import annotations
 
@@ -63,3 +64,54 @@ class OddsReader(Protocol):
         self, stream: str, leagues: Sequence[str], window_h: float
     ) -> list[str]:
         """Fixtures the database has seen lately (when the REST listing fails)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriterHealth:
+    """The writer at one moment, as readiness and the progress line see it."""
+
+    queued: int  # events in the queue, not yet taken
+    held: int  # events taken and not yet committed (a retrying flush holds its events)
+    stall_s: float  # seconds events have been held without any commit; 0 while none is held
+    last_error: str | None  # the last flush attempt's error, None once one commits
+    flushes: int  # flushes committed
+    committed_groups: int  # groups with a committed cursor
+
+    @property
+    def pending(self) -> int:
+        """Events accepted and not yet committed."""
+        return self.queued + self.held
+
+
+class CommittedCursors(Protocol):
+    """Where each group's stream was last committed: what a worker resumes from."""
+
+    def committed(self, group_key: str) -> Cursor | None:
+        """The group's committed cursor, if it ever committed."""
+
+
+class WritePath(CommittedCursors, Protocol):
+    """The writer as the rest of the daemon sees it: a loop to run and a few verbs."""
+
+    async def run(self) -> None:
+        """Write until ``close``: everything queued before it is committed on return."""
+
+    def take_over(self, group_key: str, cursor: Cursor | None) -> None:
+        """This process now streams the group, resuming from ``cursor``."""
+
+    async def give_back(self, group_key: str, *, drain_s: float | None) -> bool:
+        """The group's worker stopped; ``drain_s``: wait for its queued events to commit.
+        Whether they did."""
+
+    async def close(self) -> None:
+        """Ask ``run`` to commit everything queued so far and return."""
+
+    def health(self) -> WriterHealth:
+        """A frozen snapshot."""
+
+
+class DatabaseProbe(Protocol):
+    """Whether the database answers, on a connection of its own."""
+
+    async def ping(self) -> str | None:
+        """None when it answers within the bound, else why not."""

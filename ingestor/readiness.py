@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingestor.config import Settings
+from ingestor.config import ServiceSettings
 from ingestor.coordination import Coordinator
-from ingestor.storage.db import Pinger
-from ingestor.storage.writer import Writer
+from ingestor.ports import DatabaseProbe, WritePath
 from ingestor.supervisor import Supervisor
 
 
@@ -17,24 +16,25 @@ class Readiness:
     and no group this process streams has failed past the bound. A standby process (its
     groups held by another process) is ready: say so, but do not hold a rolling update."""
 
-    settings: Settings
-    pinger: Pinger
-    writer: Writer
+    settings: ServiceSettings
+    probe: DatabaseProbe
+    writer: WritePath
     supervisor: Supervisor
     coordinator: Coordinator
 
     async def check(self) -> tuple[bool, str]:
         """(ready, the reason or a note)."""
-        problem = await self.pinger.ping()
+        problem = await self.probe.ping()
         if problem:
             return False, problem
-        stalled = self.writer.stall_s()
-        if stalled > self.settings.ready_commit_wait_s:
+        health = self.writer.health()
+        if health.stall_s > self.settings.ready_commit_wait_s:
             # Health must not stay green while nothing is stored (a missing grant did that).
-            waiting = self.writer.queue.qsize() + self.writer.held
-            error = self.writer.last_error or "none, still running"
-            return False, f"no commit for {stalled:.0f} s while {waiting} events wait " \
-                          f"(last flush error: {error})"  # fmt: skip
+            error = health.last_error or "none, still running"
+            return False, (
+                f"no commit for {health.stall_s:.0f} s while {health.pending} events wait "
+                f"(last flush error: {error})"
+            )
         bound = self.settings.ready_max_failures
         failing = [w.group.key for w in self.supervisor.running() if w.failures >= bound]
         if failing:
@@ -42,6 +42,8 @@ class Readiness:
         standby = self.coordinator.standby
         if standby:
             owned = len(self.coordinator.owned)
-            return True, (f"standby for {len(standby)} group(s) another process streams "
-                          f"({', '.join(standby)}); streaming {owned}")  # fmt: skip
+            return True, (
+                f"standby for {len(standby)} group(s) another process streams "
+                f"({', '.join(standby)}); streaming {owned}"
+            )
         return True, f"streaming {len(self.coordinator.owned)} group(s)"

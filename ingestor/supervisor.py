@@ -9,10 +9,11 @@ from typing import Any
 
 import structlog
 
+from ingestor.config import ServiceSettings
 from ingestor.domain.cursors import Cursor
 from ingestor.lifecycle import sleep_or_stop
 from ingestor.metrics import Metrics
-from ingestor.storage.writer import Writer
+from ingestor.ports import WritePath
 from ingestor.stream.worker import StreamWorker
 
 log = structlog.get_logger("ingestor.supervisor")
@@ -28,13 +29,12 @@ class Supervisor:
 
     def __init__(
         self,
-        writer: Writer,
+        writer: WritePath,
         workers: list[StreamWorker],
         metrics: Metrics,
         stop: asyncio.Event,
+        settings: ServiceSettings,
         *,
-        shutdown_timeout_s: float,
-        restart_max_s: float,
         workers_on_demand: bool = False,
     ) -> None:
         self._writer = writer
@@ -46,8 +46,8 @@ class Supervisor:
         self._workers_on_demand = workers_on_demand
         self._metrics = metrics
         self._stop = stop
-        self._shutdown_timeout_s = shutdown_timeout_s
-        self._restart_max_s = restart_max_s
+        self._shutdown_timeout_s = settings.shutdown_timeout_s
+        self._restart_max_s = settings.worker_restart_max_s
 
     async def _guard(self, worker: StreamWorker) -> None:
         """Restart a crashed worker with backoff; a worker bug must not lose its group."""
@@ -74,8 +74,7 @@ class Supervisor:
         """Run a group's worker (resuming from ``cursor`` when another process moved it)."""
         if key in self._tasks and not self._tasks[key].done():
             return
-        self._writer.cursors.adopt(key, cursor)
-        self._writer.handed_over(key, careful=False)  # another owner may have moved its mark
+        self._writer.take_over(key, cursor)  # another owner may have moved its cursor and mark
         worker = self._workers[key]
         worker.reset_failures()  # readiness counts this ownership's failures only
         self._tasks[key] = asyncio.create_task(self._guard(worker), name=f"worker:{key}")
@@ -89,16 +88,8 @@ class Supervisor:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         drained = False
-        if drain:
-            try:
-                async with asyncio.timeout(DRAIN_S):
-                    await self._writer.flushed()
-                drained = True
-            except TimeoutError:
-                log.warning("group_drain_timeout", group=key, timeout_s=DRAIN_S)
-        if task is not None:
-            # Not drained: our last events may land after the next owner's; check them.
-            self._writer.handed_over(key, careful=not drained)
+        if task is not None or drain:
+            drained = await self._writer.give_back(key, drain_s=DRAIN_S if drain else None)
         self._workers[key].reset_failures()
         return drained
 
@@ -126,8 +117,12 @@ class Supervisor:
                 exc = None if task.cancelled() else task.exception()
                 self._metrics.task_failures.labels(task.get_name()).inc()
                 # The traceback goes with it: a task that must not end is a bug or worse.
-                log.error("task_ended", task=task.get_name(), error=repr(exc) if exc else None,
-                          exc_info=exc)  # fmt: skip
+                log.error(
+                    "task_ended",
+                    task=task.get_name(),
+                    error=repr(exc) if exc else None,
+                    exc_info=exc,
+                )
         self._stop.set()
         stop_task.cancel()
         others = [t for t in watched if t is not writer_task]
@@ -148,7 +143,7 @@ class Supervisor:
                 await asyncio.gather(*worker_tasks, *self._tasks.values(), return_exceptions=True)
                 if writer_task.done():
                     return EXIT_FAILED
-                await self._writer.queue.put(None)
+                await self._writer.close()
                 await writer_task
         except TimeoutError:
             log.error("shutdown_timeout", timeout_s=self._shutdown_timeout_s)
@@ -158,7 +153,7 @@ class Supervisor:
         reg = self._metrics.registry
         log.info(
             "shutdown_complete",
-            flushes=self._writer.flushes,
+            flushes=self._writer.health().flushes,
             events_queued=reg.get_sample_value("ingestor_events_queued_total"),
             events_committed=reg.get_sample_value("ingestor_events_committed_total"),
         )

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ingestor.errors import PortUnavailable
 from ingestor.metrics import Metrics
 
 # (ready, the reason why not, or a note)
@@ -36,9 +37,36 @@ def make_app(metrics: Metrics, ready: ReadyCheck) -> web.Application:
     return app
 
 
-async def start(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Listen on ``host:port``; the caller cleans the runner up."""
-    runner = web.AppRunner(app, access_log=None)
+class Probes:
+    """What ``/readyz`` asks: "starting" until the daemon is built, then its readiness."""
+
+    def __init__(self) -> None:
+        self._check: ReadyCheck | None = None
+
+    def answer_with(self, check: ReadyCheck) -> None:
+        """From now on ``/readyz`` answers what ``check`` says."""
+        self._check = check
+
+    async def ready(self) -> tuple[bool, str]:
+        """(ready, the reason or a note)."""
+        if self._check is None:
+            return False, "starting"
+        return await self._check()
+
+
+async def open_port(
+    metrics: Metrics, probes: Probes, host: str, port: int
+) -> Callable[[], Awaitable[None]]:
+    """Serve the metrics and the probes on ``host:port``; returns what closes it. A port
+    that cannot be opened is one line for the operator (``PortUnavailable``)."""
+    runner = web.AppRunner(make_app(metrics, probes.ready), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise PortUnavailable(
+            f"metrics port {host}:{port} cannot be opened: {exc.strerror or exc} "
+            "(set metrics_port or INGESTOR_METRICS_PORT)"
+        ) from None
+    return runner.cleanup

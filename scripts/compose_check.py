@@ -101,9 +101,13 @@ class Stack:
         ds = source or self.source("grafana-postgresql-datasource")
         host, _, port = self.address(ds["url"]).rpartition(":")
         conn = psycopg2.connect(
-            host=host, port=int(port), user=ds["user"], dbname=ds["jsonData"]["database"],
-            password=ds["secureJsonData"]["password"], connect_timeout=5,
-        )  # fmt: skip
+            host=host,
+            port=int(port),
+            user=ds["user"],
+            dbname=ds["jsonData"]["database"],
+            password=ds["secureJsonData"]["password"],
+            connect_timeout=5,
+        )
         try:
             conn.set_session(readonly=True, autocommit=True)
             with conn.cursor() as cur:
@@ -131,8 +135,11 @@ def poll(what: str, timeout: float, attempt: Any) -> Any:
 
 def wait_odds(stack: Stack, timeout: float) -> None:
     role = stack.source("grafana-postgresql-datasource")["user"]
-    n = poll(f"rows in odds, read as {role}", timeout,
-             lambda: stack.sql("SELECT count(*) FROM odds")[0][0])  # fmt: skip
+    n = poll(
+        f"rows in odds, read as {role}",
+        timeout,
+        lambda: stack.sql("SELECT count(*) FROM odds")[0][0],
+    )
     print(f"odds: {n} rows, read as {role} through the published port")
 
 
@@ -150,8 +157,11 @@ def check_prometheus(stack: Stack, timeout: float) -> None:
             raise SystemExit(f"FAIL: Prometheus runs with {name}={flags.get(name)!r}, not {value}")
     print(f"prometheus flags as compose says: {' '.join(command.get('command', []))}")
 
-    up = poll("the ingestor target up in Prometheus", timeout,
-              lambda: [t for t in targets() if t.startswith("ingestor ")])  # fmt: skip
+    up = poll(
+        "the ingestor target up in Prometheus",
+        timeout,
+        lambda: [t for t in targets() if t.startswith("ingestor ")],
+    )
     print(f"prometheus target up: {up[0]}")
 
     alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
@@ -196,8 +206,9 @@ def substitute(text: str, variables: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", one, text)
 
 
-def run_target(stack: Stack, panel: dict[str, Any], target: dict[str, Any],
-               variables: dict[str, str]) -> tuple[str, int]:  # fmt: skip
+def run_target(
+    stack: Stack, panel: dict[str, Any], target: dict[str, Any], variables: dict[str, str]
+) -> tuple[str, int]:
     uid = (target.get("datasource") or panel["datasource"])["uid"]
     source = stack.sources.get(uid)
     if source is None:

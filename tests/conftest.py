@@ -68,10 +68,19 @@ def start_throwaway_cluster(workdir: Path) -> tuple[str, Path, Path]:
 
     run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"])
     port = free_port()
-    run([
-        str(bindir / "pg_ctl"), "-D", str(data), "-l", str(workdir / "log"), "-w", "start",
-        "-o", f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off",
-    ])  # fmt: skip
+    run(
+        [
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(workdir / "log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off",
+        ]
+    )
     return f"postgresql://postgres@127.0.0.1:{port}/postgres", bindir, data
 
 
@@ -93,8 +102,11 @@ def admin_url() -> Iterator[str]:
         yield url
     finally:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "stop"], capture_output=True, check=False)  # fmt: skip
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            check=False,
+        )
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -161,9 +173,12 @@ async def running(database_url: str) -> AsyncIterator[Any]:
     ) -> tuple[Any, Any]:
         sim = await start_sim(**faults)
         p = await build_pipeline(
-            database_url, sim, streams=[copilot_stream(["NBA", "NCAAB"])],
-            rehydrate=rehydrate, stall_timeout_s=stall_timeout_s,
-        )  # fmt: skip
+            database_url,
+            sim,
+            streams=[copilot_stream(["NBA", "NCAAB"])],
+            rehydrate=rehydrate,
+            stall_timeout_s=stall_timeout_s,
+        )
         supervise(p)
         made.append((sim, p))
         await connected(sim)

@@ -21,8 +21,12 @@ TSTZ = sa.DateTime(timezone=True)
 def _odds_history(name: str, partitioned: bool) -> None:
     op.create_table(
         name,
-        sa.Column("history_id", sa.BigInteger(), nullable=False,
-                  server_default=sa.text("nextval('odds_history_seq'::regclass)")),
+        sa.Column(
+            "history_id",
+            sa.BigInteger(),
+            nullable=False,
+            server_default=sa.text("nextval('odds_history_seq'::regclass)"),
+        ),
         sa.Column("id", sa.Text(), nullable=False, comment="odds.id of the odd"),
         sa.Column("kind", sa.Text(), nullable=False, comment="odds, locked or settled"),
         sa.Column("stream", sa.Text(), nullable=False),
@@ -40,17 +44,22 @@ def _odds_history(name: str, partitioned: bool) -> None:
         sa.Column("received_at", TSTZ, nullable=False),
         sa.CheckConstraint("kind IN ('odds', 'locked', 'settled')", name="ck_odds_history_kind"),
         sa.PrimaryKeyConstraint("history_id", "source_ts", name="pk_odds_history"),
-        sa.UniqueConstraint("id", "entry_id", "kind", "source_ts",
-                            name="uq_odds_history_id_entry_id_kind_source_ts"),
+        sa.UniqueConstraint(
+            "id", "entry_id", "kind", "source_ts", name="uq_odds_history_id_entry_id_kind_source_ts"
+        ),
         **({"postgresql_partition_by": "RANGE (source_ts)"} if partitioned else {}),
-    )  # fmt: skip
+    )
 
 
 def _fixture_history(name: str, partitioned: bool) -> None:
     op.create_table(
         name,
-        sa.Column("history_id", sa.BigInteger(), nullable=False, server_default=sa.text(
-            "nextval('fixture_status_history_seq'::regclass)")),
+        sa.Column(
+            "history_id",
+            sa.BigInteger(),
+            nullable=False,
+            server_default=sa.text("nextval('fixture_status_history_seq'::regclass)"),
+        ),
         sa.Column("fixture_id", sa.Text(), nullable=False),
         sa.Column("game_id", sa.Text(), nullable=True),
         sa.Column("sport", sa.Text(), nullable=True),
@@ -64,10 +73,14 @@ def _fixture_history(name: str, partitioned: bool) -> None:
         sa.Column("group_key", sa.Text(), nullable=False),
         sa.Column("received_at", TSTZ, nullable=False),
         sa.PrimaryKeyConstraint("history_id", "source_ts", name="pk_fixture_status_history"),
-        sa.UniqueConstraint("fixture_id", "entry_id", "source_ts",
-                            name="uq_fixture_status_history_fixture_id_entry_id_source_ts"),
+        sa.UniqueConstraint(
+            "fixture_id",
+            "entry_id",
+            "source_ts",
+            name="uq_fixture_status_history_fixture_id_entry_id_source_ts",
+        ),
         **({"postgresql_partition_by": "RANGE (source_ts)"} if partitioned else {}),
-    )  # fmt: skip
+    )
 
 
 def _swap(table: str, create: object, columns: str) -> None:
@@ -84,8 +97,10 @@ def _swap(table: str, create: object, columns: str) -> None:
     # Rows of days without their own partition land here; the daemon creates the days ahead.
     op.execute(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
     op.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}_old")
-    op.execute(f"SELECT setval('{table}_seq', "
-               f"coalesce((SELECT max(history_id) FROM {table}), 0) + 1, false)")  # fmt: skip
+    op.execute(
+        f"SELECT setval('{table}_seq', "
+        f"coalesce((SELECT max(history_id) FROM {table}), 0) + 1, false)"
+    )
     op.execute(f"DROP TABLE {table}_old")
 
 
@@ -111,20 +126,25 @@ def downgrade() -> None:
         ("odds_history", ODDS_COLUMNS, "id, entry_id, kind"),
         ("fixture_status_history", FIXTURE_COLUMNS, "fixture_id, entry_id"),
     ):
-        op.execute(f"CREATE TABLE {table}_plain (LIKE {table} INCLUDING DEFAULTS "
-                   "INCLUDING CONSTRAINTS INCLUDING COMMENTS)")  # fmt: skip
+        op.execute(
+            f"CREATE TABLE {table}_plain (LIKE {table} INCLUDING DEFAULTS "
+            "INCLUDING CONSTRAINTS INCLUDING COMMENTS)"
+        )
         op.execute(f"INSERT INTO {table}_plain ({columns}) SELECT {columns} FROM {table}")
         op.execute(f"DROP TABLE {table} CASCADE")
         op.execute(f"ALTER TABLE {table}_plain RENAME TO {table}")
         op.execute(f"ALTER TABLE {table} ALTER COLUMN history_id DROP DEFAULT")
         op.execute(f"DROP SEQUENCE IF EXISTS {table}_seq")
-        op.execute(f"ALTER TABLE {table} ALTER COLUMN history_id ADD GENERATED ALWAYS AS "
-                   "IDENTITY")  # fmt: skip
-        op.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'history_id'), "
-                   f"coalesce((SELECT max(history_id) FROM {table}), 0) + 1, false)")  # fmt: skip
+        op.execute(f"ALTER TABLE {table} ALTER COLUMN history_id ADD GENERATED ALWAYS AS IDENTITY")
+        op.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'history_id'), "
+            f"coalesce((SELECT max(history_id) FROM {table}), 0) + 1, false)"
+        )
         op.execute(f"ALTER TABLE {table} ADD CONSTRAINT pk_{table} PRIMARY KEY (history_id)")
-        op.execute(f"ALTER TABLE {table} ADD CONSTRAINT uq_{table}_"
-                   f"{unique.replace(', ', '_')} UNIQUE ({unique})")  # fmt: skip
+        op.execute(
+            f"ALTER TABLE {table} ADD CONSTRAINT uq_{table}_"
+            f"{unique.replace(', ', '_')} UNIQUE ({unique})"
+        )
     # upgrade() named the check with the naming convention's prefix twice; 0003 had it once.
     op.execute(
         "ALTER TABLE odds_history RENAME CONSTRAINT ck_odds_history_ck_odds_history_kind "

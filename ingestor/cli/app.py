@@ -1,8 +1,9 @@
 """Composition root: the only place that wires config, stream, storage and metrics together.
 
-``run_daemon`` is three steps: start-up checks (which return the committed cursors), building
-the parts, serving until SIGTERM. Every resource is held by one ``AsyncExitStack``, so a start
-that fails half way (a taken metrics port, say) releases what it had already opened.
+``run_daemon`` is three steps: start-up (every check and every side effect before streaming:
+the metrics port, the database, its schema and grants, the first partition round), building
+the parts (wiring only, no I/O), serving until SIGTERM. Every resource is held by one
+``AsyncExitStack``, so a start that fails half way releases what it had already opened.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import structlog
 
 from ingestor.config import Settings
 from ingestor.coordination import Coordinator
-from ingestor.domain.cursors import Cursors
+from ingestor.domain.cursors import Cursor
 from ingestor.domain.events import EventQueue
 from ingestor.domain.groups import Group, make_groups
-from ingestor.errors import PortUnavailable
 from ingestor.logs import register_secret
 from ingestor.metrics import Metrics
 from ingestor.progress import progress_loop
@@ -32,14 +32,13 @@ from ingestor.storage import db
 from ingestor.storage.leases import PgLeases
 from ingestor.storage.partitions import Upkeep
 from ingestor.storage.reader import PgOddsReader
-from ingestor.storage.schema import SCHEMA_HEAD
-from ingestor.storage.writer import Writer
+from ingestor.storage.write import Writer
 from ingestor.stream.fixtures import FixtureDetails
 from ingestor.stream.rehydrate import Rehydrator
 from ingestor.stream.rest import RequestLimiter, RestClient
-from ingestor.stream.worker import StreamWorker, WorkerSettings
+from ingestor.stream.worker import Shared, StreamWorker
 from ingestor.supervisor import Supervisor
-from ingestor.web import make_app, start
+from ingestor.web import Probes, open_port
 
 log = structlog.get_logger("ingestor.app")
 
@@ -67,48 +66,36 @@ def _tuned_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _worker_settings(settings: Settings) -> WorkerSettings:
-    return WorkerSettings(
-        base_url=settings.effective_api_base_url,
-        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
-        max_event_bytes=settings.max_event_bytes,
-        stall_timeout_s=settings.stall_timeout_s,
-        connect_timeout_s=settings.connect_timeout_s,
-        reconnect_initial_s=settings.reconnect_initial_s,
-        reconnect_max_s=settings.reconnect_max_s,
-        dead_letter_max_bytes=settings.dead_letter_max_bytes,
-        auth_retry_max_s=settings.auth_retry_max_s,
-        no_data_warning_s=settings.no_data_warning_s,
+@dataclass(frozen=True)
+class Started:
+    """What start-up found and opened: the groups' committed cursors and numbers, the
+    partition upkeep (its first round done) and the probes of the metrics port."""
+
+    cursors: dict[str, Cursor]
+    group_numbers: dict[str, int]
+    upkeep: Upkeep | None
+    probes: Probes
+
+
+async def start_up(
+    settings: Settings, groups: list[Group], metrics: Metrics, stack: contextlib.AsyncExitStack
+) -> Started:
+    """Step 1, every side effect before streaming. The metrics port first: a second daemon
+    on the same port fails at once, before touching the database. Then the database
+    answers, its schema is this build's, the role may write, the groups are registered, and
+    today's partitions exist before the first flush (no upkeep DDL racing it). Never
+    migrates unless asked."""
+    probes = Probes()
+    stack.push_async_callback(
+        await open_port(metrics, probes, settings.metrics_host, settings.metrics_port)
     )
-
-
-def _upkeep(settings: Settings) -> Upkeep:
-    url = settings.maintenance_database_url or settings.database_url
-    return Upkeep(
-        url.get_secret_value(),
-        ahead_days=settings.partitions_ahead_days,
-        retention_days=settings.history_retention_days,
-        check_s=settings.partition_check_s,
-    )
-
-
-async def start_up(settings: Settings, groups: list[Group]) -> tuple[Cursors, dict[str, int]]:
-    """Step 1: the database answers, its schema is this build's, the role may write, the
-    groups are registered; returns their committed cursors and their numbers. Never migrates
-    unless asked."""
-    dsn = settings.database_url.get_secret_value()
-    conn = await db.connect_with_wait(dsn, settings.database_wait_s)
-    try:
-        if settings.migrate_on_start:
-            from ingestor.storage.migrations import upgrade  # alembic only when asked
-
-            applied = await asyncio.to_thread(upgrade, dsn)
-            log.info("schema_migrated", applied=applied, revision=SCHEMA_HEAD)
-        await db.check_schema(conn, SCHEMA_HEAD)
-        await db.check_privileges(conn)
-        return await db.register_groups(conn, groups)
-    finally:
-        await conn.close()
+    cursors, numbers = await db.start_up(settings, groups)
+    upkeep = None
+    if settings.manage_partitions:
+        url = settings.maintenance_database_url or settings.database_url
+        upkeep = Upkeep(url.get_secret_value(), settings)
+        await upkeep.round()
+    return Started(cursors, numbers, upkeep, probes)
 
 
 @dataclass
@@ -116,87 +103,74 @@ class Daemon:
     """The built parts that serving needs."""
 
     supervisor: Supervisor
-    coordinator: Coordinator
-    writer: Writer
+    readiness: Readiness
 
 
-async def build(
+def build(
     settings: Settings,
     groups: list[Group],
-    cursors: Cursors,
-    group_numbers: dict[str, int],
+    metrics: Metrics,
+    started: Started,
     stop: asyncio.Event,
     stack: contextlib.AsyncExitStack,
 ) -> Daemon:
-    """Step 2: every part, wired; the resources they hold are closed by ``stack``."""
+    """Step 2: every part, wired (no I/O); the resources they hold are closed by ``stack``."""
     dsn = settings.database_url.get_secret_value()
-    metrics = Metrics()
     queue: EventQueue = asyncio.Queue(maxsize=settings.queue_max_events)
     metrics.queue_capacity.set(settings.queue_max_events)
     # Streams hold their connections for good: no pool cap, or group 101 would starve.
-    session = await stack.enter_async_context(
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-    )
-    ws = _worker_settings(settings)
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    stack.push_async_callback(session.close)
     rehydrator = details = None
     if settings.rehydrate:  # every REST call of the process: gap recovery, fixture details
         reader = PgOddsReader(dsn)
         stack.push_async_callback(reader.close)
-        rest = RestClient(session, ws.base_url, ws.api_key,
-                          RequestLimiter(settings.rest_requests_per_15s), metrics,
-                          settings.rest_timeout_s)  # fmt: skip
-        rehydrator = Rehydrator(rest, reader, queue, metrics, settings.rehydrate_window_h)
+        limiter = RequestLimiter(settings.rest_requests_per_15s)
+        rest = RestClient(session, settings, limiter, metrics)
+        rehydrator = Rehydrator(rest, reader, queue, metrics, settings)
         details = FixtureDetails(rest, queue, metrics)
     writer = Writer(
-        dsn, queue, metrics,
-        batch_max_rows=settings.writer_batch_max_rows, retry_max_s=settings.flush_retry_max_s,
-        cursors=cursors, flush_timeout_s=settings.flush_timeout_s,
-        connections=settings.writer_connections,
+        dsn,
+        queue,
+        metrics,
+        settings,
+        committed=started.cursors,
+        group_numbers=started.group_numbers,
         on_new_fixtures=details.notice if details is not None else None,
-        group_numbers=group_numbers,
-    )  # fmt: skip
-    gate = RequestLimiter(settings.stream_connects_per_15s)
-    workers = [StreamWorker(g, session, ws, queue, metrics, cursors, stop, rehydrator, gate)
-               for g in groups]  # fmt: skip
-    supervisor = Supervisor(writer, workers, metrics, stop,
-                            shutdown_timeout_s=settings.shutdown_timeout_s,
-                            restart_max_s=settings.worker_restart_max_s,
-                            workers_on_demand=True)  # fmt: skip
+    )
+    shared = Shared(
+        session,
+        settings,
+        queue,
+        metrics,
+        writer,
+        stop,
+        RequestLimiter(settings.stream_connects_per_15s),
+        rehydrator,
+    )
+    workers = [StreamWorker(g, shared) for g in groups]
+    supervisor = Supervisor(writer, workers, metrics, stop, settings, workers_on_demand=True)
     supervisor.watch("progress", lambda: progress_loop(metrics, stop, settings.progress_log_s))
     if details is not None:
         supervisor.watch("fixture-details", details.run)
-    if settings.manage_partitions:
-        upkeep = _upkeep(settings)
-        # Today's partitions exist before the first flush: no upkeep DDL racing it.
-        await upkeep.round()
+    if started.upkeep is not None:
+        upkeep = started.upkeep
         supervisor.watch("partitions", lambda: upkeep.loop(stop))
-    leases = PgLeases(dsn)
     coordinator = Coordinator(
-        leases, [g.key for g in groups], supervisor.start_worker, supervisor.stop_worker,
-        metrics, check_s=settings.lease_check_s, stop_event=stop,
-        share_fairly=settings.coordination == "postgres",
-    )  # fmt: skip
+        PgLeases(dsn), [g.key for g in groups], supervisor, metrics, settings, stop
+    )
     supervisor.watch("leases", coordinator.run)
     # Closed after the final flush: the claims outlive it, so no successor starts behind it.
     stack.push_async_callback(coordinator.close)
     pinger = db.Pinger(dsn)
     stack.push_async_callback(pinger.close)
     readiness = Readiness(settings, pinger, writer, supervisor, coordinator)
-    try:
-        runner = await start(make_app(metrics, readiness.check),
-                             settings.metrics_host, settings.metrics_port)  # fmt: skip
-    except OSError as exc:
-        raise PortUnavailable(
-            f"metrics port {settings.metrics_host}:{settings.metrics_port} cannot be opened: "
-            f"{exc.strerror or exc} (set metrics_port or INGESTOR_METRICS_PORT)"
-        ) from None
-    stack.push_async_callback(runner.cleanup)
     if settings.in_demo:
         metrics.demo_mode.set(1)
-    return Daemon(supervisor, coordinator, writer)
+    return Daemon(supervisor, readiness)
 
 
-def _announce(settings: Settings, groups: list[Group], cursors: Cursors) -> None:
+def _announce(settings: Settings, groups: list[Group], started: Started) -> None:
     if settings.in_demo:
         log.warning(
             "demo_mode",
@@ -217,7 +191,7 @@ def _announce(settings: Settings, groups: list[Group], cursors: Cursors) -> None
         demo=settings.in_demo,
         coordination=settings.coordination,
         metrics_port=settings.metrics_port,
-        resumed_cursors=len(cursors),
+        resumed_cursors=len(started.cursors),
     )
 
 
@@ -237,17 +211,18 @@ async def serve(daemon: Daemon, stop: asyncio.Event) -> int:
 
 async def run_daemon(settings: Settings) -> int:
     """Start everything, run until SIGTERM/SIGINT, drain, and return the exit code."""
-    dsn = settings.database_url.get_secret_value()
-    register_secret(settings.api_key.get_secret_value() if settings.api_key else None)
-    register_secret(_password(dsn))
+    register_secret(settings.key)
+    register_secret(_password(settings.database_url.get_secret_value()))
     if settings.maintenance_database_url:
         register_secret(_password(settings.maintenance_database_url.get_secret_value()))
     groups = make_groups(settings.streams, settings.leagues_per_connection)
-    cursors, group_numbers = await start_up(settings, groups)
+    metrics = Metrics()
     stop = asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
-        daemon = await build(settings, groups, cursors, group_numbers, stop, stack)
-        _announce(settings, groups, cursors)
+        started = await start_up(settings, groups, metrics, stack)
+        daemon = build(settings, groups, metrics, started, stop, stack)
+        started.probes.answer_with(daemon.readiness.check)
+        _announce(settings, groups, started)
         code = await serve(daemon, stop)
     log.info("daemon_stopped", exit_code=code)
     return code

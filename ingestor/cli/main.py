@@ -9,9 +9,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
 
 from ingestor import logs
 from ingestor.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
@@ -21,7 +19,6 @@ from ingestor.simulator.run import add_arguments as add_simulator_arguments
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 VENDOR_URL = str(Settings.model_fields["api_base_url"].default)
-T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,9 +38,11 @@ def _parser() -> argparse.ArgumentParser:
         cmd = commands[name] = sub.add_parser(name, help=text, description=text)
         cmd.add_argument("--config", type=Path, default=None, help=config_help)
     commands["migrate"].add_argument(
-        "--to", metavar="REVISION", default="head",
+        "--to",
+        metavar="REVISION",
+        default="head",
         help="target revision: 'head' (default), an older one to downgrade to, or 'base'",
-    )  # fmt: skip
+    )
     text = "serve a local stand-in for the OpticOdds API (streams and REST) for demos and tests"
     sim = sub.add_parser("simulate", help=text, description=text)
     add_simulator_arguments(sim)
@@ -62,58 +61,17 @@ def _database_url(config: Path | None) -> str:
 
 
 def _migrate(url: str, target: str) -> int:
-    from ingestor.storage import migrations  # alembic is imported for this command only
+    from ingestor.storage.migrations import migrate  # alembic is imported for this command only
 
-    known = migrations.revisions()
-    if target not in ("head", "base", *known):
-        raise ConfigError(f"--to {target}: no such revision (known: {', '.join(known)})")
-    current: str | None = _database_call(migrations.current_revision(url), "migrate")
-    wanted = known[-1] if target == "head" else None if target == "base" else target
-    order = [None, *known]
-    if current is not None and current not in known:
-        raise StartupError(f"the database is at revision {current}, unknown to this build")
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from ingestor.storage.db import describe
-
-    try:
-        if order.index(wanted) >= order.index(current):
-            done, verb = migrations.upgrade(url, target), "applied"
-        else:
-            done, verb = migrations.downgrade(url, target), "undid"
-    except SQLAlchemyError as exc:  # a statement of a migration failed (as a non-owner, say)
-        raise StartupError(f"migrate: {describe(getattr(exc, 'orig', None) or exc)}") from None
-    if done:
-        print(f"{verb} {', '.join(done)}; the schema is at {wanted or 'base'}", file=sys.stderr)
-    else:
-        print(f"nothing to do: the schema is at {current or 'base'}", file=sys.stderr)
+    print(migrate(url, target), file=sys.stderr)
     return 0
 
 
-def _database_call(coro: Coroutine[Any, Any, T], what: str) -> T:
-    """Run one database coroutine; a refused or missing database becomes one line."""
-    import asyncpg
-
-    from ingestor.storage.db import describe
-
-    try:
-        return asyncio.run(coro)
-    except asyncpg.UndefinedTableError as exc:
-        raise StartupError(f"{what}: {describe(exc)}: run `ingestor migrate` first") from None
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise StartupError(f"{what}: cannot use the database: {describe(exc)}") from None
-
-
 def _partitions(settings: Settings) -> int:
-    from ingestor.storage.partitions import maintain_once
+    from ingestor.storage.partitions import partitions_command
 
     url = (settings.maintenance_database_url or settings.database_url).get_secret_value()
-    done: dict[str, list[str]] = _database_call(
-        maintain_once(url, ahead_days=settings.partitions_ahead_days,
-                      retention_days=settings.history_retention_days),
-        "partitions",
-    )  # fmt: skip
-    print(f"created {len(done['created'])}, dropped {len(done['dropped'])}", file=sys.stderr)
+    print(partitions_command(url, settings), file=sys.stderr)
     return 0
 
 

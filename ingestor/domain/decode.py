@@ -35,9 +35,16 @@ DATA_EVENTS = frozenset({*ODDS_EVENTS, FIXTURE_EVENT})
 
 # Every reason a DecodeError (or the SSE size bound) can carry: metrics start them at zero.
 REJECT_REASONS = (
-    "invalid_json", "wrong_type", "missing_id", "nul_in_text", "bad_datetime", "bad_timestamp",
-    "bad_entry_id", "missing_timestamp", "too_large",
-)  # fmt: skip
+    "invalid_json",
+    "wrong_type",
+    "missing_id",
+    "nul_in_text",
+    "bad_datetime",
+    "bad_timestamp",
+    "bad_entry_id",
+    "missing_timestamp",
+    "too_large",
+)
 
 
 def _text(obj: Mapping[str, Any], key: str, *, blank_is_null: bool = False) -> str | None:
@@ -131,8 +138,20 @@ def _entry_id(payload: Mapping[str, Any], event_id: str) -> tuple[str, tuple[int
 
 
 # Text fields of an odd, in OddRow's order; the second group stores "" as null.
-_TEXTS = ("odd_id", "sportsbook", "fixture_id", "game_id", "sport", "league", "market", "name",
-          "selection", "selection_line", "player_id", "team_id")  # fmt: skip
+_TEXTS = (
+    "odd_id",
+    "sportsbook",
+    "fixture_id",
+    "game_id",
+    "sport",
+    "league",
+    "market",
+    "name",
+    "selection",
+    "selection_line",
+    "player_id",
+    "team_id",
+)
 _BLANK_IS_NULL = frozenset({"sportsbook", "player_id", "team_id"})
 _NUMBER = (float, int)
 
@@ -169,22 +188,54 @@ def decode_odd(
     if odd_uid is None:
         raise DecodeError("missing_id", "odd has no id")
     source_ts, micros = _source_time(item, entry[0])
-    (odd_id, sportsbook, fixture_id, game_id, sport, league, market, name, selection,
-     selection_line, player_id, team_id) = _odd_texts(item)  # fmt: skip
+    (
+        odd_id,
+        sportsbook,
+        fixture_id,
+        game_id,
+        sport,
+        league,
+        market,
+        name,
+        selection,
+        selection_line,
+        player_id,
+        team_id,
+    ) = _odd_texts(item)
     points, price = _price_fields(item)
     settled = kind is Kind.SETTLED
     # Positional: this constructor runs for every odd, and keywords cost a third more.
     return OddRow(
-        odd_uid, kind, stream, odd_id, sportsbook, fixture_id, game_id, sport, league, market,
-        name, selection, selection_line, player_id, team_id, _integer(item, "version_id"),
-        points, price, _flag(item, "is_main"), _flag(item, "is_live"),
+        odd_uid,
+        kind,
+        stream,
+        odd_id,
+        sportsbook,
+        fixture_id,
+        game_id,
+        sport,
+        league,
+        market,
+        name,
+        selection,
+        selection_line,
+        player_id,
+        team_id,
+        _integer(item, "version_id"),
+        points,
+        price,
+        _flag(item, "is_main"),
+        _flag(item, "is_live"),
         _text(item, "grouping_key"),
         _text(item, "settlement") if settled else None,
         _when(item, "settled_at") if settled else None,
-        source_ts, entry_id, event_id, order_key(micros, entry, kind),
+        source_ts,
+        entry_id,
+        event_id,
+        order_key(micros, entry, kind),
         # A settlement carries no price (the vendor omits it); it must not null a stored one.
         not settled,
-    )  # fmt: skip
+    )
 
 
 def decode_fixture(
@@ -292,13 +343,35 @@ def inferred_lock(
     the open row it replaces while any later real event still beats it; and it carries no
     price, so the stored price stays."""
     return OddRow(
-        id=uid, kind=Kind.LOCKED, stream=stream, odd_id=None, sportsbook=None, fixture_id=None,
-        game_id=None, sport=None, league=None, market=None, name=None, selection=None,
-        selection_line=None, player_id=None, team_id=None, version_id=None, points=None,
-        price=None, is_main=None, is_live=None, grouping_key=None, settlement=None,
-        settled_at=None, source_ts=source_ts, entry_id=entry_id, event_id=SNAPSHOT_EVENT_ID,
-        order_key=stored_key[:-1] + bytes([Kind.LOCKED]), carries_price=False,
-    )  # fmt: skip
+        id=uid,
+        kind=Kind.LOCKED,
+        stream=stream,
+        odd_id=None,
+        sportsbook=None,
+        fixture_id=None,
+        game_id=None,
+        sport=None,
+        league=None,
+        market=None,
+        name=None,
+        selection=None,
+        selection_line=None,
+        player_id=None,
+        team_id=None,
+        version_id=None,
+        points=None,
+        price=None,
+        is_main=None,
+        is_live=None,
+        grouping_key=None,
+        settlement=None,
+        settled_at=None,
+        source_ts=source_ts,
+        entry_id=entry_id,
+        event_id=SNAPSHOT_EVENT_ID,
+        order_key=stored_key[:-1] + bytes([Kind.LOCKED]),
+        carries_price=False,
+    )
 
 
 def snapshot_fixture(item: Any, at: datetime) -> FixtureRow:
@@ -312,13 +385,22 @@ def snapshot_fixture(item: Any, at: datetime) -> FixtureRow:
     entry_id = f"{micros // 1000}-0"
     entry = (micros // 1000, 0)
     return FixtureRow(
-        fixture_id=fixture_id, game_id=_text(item, "game_id"), sport=_name(item, "sport"),
-        league=_name(item, "league"), home_team_display=_text(item, "home_team_display"),
+        fixture_id=fixture_id,
+        game_id=_text(item, "game_id"),
+        sport=_name(item, "sport"),
+        league=_name(item, "league"),
+        home_team_display=_text(item, "home_team_display"),
         away_team_display=_text(item, "away_team_display"),
-        start_date=_when(item, "start_date"), old_status=None, new_status=_text(item, "status"),
-        old_start_date=None, new_start_date=None, source_ts=at, entry_id=entry_id,
-        event_id=SNAPSHOT_EVENT_ID, order_key=order_key(micros, entry, 0),
-    )  # fmt: skip
+        start_date=_when(item, "start_date"),
+        old_status=None,
+        new_status=_text(item, "status"),
+        old_start_date=None,
+        new_start_date=None,
+        source_ts=at,
+        entry_id=entry_id,
+        event_id=SNAPSHOT_EVENT_ID,
+        order_key=order_key(micros, entry, 0),
+    )
 
 
 def _name(item: Mapping[str, Any], key: str) -> str | None:

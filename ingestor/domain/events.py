@@ -161,12 +161,24 @@ class DecodedEvent:
 
     @classmethod
     def snapshot(
-        cls, group_key: str, at: datetime, *, odds: list[OddRow] | None = None,
+        cls,
+        group_key: str,
+        at: datetime,
+        *,
+        odds: list[OddRow] | None = None,
         fixtures: list[FixtureRow] | None = None,
-    ) -> DecodedEvent:  # fmt: skip
+    ) -> DecodedEvent:
         """What REST said at ``at`` (gap recovery, fixture details): never a stream position."""
-        return cls(group_key, SNAPSHOT_EVENT_ID, "0-0", SNAPSHOT_EVENT_ID, at, odds=odds or [],
-                   fixtures=fixtures or [], advances_cursor=False)  # fmt: skip
+        return cls(
+            group_key,
+            SNAPSHOT_EVENT_ID,
+            "0-0",
+            SNAPSHOT_EVENT_ID,
+            at,
+            odds=odds or [],
+            fixtures=fixtures or [],
+            advances_cursor=False,
+        )
 
 
 class Barrier:

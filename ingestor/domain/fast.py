@@ -83,9 +83,14 @@ def _settled_at(value: str | None) -> datetime | bool | None:
 
 
 def fast_odds(
-    group_key: str, stream: str, event_type: str, kind: Kind, data: bytes, event_id: str,
+    group_key: str,
+    stream: str,
+    event_type: str,
+    kind: Kind,
+    data: bytes,
+    event_id: str,
     received_at: datetime,
-) -> DecodedEvent | None:  # fmt: skip
+) -> DecodedEvent | None:
     """The event's rows, or None when the careful path must decode it."""
     if b"\\u0000" in data:  # JSON can only carry a NUL escaped; PostgreSQL text refuses it
         return None
@@ -115,12 +120,36 @@ def fast_odds(
         if settled_at is False:
             return None
         # Positional, as in decode.py: this constructor runs for every odd.
-        rows.append(OddRow(
-            o.id, kind, stream, o.odd_id, o.sportsbook or None, o.fixture_id, o.game_id,
-            o.sport, o.league, o.market, o.name, o.selection, o.selection_line,
-            o.player_id or None, o.team_id or None, o.version_id, o.points, o.price, o.is_main,
-            o.is_live, o.grouping_key, o.settlement if settled else None,
-            settled_at,  # type: ignore[arg-type]  # False was returned above
-            source_ts, entry_id, event_id, order_key(micros, entry, kind), not settled,
-        ))  # fmt: skip
+        rows.append(
+            OddRow(
+                o.id,
+                kind,
+                stream,
+                o.odd_id,
+                o.sportsbook or None,
+                o.fixture_id,
+                o.game_id,
+                o.sport,
+                o.league,
+                o.market,
+                o.name,
+                o.selection,
+                o.selection_line,
+                o.player_id or None,
+                o.team_id or None,
+                o.version_id,
+                o.points,
+                o.price,
+                o.is_main,
+                o.is_live,
+                o.grouping_key,
+                o.settlement if settled else None,
+                settled_at,  # type: ignore[arg-type]  # False was returned above
+                source_ts,
+                entry_id,
+                event_id,
+                order_key(micros, entry, kind),
+                not settled,
+            )
+        )
     return event

@@ -96,8 +96,14 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("simulator_started", host=args.host, port=args.port, seed=args.seed,
-             events_per_s=args.events_per_s, leagues=len(world.leagues))  # fmt: skip
+    log.info(
+        "simulator_started",
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        events_per_s=args.events_per_s,
+        leagues=len(world.leagues),
+    )
 
     async def generate() -> None:
         tick = 0.05

@@ -130,8 +130,12 @@ class SimServer:
         if denied is not None:
             return denied
         q = request.query
-        group = (stream, request.match_info["sport"], tuple(sorted(q.getall("league", []))),
-                 tuple(sorted(q.getall("sportsbook", []))))  # fmt: skip
+        group = (
+            stream,
+            request.match_info["sport"],
+            tuple(sorted(q.getall("league", []))),
+            tuple(sorted(q.getall("sportsbook", []))),
+        )
         # The vendor's cursor is last_entry_id; EventSource clients send Last-Event-ID.
         header_id = request.headers.get("Last-Event-ID")
         self.last_event_ids.append(header_id)
@@ -147,8 +151,9 @@ class SimServer:
         self.max_concurrent[group] = max(self.max_concurrent[group], live)
         try:
             await resp.write(_frame("connected", b"ok go", None, self.faults.retry_ms))
-            await self._pump(request, resp, conn, self._start_index(conn.last_entry_id),
-                             fixture_updates)  # fmt: skip
+            await self._pump(
+                request, resp, conn, self._start_index(conn.last_entry_id), fixture_updates
+            )
         except ConnectionResetError:
             pass  # the client went away: nothing to finish
         finally:
@@ -164,9 +169,13 @@ class SimServer:
         return e.stream == stream and (stream == COPILOT or e.sportsbook in books)
 
     async def _pump(
-        self, request: web.Request, resp: web.StreamResponse, conn: Connection, index: int,
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        conn: Connection,
+        index: int,
         fixture_updates: bool,
-    ) -> None:  # fmt: skip
+    ) -> None:
         rng = self.world.rng
         held: LogEntry | None = None
         loop = asyncio.get_running_loop()
@@ -229,9 +238,10 @@ class SimServer:
         items = [
             f.rest()
             for f in self.world.fixtures
-            if (not leagues or f.league in leagues) and (not sport or f.sport == sport)
+            if (not leagues or f.league in leagues)
+            and (not sport or f.sport == sport)
             and (not ids or f.id in ids)
-        ]  # fmt: skip
+        ]
         page = int(q.get("page", "1"))
         total = max(1, -(-len(items) // PAGE_SIZE))
         chunk = items[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
@@ -251,10 +261,14 @@ class SimServer:
             f = self.world.fixture(fid)
             if f is None:
                 continue
-            odds = [o.item("rest") for o in f.odds
-                    if o.stream == stream and (not books or o.sportsbook in books)
-                    and (not markets or o.market in markets)
-                    and o.status == ("settled" if settled else "open")]  # fmt: skip
+            odds = [
+                o.item("rest")
+                for o in f.odds
+                if o.stream == stream
+                and (not books or o.sportsbook in books)
+                and (not markets or o.market in markets)
+                and o.status == ("settled" if settled else "open")
+            ]
             data.append({**f.rest(), "odds": odds})
         return web.json_response({"data": data})
 

@@ -27,9 +27,23 @@ EVENT_TYPES = {
     (REGULAR, "locked"): "locked-odds",
 }
 TEAMS = (
-    "Hawks", "Celtics", "Nets", "Hornets", "Bulls", "Cavaliers", "Mavericks", "Nuggets",
-    "Pistons", "Warriors", "Rockets", "Pacers", "Clippers", "Lakers", "Grizzlies", "Heat",
-)  # fmt: skip
+    "Hawks",
+    "Celtics",
+    "Nets",
+    "Hornets",
+    "Bulls",
+    "Cavaliers",
+    "Mavericks",
+    "Nuggets",
+    "Pistons",
+    "Warriors",
+    "Rockets",
+    "Pacers",
+    "Clippers",
+    "Lakers",
+    "Grizzlies",
+    "Heat",
+)
 
 
 def _slug(text: str) -> str:
@@ -53,11 +67,15 @@ class SimFixture:
     def rest(self) -> dict[str, Any]:
         """The fixture as REST listings show it."""
         return {
-            "id": self.id, "game_id": self.game_id, "start_date": self.start_date.isoformat(),
-            "home_team_display": self.home, "away_team_display": self.away,
-            "status": self.status, "sport": {"id": self.sport, "name": self.sport},
+            "id": self.id,
+            "game_id": self.game_id,
+            "start_date": self.start_date.isoformat(),
+            "home_team_display": self.home,
+            "away_team_display": self.away,
+            "status": self.status,
+            "sport": {"id": self.sport, "name": self.sport},
             "league": {"id": _slug(self.league), "name": self.league},
-        }  # fmt: skip
+        }
 
 
 @dataclass
@@ -84,20 +102,31 @@ class SimOdd:
         """The odd as a stream event (or, with ``kind='rest'``, a REST answer) carries it."""
         f = self.fixture
         out: dict[str, Any] = {
-            "fixture_id": f.id, "game_id": f.game_id, "id": self.id, "league": f.league,
-            "market": self.market, "name": self.name,
+            "fixture_id": f.id,
+            "game_id": f.game_id,
+            "id": self.id,
+            "league": f.league,
+            "market": self.market,
+            "name": self.name,
             "odd_id": self.id.split(":", 2)[-1] if self.stream == COPILOT else self.id,
-            "player_id": "", "selection": self.selection, "sport": f.sport, "team_id": "",
-            "timestamp": self.ts, "version_id": -1,
-        }  # fmt: skip
+            "player_id": "",
+            "selection": self.selection,
+            "sport": f.sport,
+            "team_id": "",
+            "timestamp": self.ts,
+            "version_id": -1,
+        }
         if self.sportsbook:
             out["sportsbook"] = self.sportsbook
         if kind != "settled":  # the vendor's settled events carry no price fields
             out.update(
                 grouping_key=f"default:{self.points}" if self.points is not None else "default",
-                is_live=f.status == "live", is_main=self.is_main, points=self.points,
-                price=self.price, selection_line=self.selection_line,
-            )  # fmt: skip
+                is_live=f.status == "live",
+                is_main=self.is_main,
+                points=self.points,
+                price=self.price,
+                selection_line=self.selection_line,
+            )
         if kind in ("settled", "rest") and self.settlement:
             out.update(settlement=self.settlement, settled_at=self.settled_at)
         return out
@@ -146,8 +175,15 @@ class World:
         self._last = (ms, self._last[1] + 1) if ms == self._last[0] else (ms, 0)
         return self._last
 
-    def _emit(self, event: str, payload: dict[str, Any], f: SimFixture, stream: str | None,
-              book: str | None, key: tuple[int, int]) -> None:  # fmt: skip
+    def _emit(
+        self,
+        event: str,
+        payload: dict[str, Any],
+        f: SimFixture,
+        stream: str | None,
+        book: str | None,
+        key: tuple[int, int],
+    ) -> None:
         entry_id = f"{key[0]}-{key[1]}"
         payload["entry_id"] = entry_id
         self.log.append(
@@ -166,8 +202,9 @@ class World:
         for stream, book in [(COPILOT, None), *((REGULAR, b) for b in self.sportsbooks)]:
             f.odds += self._lines(f, stream, book)
         for stream, book in [(COPILOT, None), *((REGULAR, b) for b in self.sportsbooks)]:
-            self._publish(f, [o for o in f.odds if o.stream == stream and o.sportsbook == book],
-                          "odds")  # fmt: skip
+            self._publish(
+                f, [o for o in f.odds if o.stream == stream and o.sportsbook == book], "odds"
+            )
         return f
 
     def _lines(self, f: SimFixture, stream: str, book: str | None) -> list[SimOdd]:
@@ -185,10 +222,21 @@ class World:
             ("Total Points", f"Over {total + 5}", "", "over", total + 5, False),
         ]
         return [
-            SimOdd(f"{prefix}:{_slug(m)}:{_slug(n)}", stream, book, f, m, n, sel, line, pts,
-                   self._price(), main)
+            SimOdd(
+                f"{prefix}:{_slug(m)}:{_slug(n)}",
+                stream,
+                book,
+                f,
+                m,
+                n,
+                sel,
+                line,
+                pts,
+                self._price(),
+                main,
+            )
             for m, n, sel, line, pts, main in specs
-        ]  # fmt: skip
+        ]
 
     def _price(self) -> int:
         """American odds: at most -100 or at least +100."""
@@ -203,8 +251,9 @@ class World:
             o.ts = key[0] / 1000
         stream, book = odds[0].stream, odds[0].sportsbook
         event = EVENT_TYPES[(stream, kind)]
-        self._emit(event, {"data": [o.item(kind) for o in odds], "type": event}, f, stream, book,
-                   key)  # fmt: skip
+        self._emit(
+            event, {"data": [o.item(kind) for o in odds], "type": event}, f, stream, book, key
+        )
 
     def step(self) -> None:
         """One event: mostly price moves, some locks, status changes and settlements."""
@@ -257,25 +306,41 @@ class World:
         old, f.status = f.status, new
         key = self._next_key()
         body = {
-            "fixture": {"id": f.id, "game_id": f.game_id, "home_team_display": f.home,
-                        "away_team_display": f.away, "start_date": f.start_date.isoformat()},
-            "fixture_id": f.id, "game_id": f.game_id, "league": f.league, "sport": f.sport,
-            "new_start_date": None, "old_start_date": None, "new_status": new,
-            "old_status": old, "timestamp": key[0] / 1000,
-        }  # fmt: skip
+            "fixture": {
+                "id": f.id,
+                "game_id": f.game_id,
+                "home_team_display": f.home,
+                "away_team_display": f.away,
+                "start_date": f.start_date.isoformat(),
+            },
+            "fixture_id": f.id,
+            "game_id": f.game_id,
+            "league": f.league,
+            "sport": f.sport,
+            "new_start_date": None,
+            "old_start_date": None,
+            "new_status": new,
+            "old_status": old,
+            "timestamp": key[0] / 1000,
+        }
         self._emit("fixture-status", {"data": body}, f, None, None, key)
         if new == "completed":
             for book in self.sportsbooks:  # the regular stream takes a finished game's odds down
-                self._publish(f, [o for o in f.odds if o.sportsbook == book
-                                  and o.status == "open"], "locked")  # fmt: skip
+                self._publish(
+                    f, [o for o in f.odds if o.sportsbook == book and o.status == "open"], "locked"
+                )
                 for o in f.odds:
                     if o.sportsbook == book:
                         o.status = "locked"
         return True
 
     def _settle(self) -> bool:
-        done = [f for f in self.fixtures if f.status == "completed"
-                and any(o.stream == COPILOT and o.status != "settled" for o in f.odds)]  # fmt: skip
+        done = [
+            f
+            for f in self.fixtures
+            if f.status == "completed"
+            and any(o.stream == COPILOT and o.status != "settled" for o in f.odds)
+        ]
         if not done:
             return False
         f = self.rng.choice(done)

@@ -8,11 +8,13 @@ import time
 import asyncpg
 import structlog
 
-from ingestor.domain.cursors import Cursor, Cursors
+from ingestor.config import DatabaseSettings
+from ingestor.domain.cursors import Cursor
 from ingestor.domain.groups import Group
 from ingestor.errors import DatabaseUnavailable, PermissionProblem, SchemaError
 from ingestor.storage import sql
-from ingestor.storage.failures import CONNECTION_FAILURES, close_bounded
+from ingestor.storage.failures import CONNECTION_FAILURES, close_bounded, describe
+from ingestor.storage.schema import SCHEMA_HEAD
 
 log = structlog.get_logger("ingestor.db")
 
@@ -24,12 +26,6 @@ PERMANENT = (
     asyncpg.InvalidAuthorizationSpecificationError,
     asyncpg.InvalidPasswordError,
 )
-
-
-def describe(exc: BaseException) -> str:
-    """One line for a connection failure, without the URL (it may hold a password)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def connect_with_wait(dsn: str, wait_s: float) -> asyncpg.Connection:
@@ -98,10 +94,10 @@ async def check_schema(conn: asyncpg.Connection, head: str) -> None:
 
 async def register_groups(
     conn: asyncpg.Connection, groups: list[Group]
-) -> tuple[Cursors, dict[str, int]]:
+) -> tuple[dict[str, Cursor], dict[str, int]]:
     """Upsert one cursor row per group; the committed cursors to resume from, and the
     groups' numbers (history's change_events carry them)."""
-    cursors = Cursors()
+    cursors: dict[str, Cursor] = {}
     numbers: dict[str, int] = {}
     for g in groups:
         row = await conn.fetchrow(
@@ -109,13 +105,43 @@ async def register_groups(
         )
         numbers[g.key] = row["group_no"]
         if row["last_entry_id"]:
-            cursors.adopt(g.key, Cursor(row["last_entry_id"], row["last_event_id"]))
+            cursors[g.key] = Cursor(row["last_entry_id"], row["last_event_id"])
     return cursors, numbers
 
 
+async def start_up(
+    settings: DatabaseSettings, groups: list[Group]
+) -> tuple[dict[str, Cursor], dict[str, int]]:
+    """The database answers, its schema is this build's, the role may write, the groups are
+    registered; returns their committed cursors and their numbers. Never migrates unless
+    ``migrate_on_start``."""
+    dsn = settings.database_url.get_secret_value()
+    conn = await connect_with_wait(dsn, settings.database_wait_s)
+    try:
+        if settings.migrate_on_start:
+            from ingestor.storage.migrations import upgrade  # alembic only when asked
+
+            applied = await asyncio.to_thread(upgrade, dsn)
+            log.info("schema_migrated", applied=applied, revision=SCHEMA_HEAD)
+        await check_schema(conn, SCHEMA_HEAD)
+        await check_privileges(conn)
+        return await register_groups(conn, groups)
+    finally:
+        await conn.close()
+
+
 # Every table the daemon reads and writes (the writer, gap recovery, start-up).
-TABLES = ("odds", "odds_changes", "change_events", "history_marks", "settlements", "fixtures",
-          "fixture_status_history", "stream_cursors", "dead_letters")  # fmt: skip
+TABLES = (
+    "odds",
+    "odds_changes",
+    "change_events",
+    "history_marks",
+    "settlements",
+    "fixtures",
+    "fixture_status_history",
+    "stream_cursors",
+    "dead_letters",
+)
 
 
 async def check_privileges(conn: asyncpg.Connection) -> None:

@@ -46,9 +46,11 @@ class PgLeases:
         try:
             if self._conn is None:
                 self._conn = await asyncpg.connect(
-                    self._dsn, timeout=10, command_timeout=10,
+                    self._dsn,
+                    timeout=10,
+                    command_timeout=10,
                     server_settings={"application_name": "ingestor-leases"},
-                )  # fmt: skip
+                )
                 await self._conn.fetchval(sql.TRY_LOCK_PAIR, MEMBER_NS, self._member_id)
             yield self._conn
         except CONNECTION_FAILURES as exc:

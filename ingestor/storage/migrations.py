@@ -10,9 +10,12 @@ import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from sqlalchemy.exc import SQLAlchemyError
 
-from ingestor.errors import SchemaError
+from ingestor.config import ConfigError
+from ingestor.errors import SchemaError, StartupError
 from ingestor.storage import sql
+from ingestor.storage.failures import describe, run_once
 
 
 def alembic_dir() -> Path:
@@ -82,3 +85,29 @@ def downgrade(database_url: str, revision: str) -> list[str]:
     command.downgrade(alembic_config(database_url), revision)
     target = None if revision == "base" else revision
     return list(reversed(_between(target, before)))
+
+
+def migrate(database_url: str, target: str) -> str:
+    """``ingestor migrate [--to REVISION]``: up or down to ``target`` ('head', 'base' or a
+    revision); returns what it did, in one line. Every failure is a ``ConfigError`` (an
+    unknown revision) or a ``StartupError`` (the database), never a traceback."""
+    known = revisions()
+    if target not in ("head", "base", *known):
+        raise ConfigError(f"--to {target}: no such revision (known: {', '.join(known)})")
+    current: str | None = run_once(current_revision(database_url), "migrate")
+    wanted = known[-1] if target == "head" else None if target == "base" else target
+    order = [None, *known]
+    if current is not None and current not in known:
+        raise StartupError(f"the database is at revision {current}, unknown to this build")
+    try:
+        if order.index(wanted) >= order.index(current):
+            done, verb = upgrade(database_url, target), "applied"
+        else:
+            done, verb = downgrade(database_url, target), "undid"
+    except SQLAlchemyError as exc:  # a statement of a migration failed (as a non-owner, say)
+        raise StartupError(f"migrate: {describe(getattr(exc, 'orig', None) or exc)}") from None
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StartupError(f"migrate: cannot use the database: {describe(exc)}") from None
+    if done:
+        return f"{verb} {', '.join(done)}; the schema is at {wanted or 'base'}"
+    return f"nothing to do: the schema is at {current or 'base'}"

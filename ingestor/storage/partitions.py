@@ -12,10 +12,11 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 import structlog
 
-from ingestor.domain.keys import day_event_range
+from ingestor.config import PartitionSettings
 from ingestor.lifecycle import sleep_or_stop
 from ingestor.storage import sql
-from ingestor.storage.failures import CONNECTION_FAILURES
+from ingestor.storage.failures import CONNECTION_FAILURES, run_once
+from ingestor.storage.write.history import day_event_range
 
 log = structlog.get_logger("ingestor.partitions")
 
@@ -135,6 +136,20 @@ RETRY_S = 60.0
 ROUND_TIMEOUT_S = 300.0
 
 
+def partitions_command(url: str, settings: PartitionSettings) -> str:
+    """``ingestor partitions``: one round, what it did in one line (``StartupError`` when the
+    database fails it)."""
+    done = run_once(
+        maintain_once(
+            url,
+            ahead_days=settings.partitions_ahead_days,
+            retention_days=settings.history_retention_days,
+        ),
+        "partitions",
+    )
+    return f"created {len(done['created'])}, dropped {len(done['dropped'])}"
+
+
 async def maintain_once(url: str, *, ahead_days: int, retention_days: int) -> dict[str, list[str]]:
     """One round of upkeep on a connection of its own (the tables' owner's, for the DDL)."""
     conn = await asyncpg.connect(url, timeout=10)
@@ -152,11 +167,11 @@ async def maintain_once(url: str, *, ahead_days: int, retention_days: int) -> di
 class Upkeep:
     """The daemon's partition upkeep: a first round before streaming, then every check_s."""
 
-    def __init__(self, url: str, *, ahead_days: int, retention_days: int, check_s: float) -> None:
+    def __init__(self, url: str, settings: PartitionSettings) -> None:
         self._url = url
-        self._ahead_days = ahead_days
-        self._retention_days = retention_days
-        self._check_s = check_s
+        self._ahead_days = settings.partitions_ahead_days
+        self._retention_days = settings.history_retention_days
+        self._check_s = settings.partition_check_s
         self._done = False
 
     async def round(self) -> bool:

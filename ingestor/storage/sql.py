@@ -11,40 +11,85 @@ STAGE_EVENTS = "stage_events"
 STAGE_ODDS = "stage_odds"
 STAGE_FIXTURE_HISTORY = "stage_fixture_history"
 STAGE_FIXTURES = "stage_fixtures"
-# Targets of the direct COPY of history rows that cannot be stored already (storage/history).
+# Targets of the direct COPY of history rows that cannot be stored already
+# (storage/write/history.py).
 ODDS_CHANGES = "odds_changes"
 CHANGE_EVENTS = "change_events"
 
 # Columns of `odds` that any newer event may refresh (kept when the newer event lacks them).
 ODDS_DESCRIPTIVE = (
-    "odd_id", "stream", "sportsbook", "fixture_id", "game_id", "sport", "league", "market",
-    "name", "selection", "player_id", "team_id", "version_id",
-)  # fmt: skip
+    "odd_id",
+    "stream",
+    "sportsbook",
+    "fixture_id",
+    "game_id",
+    "sport",
+    "league",
+    "market",
+    "name",
+    "selection",
+    "player_id",
+    "team_id",
+    "version_id",
+)
 # Columns only odds and locked events carry (the vendor's settled events lack them): they
 # follow the newest odds-or-locked event, and a settlement never nulls them.
 ODDS_PRICED = ("points", "price", "is_main", "is_live", "grouping_key", "selection_line")
 ODDS_SETTLED = ("settlement", "settled_at")
 ODDS_LATEST = ("status", "source_ts", "entry_id")
 ODDS_COLUMNS = (
-    "id", *ODDS_DESCRIPTIVE, *ODDS_PRICED, *ODDS_SETTLED, *ODDS_LATEST,
-    "order_key", "price_order_key", "settle_order_key", "odd_key",
-)  # fmt: skip
+    "id",
+    *ODDS_DESCRIPTIVE,
+    *ODDS_PRICED,
+    *ODDS_SETTLED,
+    *ODDS_LATEST,
+    "order_key",
+    "price_order_key",
+    "settle_order_key",
+    "odd_key",
+)
 
 DEAD_LETTER_COLUMNS = (
-    "group_key", "event_type", "event_id", "reason", "detail", "payload", "received_at",
-)  # fmt: skip
+    "group_key",
+    "event_type",
+    "event_id",
+    "reason",
+    "detail",
+    "payload",
+    "received_at",
+)
 
 FIXTURE_HISTORY_COLUMNS = (
-    "fixture_id", "game_id", "sport", "league", "old_status", "new_status", "old_start_date",
-    "new_start_date", "source_ts", "entry_id", "group_key", "received_at",
-)  # fmt: skip
+    "fixture_id",
+    "game_id",
+    "sport",
+    "league",
+    "old_status",
+    "new_status",
+    "old_start_date",
+    "new_start_date",
+    "source_ts",
+    "entry_id",
+    "group_key",
+    "received_at",
+)
 FIXTURE_DESCRIPTIVE = (
-    "game_id", "sport", "league", "home_team_display", "away_team_display", "start_date",
-)  # fmt: skip
+    "game_id",
+    "sport",
+    "league",
+    "home_team_display",
+    "away_team_display",
+    "start_date",
+)
 FIXTURE_COLUMNS = (
-    "fixture_id", *FIXTURE_DESCRIPTIVE, "status", "source_ts", "entry_id",
-    "order_key", "status_order_key",
-)  # fmt: skip
+    "fixture_id",
+    *FIXTURE_DESCRIPTIVE,
+    "status",
+    "source_ts",
+    "entry_id",
+    "order_key",
+    "status_order_key",
+)
 
 CREATE_STAGING = f"""
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_CHANGES} (
@@ -79,7 +124,7 @@ def _when_newer(columns: tuple[str, ...], key: str, table: str, *, keep_old: boo
     return ",\n    ".join(items)
 
 
-# --- history (storage/history.py says which rows go which way) ------------------------------
+# --- history (storage/write/history.py says which rows go which way) -----------------------
 
 # The half-hour bucket of the (odd_key, bucket) index: a lookup names it to use the index.
 BUCKET = "date_bin('00:30:00'::interval, {ts}, '2000-01-01 00:00:00+00'::timestamptz)"

@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from ingestor.config import RestSettings
 from ingestor.domain.decode import decode_snapshot_odd, inferred_lock, snapshot_fixture
 from ingestor.domain.errors import DecodeError
 from ingestor.domain.events import (
@@ -69,8 +70,9 @@ class StreamFilter:
         s = group.stream
         fixtures = None if s.fixture_ids is None else frozenset(s.fixture_ids)
         leagues = frozenset(lg.casefold() for lg in group.leagues)
-        return cls(leagues, _folded(s.markets), _folded(s.sportsbooks),
-                   fixtures, s.is_main, s.is_live)  # fmt: skip
+        return cls(
+            leagues, _folded(s.markets), _folded(s.sportsbooks), fixtures, s.is_main, s.is_live
+        )
 
     def matches(self, row: OddRow) -> bool:
         """Whether the stream itself would have sent this odd."""
@@ -109,13 +111,13 @@ class Rehydrator:
         reader: OddsReader,
         queue: EventQueue,
         metrics: Metrics,
-        window_h: float,
+        settings: RestSettings,
     ) -> None:
         self._rest = rest
         self._reader = reader
         self._queue = queue
         self._metrics = metrics
-        self._window_h = window_h
+        self._window_h = settings.rehydrate_window_h
 
     async def run(self, group: Group) -> int:
         """Queue the snapshot of every relevant fixture; returns the odds rows queued."""
@@ -134,14 +136,23 @@ class Rehydrator:
             done += len(chunk)
             if time.monotonic() - said >= PROGRESS_EVERY_S:
                 said = time.monotonic()
-                log.info("rehydrate_progress", group=group.key, fixtures_done=done,
-                         fixtures=len(fixture_ids), rows=rows)  # fmt: skip
+                log.info(
+                    "rehydrate_progress",
+                    group=group.key,
+                    fixtures_done=done,
+                    fixtures=len(fixture_ids),
+                    rows=rows,
+                )
         result = "complete" if complete else "partial"
         self._metrics.rehydrations.labels(group.key, result).inc()
         log.info(
-            "rehydrate_done", group=group.key, fixtures=len(fixture_ids), rows=rows, result=result,
+            "rehydrate_done",
+            group=group.key,
+            fixtures=len(fixture_ids),
+            rows=rows,
+            result=result,
             seconds=round(time.monotonic() - started, 2),
-        )  # fmt: skip
+        )
         return rows
 
     async def _fixture_ids(self, group: Group) -> list[str]:
@@ -165,10 +176,12 @@ class Rehydrator:
         keep = [
             f
             for f in fixtures
-            if ((f.new_status or "").lower() not in FINISHED
-                or (f.start_date is not None and f.start_date >= cutoff))
+            if (
+                (f.new_status or "").lower() not in FINISHED
+                or (f.start_date is not None and f.start_date >= cutoff)
+            )
             and (s.fixture_ids is None or f.fixture_id in s.fixture_ids)
-        ]  # fmt: skip
+        ]
         if keep:
             await self._put(group, [], keep)
         return [f.fixture_id for f in keep]

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from ingestor.config import RestSettings
 from ingestor.metrics import Metrics
 from ingestor.stream.client import RedirectRefused, get_same_origin, vendor_message
 
@@ -70,20 +71,18 @@ class RestClient:
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        base_url: str,
-        api_key: str | None,
+        settings: RestSettings,
         limiter: RequestLimiter,
         metrics: Metrics,
-        timeout_s: float,
     ) -> None:
         self._session = session
-        self._base_url = base_url
+        self._base_url = settings.effective_api_base_url
         self._headers = {"Accept": "application/json"}
-        if api_key:
-            self._headers["X-Api-Key"] = api_key
+        if settings.key:
+            self._headers["X-Api-Key"] = settings.key
         self._limiter = limiter
         self._metrics = metrics
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout = aiohttp.ClientTimeout(total=settings.rest_timeout_s)
 
     async def get(self, path: str, params: list[tuple[str, str]]) -> Any:
         """One paced request; raises ``RestError`` on a non-200 answer or bad JSON."""

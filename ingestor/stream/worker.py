@@ -5,20 +5,21 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import structlog
 
-from ingestor.domain.cursors import Cursors
+from ingestor.config import StreamSettings
 from ingestor.domain.decode import CONTROL_EVENTS, DATA_EVENTS, REJECT_REASONS, decode_event
 from ingestor.domain.errors import DecodeError
 from ingestor.domain.events import DeadLetter, DecodedEvent, EventQueue
 from ingestor.domain.groups import Group
 from ingestor.lifecycle import LogLimit, sleep_or_stop
 from ingestor.metrics import Metrics
+from ingestor.ports import CommittedCursors
 from ingestor.stream.client import StreamHTTPError, open_stream
 from ingestor.stream.rehydrate import Rehydrator
 from ingestor.stream.rest import RequestLimiter, retry_after_s
@@ -36,49 +37,37 @@ YIELD_EVERY_EVENTS = 8
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    """The knobs one worker needs."""
+class Shared:
+    """What every worker of the process shares."""
 
-    base_url: str
-    api_key: str | None = field(repr=False)
-    max_event_bytes: int
-    stall_timeout_s: float
-    connect_timeout_s: float
-    reconnect_initial_s: float
-    reconnect_max_s: float
-    dead_letter_max_bytes: int = 65536
-    auth_retry_max_s: float = 300.0
-    no_data_warning_s: float = 120.0
+    session: aiohttp.ClientSession
+    settings: StreamSettings
+    queue: EventQueue
+    metrics: Metrics
+    cursors: CommittedCursors  # where each group resumes from (the writer's commits)
+    stop: asyncio.Event
+    # Paces new connections (the vendor counts reconnects too) and holds all of them back
+    # after a 429.
+    connect_gate: RequestLimiter | None = None
+    rehydrator: Rehydrator | None = None
 
 
 class StreamWorker:
     """Holds one SSE connection for a group and reconnects it with backoff."""
 
-    def __init__(
-        self,
-        group: Group,
-        session: aiohttp.ClientSession,
-        settings: WorkerSettings,
-        queue: EventQueue,
-        metrics: Metrics,
-        cursors: Cursors,
-        stop: asyncio.Event,
-        rehydrator: Rehydrator | None = None,
-        connect_gate: RequestLimiter | None = None,
-    ) -> None:
+    def __init__(self, group: Group, shared: Shared) -> None:
         self.group = group
-        # Shared by every worker: paces new connections (the vendor counts reconnects too)
-        # and holds all of them back after a 429.
-        self._gate = connect_gate
-        self._rehydrator = rehydrator
+        self._gate = shared.connect_gate
+        self._rehydrator = shared.rehydrator
         self._rehydration: asyncio.Task[None] | None = None
-        self._session = session
-        self._s = settings
-        self._queue = queue
-        self._metrics = metrics
-        self._cursors = cursors
-        self._stop = stop
-        self._parser = SSEParser(settings.max_event_bytes)
+        self._session = shared.session
+        self._s = shared.settings
+        self._key = shared.settings.key
+        self._queue = shared.queue
+        self._metrics = metrics = shared.metrics
+        self._cursors = shared.cursors
+        self._stop = shared.stop
+        self._parser = SSEParser(self._s.max_event_bytes)
         self.failures = 0
         self.last_delay_s = 0.0
         self._data_events = 0
@@ -166,7 +155,7 @@ class StreamWorker:
     async def _session_once(self) -> str:
         """One connection from open to close; returns the reconnect reason."""
         key = self.group.key
-        cursor = self._cursors.get(key)
+        cursor = self._cursors.committed(key)
         last_entry_id = cursor.entry_id if cursor else None
         # The id of the last event this worker saw, else the one committed before a restart.
         last_event_id = self._parser.last_event_id or (cursor.event_id if cursor else None)
@@ -177,9 +166,9 @@ class StreamWorker:
         try:
             resp, redirects = await open_stream(
                 self._session,
-                self._s.base_url,
+                self._s.effective_api_base_url,
                 self.group,
-                api_key=self._s.api_key,
+                api_key=self._key,
                 last_entry_id=last_entry_id,
                 last_event_id=last_event_id,
                 connect_timeout_s=self._s.connect_timeout_s,
@@ -266,16 +255,26 @@ class StreamWorker:
             )
         text = payload[: self._s.dead_letter_max_bytes].decode("utf-8", "replace")
         return DeadLetter(
-            self.group.key, event_type, event_id, reason, detail[:1000],
-            text.replace("\x00", "\ufffd"), datetime.now(UTC),
-        )  # fmt: skip
+            self.group.key,
+            event_type,
+            event_id,
+            reason,
+            detail[:1000],
+            text.replace("\x00", "\ufffd"),
+            datetime.now(UTC),
+        )
 
     def _letters_only(self, letters: list[DeadLetter]) -> DecodedEvent:
         # No stream position is known for an event that could not be read: no cursor move.
         return DecodedEvent(
-            self.group.key, "dead-letter", "0-0", "", datetime.now(UTC),
-            dead_letters=letters, advances_cursor=False,
-        )  # fmt: skip
+            self.group.key,
+            "dead-letter",
+            "0-0",
+            "",
+            datetime.now(UTC),
+            dead_letters=letters,
+            advances_cursor=False,
+        )
 
     async def _handle(self, event: SSEEvent) -> None:
         etype = event.event

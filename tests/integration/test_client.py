@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ingestor.domain.cursors import Cursor, Cursors
+from ingestor.domain.cursors import Cursor
 from tests.conftest import wait_until
 from tests.support.fakefeed import API_KEY, FakeFeed, odd, odds_frame
 from tests.support.pipeline import PipelineFactory, supervise
@@ -34,7 +34,7 @@ async def test_reconnect_sends_last_event_id_of_the_last_dispatched_event(
     p.feed.send(odds_frame("copilot-odds", "1000-0", [odd("a", ts=1)]))
     # Then the connection drops in the middle of an event whose id line was already read.
     p.feed.send(b'event: copilot-odds\nid: 2000-0\ndata: {"entry_id": "2000-0", "da')
-    await wait_until(lambda: p.cursors.entry_id(p.group.key) == "1000-0")
+    await wait_until(lambda: p.cursor() == "1000-0")
     p.feed.drop()
     await p.feed.wait_connections(2)
     again = p.feed.requests[1]
@@ -46,7 +46,7 @@ async def test_reconnect_sends_last_event_id_of_the_last_dispatched_event(
 async def test_last_event_id_after_a_restart_is_the_committed_one(
     make_pipeline: PipelineFactory,
 ) -> None:
-    cursors = Cursors({"copilot:basketball:NBA": Cursor("1700-3", "sse-1700")})
+    cursors = {"copilot:basketball:NBA": Cursor("1700-3", "sse-1700")}
     p = await make_pipeline(cursors=cursors)
     supervise(p)
     await p.feed.wait_connections(1)
@@ -66,10 +66,11 @@ async def test_same_origin_redirect_is_followed_with_the_key(
     supervise(p)
     await feed.wait_connections(1)
     feed.send(odds_frame("copilot-odds", "5-0", [odd("a", ts=1)]))
-    await wait_until(lambda: p.cursors.entry_id(p.group.key) == "5-0")
+    await wait_until(lambda: p.cursor() == "5-0")
     assert [r.path for r in feed.requests] == [
-        "/api/v3/stream/copilot/basketball/odds", "/moved/api/v3/stream/copilot/basketball/odds",
-    ]  # fmt: skip
+        "/api/v3/stream/copilot/basketball/odds",
+        "/moved/api/v3/stream/copilot/basketball/odds",
+    ]
     assert feed.requests[1].headers["X-Api-Key"] == API_KEY
     assert p.sample("ingestor_stream_redirects_total", group=p.group.key, outcome="followed") == 1
     assert await p.shutdown() == 0
@@ -91,8 +92,9 @@ async def test_redirect_to_another_origin_is_refused_and_no_key_is_sent(
         await wait_until(lambda: p.workers[0].last_delay_s > 0)
         assert 15 <= p.workers[0].last_delay_s <= 30  # refused: the slow retry
         assert not elsewhere.requests
-        assert p.sample("ingestor_stream_redirects_total", group=p.group.key,
-                        outcome="refused") == 1  # fmt: skip
+        assert (
+            p.sample("ingestor_stream_redirects_total", group=p.group.key, outcome="refused") == 1
+        )
         out = capsys.readouterr().out
         assert f"redirect to {elsewhere.base_url.rsplit('/api', 1)[0]} refused" in out
         assert API_KEY not in out
@@ -127,18 +129,30 @@ async def test_rejected_key_retries_slowly(make_pipeline: PipelineFactory) -> No
 @pytest.mark.parametrize(
     ("answer", "reason", "logged"),
     [
-        ((400, {"Content-Type": "text/plain"}, "sportsbook is required"), "http_400",
-         "sportsbook is required"),
-        ((200, {"Content-Type": "text/html"}, "<html><h1>502 Bad Gateway</h1></html>"),
-         "bad_content_type", "<html><h1>502 Bad Gateway"),
-        ((503, {"Content-Type": "application/json"}, '{"error": "maintenance"}'), "http_503",
-         "maintenance"),
+        (
+            (400, {"Content-Type": "text/plain"}, "sportsbook is required"),
+            "http_400",
+            "sportsbook is required",
+        ),
+        (
+            (200, {"Content-Type": "text/html"}, "<html><h1>502 Bad Gateway</h1></html>"),
+            "bad_content_type",
+            "<html><h1>502 Bad Gateway",
+        ),
+        (
+            (503, {"Content-Type": "application/json"}, '{"error": "maintenance"}'),
+            "http_503",
+            "maintenance",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_http_answers_name_the_problem(
-    make_pipeline: PipelineFactory, capsys: pytest.CaptureFixture[str], answer: Any, reason: str,
+    make_pipeline: PipelineFactory,
+    capsys: pytest.CaptureFixture[str],
+    answer: Any,
+    reason: str,
     logged: str,
-) -> None:  # fmt: skip
+) -> None:
     p = await make_pipeline(answer=answer)
     supervise(p)
     await wait_until(lambda: p.reconnects(reason) >= 1)

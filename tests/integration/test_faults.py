@@ -19,8 +19,10 @@ async def test_start_from_empty_database_rehydrates_everything(
     await settle(pg, sim)
     assert await history_diff(pg, sim.server.world) == []
     assert p.rehydrations() >= 1
-    assert p.sample("ingestor_rest_requests_total", endpoint="/copilot/fixtures/odds",
-                    outcome="200") >= 2  # fmt: skip
+    assert (
+        p.sample("ingestor_rest_requests_total", endpoint="/copilot/fixtures/odds", outcome="200")
+        >= 2
+    )
     assert await p.shutdown() == 0
 
 
@@ -64,7 +66,7 @@ async def test_feed_honours_last_entry_id_and_replays(running: SimPipelineFactor
     await sim.start()
     await settle(pg, sim)
     # Every event arrived exactly once: replay filled the gap, snapshots added no duplicate.
-    await wait_until(lambda: p.cursors.entry_id(p.group.key) == _last_odds_entry(sim))
+    await wait_until(lambda: p.cursor() == _last_odds_entry(sim))
     assert await history_diff(pg, sim.server.world, complete_from=first) == []
     resumed = [q for path, q in sim.server.requests if path.endswith("/odds") and "stream" in path]
     assert any(k == "last_entry_id" for k, _ in resumed[-1])

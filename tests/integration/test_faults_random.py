@@ -9,19 +9,27 @@ import time
 from collections import Counter
 from typing import Any
 
+from loopback.tcpproxy import TcpProxy
 from tests.conftest import wait_until
 from tests.support.pipeline import Pipeline, build_pipeline, copilot_stream, supervise
 from tests.support.sim import RunningSim, connected, history_diff, settle, start_sim
-from tests.support.tcpproxy import TcpProxy
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "8"))
 SEED = int(os.environ.get("SOAK_SEED", "20261125"))
-FAULTS = ("cut_mid_frame", "drop", "restart_with_gap", "dup_reorder", "replay_toggle", "stall",
-          "database_cut")  # fmt: skip
+FAULTS = (
+    "cut_mid_frame",
+    "drop",
+    "restart_with_gap",
+    "dup_reorder",
+    "replay_toggle",
+    "stall",
+    "database_cut",
+)
 
 
-async def _fault(name: str, rng: random.Random, sim: RunningSim, p: Pipeline,
-                 proxy: TcpProxy) -> None:  # fmt: skip
+async def _fault(
+    name: str, rng: random.Random, sim: RunningSim, p: Pipeline, proxy: TcpProxy
+) -> None:
     server, faults = sim.server, sim.server.faults
     if name == "cut_mid_frame":
         server.cut_all(mid_frame=True)
@@ -39,16 +47,27 @@ async def _fault(name: str, rng: random.Random, sim: RunningSim, p: Pipeline,
     elif name == "stall":
         before = p.sample("ingestor_stream_reconnects_total", group=p.group.key, reason="stall")
         faults.stall = True
-        await wait_until(lambda: p.sample("ingestor_stream_reconnects_total", group=p.group.key,
-                                          reason="stall") > before, timeout_s=10)  # fmt: skip
+        await wait_until(
+            lambda: (
+                p.sample("ingestor_stream_reconnects_total", group=p.group.key, reason="stall")
+                > before
+            ),
+            timeout_s=10,
+        )
         faults.stall = False
     elif name == "database_cut":
         await proxy.cut()
         await server.emit(rng.randint(5, 30))
-        await wait_until(lambda: p.sample("ingestor_db_errors_total", error="ConnectionResetError")
-                         + p.sample("ingestor_db_errors_total", error="ConnectionRefusedError")
-                         + p.sample("ingestor_db_errors_total", error="ConnectionDoesNotExistError")
-                         > 0 or p.queue.empty(), timeout_s=10)  # fmt: skip
+        await wait_until(
+            lambda: (
+                p.sample("ingestor_db_errors_total", error="ConnectionResetError")
+                + p.sample("ingestor_db_errors_total", error="ConnectionRefusedError")
+                + p.sample("ingestor_db_errors_total", error="ConnectionDoesNotExistError")
+                > 0
+                or p.queue.empty()
+            ),
+            timeout_s=10,
+        )
         await proxy.restore()
 
 
@@ -60,9 +79,12 @@ async def test_random_faults_end_in_the_ledger(database_url: str, pg: Any) -> No
     await proxy.start()
     sim = await start_sim(seed=SEED)
     p = await build_pipeline(
-        f"postgresql://postgres@127.0.0.1:{proxy.port}/{dbname}", sim,
-        streams=[copilot_stream(["NBA", "NCAAB"])], rehydrate=True, stall_timeout_s=0.3,
-    )  # fmt: skip
+        f"postgresql://postgres@127.0.0.1:{proxy.port}/{dbname}",
+        sim,
+        streams=[copilot_stream(["NBA", "NCAAB"])],
+        rehydrate=True,
+        stall_timeout_s=0.3,
+    )
     # The writer and gap recovery both reach PostgreSQL through the proxy that we cut.
     supervise(p)
     done: Counter[str] = Counter()

@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 from alembic import command
 
-from ingestor.domain.keys import odd_key
 from ingestor.storage.migrations import alembic_config, downgrade, revisions, upgrade
+from ingestor.storage.write.history import odd_key
 from tests.support.helpers import TABLES, tables
 
 

@@ -9,10 +9,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from ingestor.config import WriterSettings
 from ingestor.domain.events import EventQueue
 from ingestor.metrics import Metrics
 from ingestor.storage.partitions import maintain, partition_name
-from ingestor.storage.writer import Writer
+from ingestor.storage.write import Writer
 from tests.conftest import wait_until
 from tests.support.fakefeed import odd
 from tests.support.helpers import GROUP, event, partitions, write_batches
@@ -29,11 +30,14 @@ async def test_retention_drops_old_days_and_keeps_new_ones(database_url: str, pg
     assert partition_name("odds_changes", D) in made["created"]
     assert partition_name("fixture_status_history", D + timedelta(days=7)) in made["created"]
     old, today, later = D - timedelta(days=20), D, D + timedelta(days=10)
-    await write_batches(database_url, [
-        event("copilot-odds", f"{int(_ts(old)) * 1000}-0", [odd("a", ts=_ts(old))]),
-        event("copilot-odds", f"{int(_ts(today)) * 1000}-0", [odd("b", ts=_ts(today))]),
-        event("copilot-odds", f"{int(_ts(later)) * 1000}-0", [odd("c", ts=_ts(later))]),
-    ])  # fmt: skip
+    await write_batches(
+        database_url,
+        [
+            event("copilot-odds", f"{int(_ts(old)) * 1000}-0", [odd("a", ts=_ts(old))]),
+            event("copilot-odds", f"{int(_ts(today)) * 1000}-0", [odd("b", ts=_ts(today))]),
+            event("copilot-odds", f"{int(_ts(later)) * 1000}-0", [odd("c", ts=_ts(later))]),
+        ],
+    )
     parts = await partitions(pg)
     assert parts["odds_changes_default"] == 2  # 20 days old, and 10 days ahead (not made yet)
     assert parts[partition_name("odds_changes", today)] == 1
@@ -72,11 +76,12 @@ async def test_upkeep_never_leaves_the_writer_waiting_on_it(database_url: str, p
     current = await asyncpg.connect(database_url)  # the writer's current-state connection
     upkeep = await asyncpg.connect(database_url)
     queue: EventQueue = asyncio.Queue()
-    writer = Writer(database_url, queue, Metrics(), batch_max_rows=1000, retry_max_s=1)  # fmt: skip
+    settings = WriterSettings(writer_batch_max_rows=1000, flush_retry_max_s=1)
+    writer = Writer(database_url, queue, Metrics(), settings)
     running = asyncio.create_task(writer.run())
     entry = [f"{int(_ts(D)) * 1000 + i}-0" for i in range(2)]
     queue.put_nowait(event("copilot-odds", entry[0], [odd("h", ts=_ts(D))]))
-    await wait_until(lambda: writer.cursors.entry_id(GROUP) == entry[0])
+    await wait_until(lambda: _entry(writer) == entry[0])
     tx = current.transaction()
     await tx.start()
     await current.execute("LOCK TABLE fixture_status_history IN ROW EXCLUSIVE MODE")
@@ -90,7 +95,7 @@ async def test_upkeep_never_leaves_the_writer_waiting_on_it(database_url: str, p
         )
         # The history connection writes now: it must not queue behind the upkeep.
         queue.put_nowait(event("copilot-odds", entry[1], [odd("h", ts=_ts(D) + 1)]))
-        await wait_until(lambda: writer.cursors.entry_id(GROUP) == entry[1], timeout_s=30)
+        await wait_until(lambda: _entry(writer) == entry[1], timeout_s=30)
         assert not task.done()  # committed while the upkeep still waits: not behind it
         await tx.rollback()
         made = await asyncio.wait_for(task, 30)  # the table is free: the upkeep goes on
@@ -129,3 +134,8 @@ async def test_upkeep_gives_up_on_a_busy_table_and_keeps_what_it_did(
         partition_name("fixture_status_history", D),
         partition_name("fixture_status_history", D + timedelta(days=1)),
     ]
+
+
+def _entry(writer: Writer) -> str | None:
+    cursor = writer.committed(GROUP)
+    return cursor.entry_id if cursor else None

@@ -28,26 +28,46 @@ async def test_readme_queries_answer_their_questions(database_url: str, pg: Any)
     home = {"market": "Point Spread", "fixture_id": "G1"}
     fixture = {
         "fixture": {"id": "G1", "home_team_display": "Celtics", "away_team_display": "Knicks"},
-        "fixture_id": "G1", "league": "NBA", "sport": "basketball", "timestamp": now - 100,
-        "new_status": None, "old_status": None, "new_start_date": None, "old_start_date": None,
-    }  # fmt: skip
+        "fixture_id": "G1",
+        "league": "NBA",
+        "sport": "basketball",
+        "timestamp": now - 100,
+        "new_status": None,
+        "old_status": None,
+        "new_start_date": None,
+        "old_start_date": None,
+    }
     await write_batches(
         database_url,
         [
             event("fixture-status", "1-0", payload={"entry_id": "1-0", "data": fixture}),
-            event("copilot-odds", "2-0", [
-                odd("s1", name="Celtics -3.5", points=-3.5, price=-110, ts=now - 50, **home),
-                odd("s2", name="Celtics -5.5", points=-5.5, price=120, ts=now - 50,
-                    is_main=False, **home),
-                odd("s3", name="Knicks +3.5", points=3.5, price=-110, ts=now - 50, **home),
-                odd(MOVING, price=-150, ts=now - 40),
-                odd(LOCKED, price=-101, ts=now - 30),
-            ]),
+            event(
+                "copilot-odds",
+                "2-0",
+                [
+                    odd("s1", name="Celtics -3.5", points=-3.5, price=-110, ts=now - 50, **home),
+                    odd(
+                        "s2",
+                        name="Celtics -5.5",
+                        points=-5.5,
+                        price=120,
+                        ts=now - 50,
+                        is_main=False,
+                        **home,
+                    ),
+                    odd("s3", name="Knicks +3.5", points=3.5, price=-110, ts=now - 50, **home),
+                    odd(MOVING, price=-150, ts=now - 40),
+                    odd(LOCKED, price=-101, ts=now - 30),
+                ],
+            ),
             event("copilot-odds", "3-0", [odd(MOVING, price=-160, ts=now - 20)]),
-            event("copilot-locked-odds", "4-0", [odd(LOCKED, price=-103, ts=now - 10),
-                                                 odd("s3", price=-110, ts=now - 10, **home)]),
+            event(
+                "copilot-locked-odds",
+                "4-0",
+                [odd(LOCKED, price=-103, ts=now - 10), odd("s3", price=-110, ts=now - 10, **home)],
+            ),
         ],
-    )  # fmt: skip
+    )
     rows = await pg.fetch(spread)
     assert [(r["name"], r["points"], r["home_team_display"]) for r in rows] == [
         ("Celtics -3.5", -3.5, "Celtics")  # the alternate and the locked line are left out
@@ -70,17 +90,36 @@ async def test_the_analyst_queries_answer_theirs(database_url: str, pg: Any) -> 
         database_url,
         [
             event("copilot-odds", "1-0", [odd("a1", price=-110, ts=old, **a)]),
-            event("copilot-odds", "2-0", [odd("a1", price=-115, ts=now - 600, **a),
-                                          odd("a2", price=1.91, ts=now - 500, **a)]),
-            event("odds", "3-0", [odd(f"{bk}:b", price=p, ts=now - 60, sportsbook=bk, **b)
-                                  for bk, p in books], stream="odds"),
-            event("odds", "4-0", [odd(f"{bk}:c", price=-110, ts=now - 50, sportsbook=bk, **c)
-                                  for bk, _ in books[:2]], stream="odds"),
-            event("copilot-settled-odds", "5-0", [settled_odd(f"{bk}:c", ts=now - 40,
-                                                           sportsbook=bk, **c)
-                                                  for bk, _ in books[:2]]),
+            event(
+                "copilot-odds",
+                "2-0",
+                [
+                    odd("a1", price=-115, ts=now - 600, **a),
+                    odd("a2", price=1.91, ts=now - 500, **a),
+                ],
+            ),
+            event(
+                "odds",
+                "3-0",
+                [odd(f"{bk}:b", price=p, ts=now - 60, sportsbook=bk, **b) for bk, p in books],
+                stream="odds",
+            ),
+            event(
+                "odds",
+                "4-0",
+                [
+                    odd(f"{bk}:c", price=-110, ts=now - 50, sportsbook=bk, **c)
+                    for bk, _ in books[:2]
+                ],
+                stream="odds",
+            ),
+            event(
+                "copilot-settled-odds",
+                "5-0",
+                [settled_odd(f"{bk}:c", ts=now - 40, sportsbook=bk, **c) for bk, _ in books[:2]],
+            ),
         ],
-    )  # fmt: skip
+    )
     rows = await pg.fetch(movement)
     assert [(r["id"], r["kind"], r["price"]) for r in rows] == [
         ("a1", "odds", -115),

@@ -41,8 +41,9 @@ async def test_listing_failure_falls_back_to_known_fixtures(
             o.ts += 1
     await sim.start()
     await wait_until(lambda: _equal(pg, sim), timeout_s=20)
-    assert p.sample("ingestor_rest_requests_total", endpoint="/copilot/fixtures",
-                    outcome="503") >= 1  # fmt: skip
+    assert (
+        p.sample("ingestor_rest_requests_total", endpoint="/copilot/fixtures", outcome="503") >= 1
+    )
 
 
 async def _equal(pg: Any, sim: RunningSim) -> bool:
@@ -72,10 +73,14 @@ async def test_snapshots_honour_every_filter_of_the_stream(database_url: str, pg
     format; main/live flags, leagues and fixture ids are applied to what comes back."""
     sim = await start_sim()
     chosen = sim.server.world.fixtures[1]
-    stream = copilot_stream(["NBA", "NCAAB"]).model_copy(update={
-        "markets": ["Point Spread"], "is_main": True, "odds_format": "DECIMAL",
-        "fixture_ids": [chosen.id],
-    })  # fmt: skip
+    stream = copilot_stream(["NBA", "NCAAB"]).model_copy(
+        update={
+            "markets": ["Point Spread"],
+            "is_main": True,
+            "odds_format": "DECIMAL",
+            "fixture_ids": [chosen.id],
+        }
+    )
     p = await build_pipeline(database_url, sim, streams=[stream], rehydrate=True)
     supervise(p)
     try:
@@ -86,8 +91,14 @@ async def test_snapshots_honour_every_filter_of_the_stream(database_url: str, pg
         assert all(("market", "Point Spread") in q for q in calls)
         assert {v for q in calls for k, v in q if k == "fixture_id"} == {chosen.id}
         rows = await pg.fetch("SELECT fixture_id, market, is_main FROM odds")
-        want = {o.id for o in chosen.odds if o.stream == "copilot" and o.market == "Point Spread"
-                and o.is_main and o.status == "open"}  # fmt: skip
+        want = {
+            o.id
+            for o in chosen.odds
+            if o.stream == "copilot"
+            and o.market == "Point Spread"
+            and o.is_main
+            and o.status == "open"
+        }
         assert len(rows) == len(want) == 2
         assert {(r["fixture_id"], r["market"], r["is_main"]) for r in rows} == {
             (chosen.id, "Point Spread", True)
@@ -108,8 +119,9 @@ async def test_main_line_that_leaves_the_filter_is_updated(database_url: str, pg
         await connected(sim)
         await sim.server.emit(10)
         await wait_until(lambda: _main_count(pg), timeout_s=20)
-        moved = next(o for o in sim.server.world.odds("copilot") if o.is_main and
-                     o.status == "open")  # fmt: skip
+        moved = next(
+            o for o in sim.server.world.odds("copilot") if o.is_main and o.status == "open"
+        )
         moved.is_main = False  # the line moved: no lock event, is_main flips
         moved.ts += 1
         sim.server.cut_all(mid_frame=False)  # the reconnect re-hydrates
@@ -140,8 +152,10 @@ async def test_a_fixture_first_seen_after_the_connect_gets_its_row_then_its_deta
     async def committed_with_its_fixture() -> bool:
         row = await pg.fetchrow(
             "SELECT c.last_entry_id = $1 AS done, f.fixture_id, f.league FROM stream_cursors c"
-            " LEFT JOIN fixtures f ON f.fixture_id = $2", last, new.id,
-        )  # fmt: skip
+            " LEFT JOIN fixtures f ON f.fixture_id = $2",
+            last,
+            new.id,
+        )
         if row is None or not row["done"]:
             return False
         # In the same commit as the odd: the fixture's identity, from the odd's own fields.
@@ -150,8 +164,9 @@ async def test_a_fixture_first_seen_after_the_connect_gets_its_row_then_its_deta
 
     await wait_until(committed_with_its_fixture, timeout_s=20)
     # Then its details, from the REST listing asked by id.
-    await wait_until(lambda: pg.fetchval("SELECT home_team_display FROM fixtures"
-                                         " WHERE fixture_id = $1", new.id))  # fmt: skip
+    await wait_until(
+        lambda: pg.fetchval("SELECT home_team_display FROM fixtures WHERE fixture_id = $1", new.id)
+    )
     row = await pg.fetchrow("SELECT * FROM fixtures WHERE fixture_id = $1", new.id)
     assert (row["home_team_display"], row["away_team_display"]) == (new.home, new.away)
     assert row["status"] == "unplayed" and row["start_date"] == new.start_date
@@ -159,7 +174,10 @@ async def test_a_fixture_first_seen_after_the_connect_gets_its_row_then_its_deta
     assert any(("id", new.id) in q for q in asked)
     assert p.sample("ingestor_fixture_details_total", outcome="found") >= 1
     # Every odd's fixture has a row.
-    assert await pg.fetchval(
-        "SELECT count(*) FROM odds o LEFT JOIN fixtures f USING (fixture_id)"
-        " WHERE f.fixture_id IS NULL"
-    ) == 0  # fmt: skip
+    assert (
+        await pg.fetchval(
+            "SELECT count(*) FROM odds o LEFT JOIN fixtures f USING (fixture_id)"
+            " WHERE f.fixture_id IS NULL"
+        )
+        == 0
+    )

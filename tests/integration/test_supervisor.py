@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from loopback.tcpproxy import TcpProxy
 from tests.conftest import wait_until
 from tests.support.fakefeed import FakeFeed, odd, odds_frame
 from tests.support.pipeline import PipelineFactory, build_pipeline, supervise
-from tests.support.tcpproxy import TcpProxy
 
 
 async def test_shutdown_is_bounded_when_the_database_hangs(database_url: str) -> None:
@@ -17,8 +17,8 @@ async def test_shutdown_is_bounded_when_the_database_hangs(database_url: str) ->
     await proxy.start()
     feed = FakeFeed()
     await feed.start()
-    p = await build_pipeline(f"postgresql://postgres@127.0.0.1:{proxy.port}/{dbname}", feed,
-                             shutdown_timeout_s=1.0)  # fmt: skip
+    p = await build_pipeline(f"postgresql://postgres@127.0.0.1:{proxy.port}/{dbname}", feed)
+    p.shutdown_timeout_s = 1.0
     supervise(p)
     try:
         await feed.wait_connections(1)
@@ -44,7 +44,7 @@ async def test_readiness_counts_only_the_groups_this_process_streams(
     """A group handed to another process must not keep /readyz at 503 with its old failures."""
     from types import SimpleNamespace
 
-    from ingestor.config import Settings, StreamConfig
+    from ingestor.config import ServiceSettings
     from ingestor.readiness import Readiness
     from ingestor.storage.db import Pinger
     from ingestor.supervisor import Supervisor
@@ -52,12 +52,10 @@ async def test_readiness_counts_only_the_groups_this_process_streams(
     p = await make_pipeline(
         answer=(503, {"Content-Type": "application/json"}, '{"error": "maintenance"}')
     )
-    sup = Supervisor(p.writer, p.workers, p.metrics, p.stop, shutdown_timeout_s=5,
-                     restart_max_s=1, workers_on_demand=True)  # fmt: skip
+    settings = ServiceSettings(shutdown_timeout_s=5, worker_restart_max_s=1, ready_max_failures=3)
+    sup = Supervisor(p.writer, p.workers, p.metrics, p.stop, settings, workers_on_demand=True)
     key = p.group.key
     leases = SimpleNamespace(owned={key}, standby=[])
-    settings = Settings(streams=[StreamConfig(kind="copilot", sport="basketball",
-                                              leagues=["NBA"])], ready_max_failures=3)  # fmt: skip
     pinger = Pinger(database_url)
     ready = Readiness(settings, pinger, p.writer, sup, leases)  # type: ignore[arg-type]
     p.start(sup)

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from loopback.tcpproxy import TcpProxy
 from tests.conftest import wait_until
-from tests.support.tcpproxy import TcpProxy
 
 DELAY_S = 0.05
 WAIT_S = 5.0

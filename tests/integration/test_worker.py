@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from ingestor.stream.worker import StreamWorker
+from loopback.listening import stop_listening
 from tests.conftest import wait_until
 from tests.support.fakefeed import frame, odd, odds_frame
-from tests.support.listening import stop_listening
 from tests.support.pipeline import Pipeline, PipelineFactory, build_pipeline, supervise
 
 
@@ -28,7 +28,7 @@ async def test_reconnect_sends_last_committed_entry_id(
     await p.feed.wait_connections(1)
     p.feed.send(odds_frame("copilot-odds", "1000-0", [odd("a", ts=1)]))
     p.feed.send(frame("ping", "2024-08-28T18:57:49Z"))  # control frames never move the cursor
-    await wait_until(lambda: p.cursors.entry_id(p.group.key) == "1000-0")
+    await wait_until(lambda: p.cursor() == "1000-0")
     p.feed.drop()
     await p.feed.wait_connections(2)
     assert ("last_entry_id", "1000-0") in p.feed.requests[1].query
@@ -66,7 +66,7 @@ async def test_full_queue_stops_reading_the_socket(make_pipeline: PipelineFactor
     assert p.feed.frames_written < sent
     writer_task = asyncio.create_task(p.writer.run())
     try:
-        await wait_until(lambda: p.cursors.entry_id(p.group.key) == f"{sent}-0", timeout_s=30)
+        await wait_until(lambda: p.cursor() == f"{sent}-0", timeout_s=30)
         assert await pg.fetchval("SELECT count(*) FROM odds") == sent
     finally:  # started by hand: make_pipeline's close does not know these two
         p.stop.set()
@@ -116,7 +116,7 @@ async def test_bad_and_unknown_events_become_dead_letters_and_the_stream_goes_on
         frame("brand-new-event", {"hello": 1}),
         odds_frame("copilot-odds", "7-0", [odd("last", price=130, ts=7)]),
     )
-    await wait_until(lambda: p.cursors.entry_id(p.group.key) == "7-0")
+    await wait_until(lambda: p.cursor() == "7-0")
     g = p.group.key
     assert p.sample("ingestor_events_rejected_total", group=g, reason="invalid_json") == 2
     assert p.sample("ingestor_events_rejected_total", group=g, reason="wrong_type") == 2
@@ -125,8 +125,12 @@ async def test_bad_and_unknown_events_become_dead_letters_and_the_stream_goes_on
     await wait_until(lambda: _count(pg, "dead_letters", 5))
     rows = await pg.fetch("SELECT * FROM dead_letters ORDER BY dead_letter_id")
     assert [r["reason"] for r in rows] == [
-        "invalid_json", "wrong_type", "missing_id", "invalid_json", "wrong_type",
-    ]  # fmt: skip
+        "invalid_json",
+        "wrong_type",
+        "missing_id",
+        "invalid_json",
+        "wrong_type",
+    ]
     assert rows[0]["payload"] == "{not json" and rows[0]["event_id"] == "1-0"
     assert '"half"' in rows[4]["payload"] and "one odd" in rows[4]["detail"]
     assert "\ufffd" in rows[3]["payload"]  # invalid UTF-8 kept, readably
@@ -147,9 +151,11 @@ async def test_event_over_the_size_bound_is_a_dead_letter(
     p.workers[0]._parser = type(p.workers[0]._parser)(2048)  # a small bound for the test
     supervise(p)
     await p.feed.wait_connections(1)
-    p.feed.send(odds_frame("copilot-odds", "1-0", [odd("huge", name="y" * 4000)]),
-                odds_frame("copilot-odds", "2-0", [odd("fine", ts=2)]))  # fmt: skip
-    await wait_until(lambda: p.cursors.entry_id(p.group.key) == "2-0")
+    p.feed.send(
+        odds_frame("copilot-odds", "1-0", [odd("huge", name="y" * 4000)]),
+        odds_frame("copilot-odds", "2-0", [odd("fine", ts=2)]),
+    )
+    await wait_until(lambda: p.cursor() == "2-0")
     await wait_until(lambda: _count(pg, "dead_letters", 1))
     assert await pg.fetchval("SELECT reason FROM dead_letters") == "too_large"
     assert await pg.fetchval("SELECT count(*) FROM odds WHERE id = 'fine'") == 1
@@ -164,8 +170,11 @@ async def test_pings_only_is_measured_and_warned(
     for i in range(3):
         p.feed.send(frame("ping", "2024-08-28T18:57:49Z"))
         await wait_until(
-            lambda i=i: p.sample("ingestor_events_received_total", group=p.group.key,
-                                 event_type="ping") >= i + 1)  # fmt: skip
+            lambda i=i: (
+                p.sample("ingestor_events_received_total", group=p.group.key, event_type="ping")
+                >= i + 1
+            )
+        )
     await wait_until(lambda: p.sample("ingestor_stream_no_data_seconds", group=p.group.key) > 0)
     await wait_until(lambda: _pinged_past(p, 0.25), timeout_s=5)
     assert "stream_no_data" in capsys.readouterr().out

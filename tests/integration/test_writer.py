@@ -134,7 +134,7 @@ async def test_cursor_moves_forward_only(database_url: str, pg: Any) -> None:
         [event("copilot-odds", "900-3", [odd(A, ts=90)])],
         [event("copilot-odds", "900-2", [odd(B, ts=91)])],
     )
-    assert committed.entry_id(GROUP) == "900-3" and len(committed) == 1
+    assert committed[GROUP].entry_id == "900-3" and len(committed) == 1
     row = await pg.fetchrow("SELECT * FROM stream_cursors WHERE group_key = $1", GROUP)
     assert (row["last_entry_id"], row["last_event_id"]) == ("900-3", "900-3")
 
@@ -142,12 +142,23 @@ async def test_cursor_moves_forward_only(database_url: str, pg: Any) -> None:
 async def test_fixture_status_merges_non_null_fields(database_url: str, pg: Any) -> None:
     def status(entry: str, ts: float, new_status: str | None, start: str | None) -> Any:
         body = {
-            "fixture": {"id": "FX", "game_id": "g", "home_team_display": "H",
-                        "away_team_display": "A", "start_date": "2024-08-28T20:20:00+00:00"},
-            "fixture_id": "FX", "game_id": "g", "league": "ATP", "sport": "tennis",
-            "new_start_date": start, "old_start_date": None, "new_status": new_status,
-            "old_status": None, "timestamp": ts,
-        }  # fmt: skip
+            "fixture": {
+                "id": "FX",
+                "game_id": "g",
+                "home_team_display": "H",
+                "away_team_display": "A",
+                "start_date": "2024-08-28T20:20:00+00:00",
+            },
+            "fixture_id": "FX",
+            "game_id": "g",
+            "league": "ATP",
+            "sport": "tennis",
+            "new_start_date": start,
+            "old_start_date": None,
+            "new_status": new_status,
+            "old_status": None,
+            "timestamp": ts,
+        }
         return event("fixture-status", entry, payload={"entry_id": entry, "data": body})
 
     await write_batches(
@@ -182,7 +193,7 @@ async def test_sharded_writer_keeps_every_rule(database_url: str, pg: Any) -> No
             "TRUNCATE odds, odds_changes, change_events, history_marks, stream_cursors"
         )
         committed = await write_batches(database_url, batch, batch, connections=connections)
-        assert committed.entry_id(GROUP) == "900-0" and len(committed) == 1
+        assert committed[GROUP].entry_id == "900-0" and len(committed) == 1
         rows = {r["id"]: r for r in await pg.fetch("SELECT * FROM odds")}
         assert len(rows) == 8 and all(r["price"] == -119 for r in rows.values())
         assert rows["s3"]["status"] == "settled"
@@ -191,20 +202,32 @@ async def test_sharded_writer_keeps_every_rule(database_url: str, pg: Any) -> No
 
 async def test_fields_a_newer_event_lacks_survive(database_url: str, pg: Any) -> None:
     def settled(ts: float) -> dict[str, Any]:
-        return settled_odd("x", ts=ts, settled_at="2024-01-01T00:00:00+00:00",
-                           omit=("selection_line",))  # fmt: skip
+        return settled_odd(
+            "x", ts=ts, settled_at="2024-01-01T00:00:00+00:00", omit=("selection_line",)
+        )
 
-    fixture = {"fixture": {"id": "F", "home_team_display": "Heat", "start_date":
-                           "2024-08-28T20:20:00+00:00"}, "fixture_id": "F", "timestamp": 1,
-               "new_status": "live"}  # fmt: skip
+    fixture = {
+        "fixture": {
+            "id": "F",
+            "home_team_display": "Heat",
+            "start_date": "2024-08-28T20:20:00+00:00",
+        },
+        "fixture_id": "F",
+        "timestamp": 1,
+        "new_status": "live",
+    }
     later = {"fixture_id": "F", "timestamp": 2, "new_status": "completed"}
-    await write_batches(database_url, [
-        event("copilot-odds", "1-0", [odd("x", ts=1, selection_line="over", version_id=1)]),
-        event("copilot-settled-odds", "2-0", [settled(2)]),
-        event("fixture-status", "1-0", payload={"entry_id": "1-0", "data": fixture}),
-    ], [
-        event("fixture-status", "2-0", payload={"entry_id": "2-0", "data": later}),
-    ])  # fmt: skip
+    await write_batches(
+        database_url,
+        [
+            event("copilot-odds", "1-0", [odd("x", ts=1, selection_line="over", version_id=1)]),
+            event("copilot-settled-odds", "2-0", [settled(2)]),
+            event("fixture-status", "1-0", payload={"entry_id": "1-0", "data": fixture}),
+        ],
+        [
+            event("fixture-status", "2-0", payload={"entry_id": "2-0", "data": later}),
+        ],
+    )
     row = await pg.fetchrow("SELECT * FROM odds WHERE id = 'x'")
     assert (row["selection_line"], row["status"]) == ("over", "settled")
     f = await pg.fetchrow("SELECT * FROM fixtures WHERE fixture_id = 'F'")
@@ -216,15 +239,23 @@ async def test_a_late_replay_beside_a_newer_event_changes_nothing(
     database_url: str, pg: Any
 ) -> None:
     def settled(ts: float) -> dict[str, Any]:
-        return settled_odd("y", ts=ts, settlement="Lost", settled_at="2024-01-01T00:00:00+00:00",
-                           omit=("selection_line",), version_id=2)  # fmt: skip
+        return settled_odd(
+            "y",
+            ts=ts,
+            settlement="Lost",
+            settled_at="2024-01-01T00:00:00+00:00",
+            omit=("selection_line",),
+            version_id=2,
+        )
 
     await write_batches(
         database_url,
         [event("copilot-odds", "5-0", [odd("y", ts=5, selection_line="new", version_id=2)])],
-        [event("copilot-odds", "3-0", [odd("y", ts=3, selection_line="old", version_id=1)]),
-         event("copilot-settled-odds", "7-0", [settled(7)])],
-    )  # fmt: skip
+        [
+            event("copilot-odds", "3-0", [odd("y", ts=3, selection_line="old", version_id=1)]),
+            event("copilot-settled-odds", "7-0", [settled(7)]),
+        ],
+    )
     row = await pg.fetchrow("SELECT * FROM odds WHERE id = 'y'")
     assert (row["selection_line"], row["version_id"], row["status"]) == ("new", 2, "settled")
 
@@ -236,10 +267,10 @@ KINDS = ["copilot-odds", "copilot-locked-odds", "copilot-settled-odds"]
 
 
 events_for_one_odd = st.lists(
-    st.tuples(st.sampled_from(KINDS), st.integers(1, 5), st.integers(0, 3),
-              st.integers(-300, 300)),
-    min_size=1, max_size=8,
-)  # fmt: skip
+    st.tuples(st.sampled_from(KINDS), st.integers(1, 5), st.integers(0, 3), st.integers(-300, 300)),
+    min_size=1,
+    max_size=8,
+)
 
 
 def _truth(seq: list[tuple[str, int, int, int]]) -> tuple[str, float | None, str | None]:
@@ -255,17 +286,20 @@ def _truth(seq: list[tuple[str, int, int, int]]) -> tuple[str, float | None, str
     return status, price, settlement
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(seq=events_for_one_odd, split=st.integers(0, 8))
 def test_any_order_of_events_for_one_odd_ends_newest(
     database_url: str, seq: list[tuple[str, int, int, int]], split: int
 ) -> None:
     def build(e: tuple[str, int, int, int]) -> Any:
         etype, ts, seq_no, value = e
-        item = (settled_odd("x", ts=ts, settlement=f"S{value}",
-                            settled_at="2024-01-01T00:00:00+00:00")
-                if etype == "copilot-settled-odds" else odd("x", ts=ts, price=value))  # fmt: skip
+        item = (
+            settled_odd("x", ts=ts, settlement=f"S{value}", settled_at="2024-01-01T00:00:00+00:00")
+            if etype == "copilot-settled-odds"
+            else odd("x", ts=ts, price=value)
+        )
         return event(etype, f"{ts}000-{seq_no}", [item])
 
     async def run() -> tuple[str, float | None, str | None]:

@@ -7,9 +7,10 @@ from typing import Any
 
 import asyncpg
 
+from ingestor.config import WriterSettings
 from ingestor.domain.events import EventQueue
 from ingestor.metrics import Metrics
-from ingestor.storage.writer import Writer
+from ingestor.storage.write import Writer
 from tests.conftest import wait_until
 from tests.support.fakefeed import odd, settled_odd
 from tests.support.helpers import GROUP, event, history_of, odds_row, write_batches
@@ -50,9 +51,9 @@ async def test_a_restarted_writer_checks_what_it_may_have_stored(
     queue: EventQueue = asyncio.Queue()
     for ev in [*events, None]:
         queue.put_nowait(ev)
-    writer = Writer(database_url, queue, metrics, batch_max_rows=1, retry_max_s=1)
+    writer = Writer(database_url, queue, metrics, _settings(1))
     await writer.run()
-    assert writer.flushes == 3
+    assert writer.health().flushes == 3
     assert metrics.registry.get_sample_value("ingestor_history_checked_total") == 3
     assert await pg.fetchval("SELECT count(*) FROM odds_history") == 3
     # New entries after the replay are new by construction: copied straight in.
@@ -83,10 +84,10 @@ async def test_pipelined_flushes_stay_full_and_commit_in_order(database_url: str
     for ev in [*events, None]:
         queue.put_nowait(ev)
     metrics = Metrics()
-    writer = Writer(database_url, queue, metrics, batch_max_rows=5, retry_max_s=1)
+    writer = Writer(database_url, queue, metrics, _settings(5))
     await writer.run()
-    assert writer.flushes == 5  # 5+5+5+5+3
-    assert writer.cursors.entry_id(GROUP) == "1022-0" and len(writer.cursors) == 1
+    assert writer.health().flushes == 5  # 5+5+5+5+3
+    assert _entry(writer) == "1022-0" and writer.health().committed_groups == 1
     assert (await odds_row(pg, A))["price"] == -22
     assert await pg.fetchval("SELECT count(*) FROM odds_history") == 23
     rows = metrics.registry.get_sample_value
@@ -104,15 +105,17 @@ async def test_a_batch_that_is_not_full_waits_for_the_flush_and_is_topped_up(
     queue: EventQueue = asyncio.Queue()
     for i in range(7):
         queue.put_nowait(ev(i))
-    writer = Writer(database_url, queue, Metrics(), batch_max_rows=5, retry_max_s=1)
+    writer = Writer(database_url, queue, Metrics(), _settings(5))
     watcher = await asyncpg.connect(database_url)
     lock = pg.transaction()
     await lock.start()
     await pg.execute("LOCK TABLE odds IN SHARE MODE")  # blocks the merge's INSERT
     task = asyncio.create_task(writer.run())
     try:
-        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' " \
-                  "AND datname = current_database()"  # fmt: skip
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()"
+        )
         await wait_until(lambda: watcher.fetchval(waiting))
         await wait_until(queue.empty)  # the writer holds events 5 and 6: not yet a batch
         for i in range(7, 10):
@@ -122,7 +125,7 @@ async def test_a_batch_that_is_not_full_waits_for_the_flush_and_is_topped_up(
         await watcher.close()
     queue.put_nowait(None)
     await asyncio.wait_for(task, 30)
-    assert writer.flushes == 2
+    assert writer.health().flushes == 2
     assert (await odds_row(pg, A))["price"] == -9
 
 
@@ -134,18 +137,26 @@ async def test_a_wait_cycle_through_both_writer_connections_ends_at_the_lock_tim
     # fixture_status_history closes a cycle; the writer's lock_timeout ends it, not the
     # flush timeout (120 s here).
     def status(entry: str) -> Any:
-        body = {"fixture_id": "FX", "game_id": "g", "league": "ATP", "sport": "tennis",
-                "new_status": "Live", "old_status": None, "timestamp": 30.0}  # fmt: skip
+        body = {
+            "fixture_id": "FX",
+            "game_id": "g",
+            "league": "ATP",
+            "sport": "tennis",
+            "new_status": "Live",
+            "old_status": None,
+            "timestamp": 30.0,
+        }
         return event("fixture-status", entry, payload={"entry_id": entry, "data": body})
 
     queue: EventQueue = asyncio.Queue()
     metrics = Metrics()
-    writer = Writer(database_url, queue, metrics, batch_max_rows=100, retry_max_s=0.1,
-                    flush_timeout_s=120, connections=2,
-                    lock_timeout_s=2)  # fmt: skip
+    settings = WriterSettings(
+        writer_batch_max_rows=100, flush_retry_max_s=0.1, flush_timeout_s=120, writer_connections=2
+    )
+    writer = _QuickLockWriter(database_url, queue, metrics, settings)
     task = asyncio.create_task(writer.run())
     queue.put_nowait(event("copilot-odds", "30-0", [odd(A, ts=30)]))
-    await wait_until(lambda: writer.cursors.entry_id(GROUP) == "30-0")
+    await wait_until(lambda: _entry(writer) == "30-0")
     watcher = await asyncpg.connect(database_url)
     other = pg.transaction()
     await other.start()
@@ -168,7 +179,7 @@ async def test_a_wait_cycle_through_both_writer_connections_ends_at_the_lock_tim
     finally:
         await other.rollback()
         await watcher.close()
-    await wait_until(lambda: writer.cursors.entry_id(GROUP) == "32-0", timeout_s=30)
+    await wait_until(lambda: _entry(writer) == "32-0", timeout_s=30)
     queue.put_nowait(None)
     await asyncio.wait_for(task, 30)
     # The flush failed on the lock timeout and was retried (what ended the cycle is checked
@@ -213,8 +224,9 @@ async def test_a_row_postgres_refuses_is_dropped_alone(database_url: str, pg: An
 
 
 def _samples(metrics: Metrics, name: str) -> list[tuple[dict[str, str], float]]:
-    return [(s.labels, s.value) for m in metrics.registry.collect() for s in m.samples
-            if s.name == name]  # fmt: skip
+    return [
+        (s.labels, s.value) for m in metrics.registry.collect() for s in m.samples if s.name == name
+    ]
 
 
 async def test_a_settlement_first_seen_in_a_failed_flush_is_stored_with_its_retry(
@@ -229,3 +241,16 @@ async def test_a_settlement_first_seen_in_a_failed_flush_is_stored_with_its_retr
     await write_batches(database_url, [settled, bad])
     assert await pg.fetchval("SELECT settlement FROM odds_history WHERE id = 's'") == "Abandoned"
     assert await pg.fetchval("SELECT settlement FROM odds WHERE id = 's'") == "Abandoned"
+
+
+def _settings(batch_max_rows: int) -> WriterSettings:
+    return WriterSettings(writer_batch_max_rows=batch_max_rows, flush_retry_max_s=1)
+
+
+def _entry(writer: Writer) -> str | None:
+    cursor = writer.committed(GROUP)
+    return cursor.entry_id if cursor else None
+
+
+class _QuickLockWriter(Writer):
+    lock_timeout_s = 2.0  # the cycle ends in seconds, not at the default 10

@@ -134,19 +134,32 @@ async def start_daemon(config: Path, database_url: str, metrics_port: int) -> Da
     """Spawn the daemon with the key and database in its environment."""
     env = clean_env(INGESTOR_DATABASE_URL=database_url, OPTICODDS_API_KEY=API_KEY)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingestor", "run", "--config", str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "ingestor",
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
     return Daemon(proc, metrics_port)
 
 
-async def run_cli(*args: str, env: dict[str, str] | None = None,
-                  timeout_s: float = 60) -> tuple[int, str]:  # fmt: skip
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout_s: float = 60
+) -> tuple[int, str]:
     """Run ``python -m ingestor ...`` to its end; the exit code and stdout+stderr."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingestor", *args, env=clean_env(**(env or {})),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "ingestor",
+        *args,
+        env=clean_env(**(env or {})),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
     except TimeoutError:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.support.listening import loopback_socket, stop_accepting
+from loopback.listening import loopback_socket, stop_accepting
 
 SEED_EVENTS = Path(__file__).parents[1] / "data" / "seed_events.txt"
 API_KEY = "test-key-5f1e"
@@ -32,7 +32,7 @@ def frame(event: str, data: Any, *, id: str | None = None, retry_ms: int | None 
 def odd(
     uid: str,
     *,
-    price: float = -110,
+    price: float | str = -110,  # a str: a bad price, as a broken feed might send
     ts: float = 1_729_646_525,
     fixture_id: str = "FIX1",
     league: str = "NBA",

@@ -9,11 +9,12 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ingestor.domain.cursors import Cursors
+from ingestor.config import WriterSettings
+from ingestor.domain.cursors import Cursor
 from ingestor.domain.decode import decode_event
 from ingestor.domain.events import DecodedEvent, EventQueue
 from ingestor.metrics import Metrics
-from ingestor.storage.writer import Writer
+from ingestor.storage.write import Writer
 
 GROUP = "copilot:basketball:NBA"
 
@@ -37,32 +38,38 @@ async def write_batches(
     *batches: list[DecodedEvent],
     metrics: Metrics | None = None,
     connections: int = 1,
-) -> Cursors:
+) -> dict[str, Cursor]:
     """Run a real writer once per batch (each batch is one flush); returns committed cursors."""
-    committed = Cursors()
+    committed: dict[str, Cursor] = {}
+    settings = WriterSettings(
+        writer_batch_max_rows=1_000_000, flush_retry_max_s=1, writer_connections=connections
+    )
     for batch in batches:
         queue: EventQueue = asyncio.Queue()
         for ev in batch:
             queue.put_nowait(ev)
         queue.put_nowait(None)
-        writer = Writer(
-            database_url,
-            queue,
-            metrics or Metrics(),
-            batch_max_rows=1_000_000,
-            retry_max_s=1,
-            cursors=committed,
-            connections=connections,
-        )
+        writer = Writer(database_url, queue, metrics or Metrics(), settings, committed=committed)
         await writer.run()
-        assert writer.flushes >= 1
+        assert writer.health().flushes >= 1
+        for group in {e.group_key for e in batch}:
+            cursor = writer.committed(group)
+            if cursor is not None:
+                committed[group] = cursor
     return committed
 
 
 TABLES = {
-    "odds", "odds_changes", "change_events", "history_marks", "settlements", "fixtures",
-    "fixture_status_history", "stream_cursors", "dead_letters",
-}  # fmt: skip
+    "odds",
+    "odds_changes",
+    "change_events",
+    "history_marks",
+    "settlements",
+    "fixtures",
+    "fixture_status_history",
+    "stream_cursors",
+    "dead_letters",
+}
 
 
 async def tables(url: str) -> set[str]:
@@ -82,8 +89,9 @@ async def partitions(pg: Any, table: str = "odds_changes") -> dict[str, int]:
     """A partitioned table's partitions and their row counts."""
     rows = await pg.fetch(
         "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = $1::regclass", table
-    )  # fmt: skip
+        "WHERE i.inhparent = $1::regclass",
+        table,
+    )
     return {r["name"]: await pg.fetchval(f"SELECT count(*) FROM {r['name']}") for r in rows}
 
 

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from ingestor.config import Settings, StreamConfig
-from ingestor.domain.cursors import Cursors
+from ingestor.config import (
+    RestSettings,
+    ServiceSettings,
+    StreamConfig,
+    StreamSettings,
+    WriterSettings,
+)
+from ingestor.domain.cursors import Cursor
 from ingestor.domain.events import EventQueue
 from ingestor.domain.groups import Group, make_groups
 from ingestor.metrics import Metrics
 from ingestor.storage.reader import PgOddsReader
-from ingestor.storage.writer import Writer
+from ingestor.storage.write import Writer
 from ingestor.stream.fixtures import FixtureDetails
 from ingestor.stream.rehydrate import Rehydrator
 from ingestor.stream.rest import RequestLimiter, RestClient
-from ingestor.stream.worker import StreamWorker, WorkerSettings
+from ingestor.stream.worker import Shared, StreamWorker
 from ingestor.supervisor import Supervisor
 from tests.support.fakefeed import API_KEY
 
@@ -36,7 +42,6 @@ class Pipeline:
     stop: asyncio.Event
     session: aiohttp.ClientSession
     task: asyncio.Task[int] | None = None
-    cursors: Cursors = field(default_factory=Cursors)
     reader: PgOddsReader | None = None
     gate: RequestLimiter | None = None
     shutdown_timeout_s: float = 10
@@ -49,6 +54,11 @@ class Pipeline:
         await self.session.close()
         if self.reader is not None:
             await self.reader.close()
+
+    def cursor(self, group_key: str | None = None) -> str | None:
+        """The committed entry id of a group (the first by default)."""
+        cursor = self.writer.committed(group_key or self.group.key)
+        return cursor.entry_id if cursor else None
 
     @property
     def group(self) -> Group:
@@ -89,67 +99,71 @@ async def build_pipeline(
     *,
     streams: list[StreamConfig] | None = None,
     queue_max_events: int = 1000,
-    stall_timeout_s: float = 5.0,
-    api_key: str = API_KEY,
-    cursors: Cursors | None = None,
+    cursors: dict[str, Cursor] | None = None,
     worker_class: type[StreamWorker] = StreamWorker,
     rehydrate: bool = False,
-    connect_timeout_s: float = 5,
-    shutdown_timeout_s: float = 10,
-    auth_retry_max_s: float = 300,
-    no_data_warning_s: float = 120,
+    **stream_settings: Any,
 ) -> Pipeline:
-    """Wire the real parts together exactly as the composition root does."""
+    """Wire the real parts together exactly as the composition root does; ``stream_settings``
+    (``stall_timeout_s=...``) override the workers' test defaults."""
     metrics = Metrics()
     stop = asyncio.Event()
     queue: EventQueue = asyncio.Queue(maxsize=queue_max_events)
-    cursors = cursors if cursors is not None else Cursors()
     session = aiohttp.ClientSession()
-    settings = WorkerSettings(
-        base_url=feed.base_url,
-        api_key=api_key,
-        max_event_bytes=1 << 20,
-        stall_timeout_s=stall_timeout_s,
-        connect_timeout_s=connect_timeout_s,
-        reconnect_initial_s=0.01,
-        reconnect_max_s=0.05,
-        auth_retry_max_s=auth_retry_max_s,
-        no_data_warning_s=no_data_warning_s,
-    )
+    knobs: dict[str, Any] = {
+        "api_base_url": feed.base_url,
+        "api_key": API_KEY,
+        "max_event_bytes": 1 << 20,
+        "stall_timeout_s": 5.0,
+        "connect_timeout_s": 5.0,
+        "reconnect_initial_s": 0.01,
+        "reconnect_max_s": 0.05,
+        **stream_settings,
+    }
+    settings = StreamSettings(**knobs)
     groups = make_groups(streams or [copilot_stream()], 10)
-    gate = RequestLimiter(200)
     reader = None
     rehydrator = details = None
     if rehydrate:
         reader = PgOddsReader(database_url)
-        rest = RestClient(session, feed.base_url, api_key, RequestLimiter(2000), metrics, 10)
-        rehydrator = Rehydrator(rest, reader, queue, metrics, 48)
+        rest_settings = RestSettings(
+            api_base_url=feed.base_url, api_key=knobs["api_key"], rest_timeout_s=10
+        )
+        rest = RestClient(session, rest_settings, RequestLimiter(2000), metrics)
+        rehydrator = Rehydrator(rest, reader, queue, metrics, rest_settings)
         details = FixtureDetails(rest, queue, metrics)
     writer = Writer(
-        database_url, queue, metrics, batch_max_rows=5000, retry_max_s=0.5, cursors=cursors,
-        connections=Settings.model_fields["writer_connections"].default,
+        database_url,
+        queue,
+        metrics,
+        WriterSettings(writer_batch_max_rows=5000, flush_retry_max_s=0.5),
+        committed=cursors,
         on_new_fixtures=details.notice if details is not None else None,
-    )  # fmt: skip
-    workers = [
-        worker_class(g, session, settings, queue, metrics, cursors, stop, rehydrator, gate)
-        for g in groups
-    ]
+    )
+    gate = RequestLimiter(200)
+    shared = Shared(session, settings, queue, metrics, writer, stop, gate, rehydrator)
+    workers = [worker_class(g, shared) for g in groups]
     return Pipeline(
-        feed, metrics, queue, writer, workers, stop, session, cursors=cursors, reader=reader,
-        gate=gate, shutdown_timeout_s=shutdown_timeout_s, details=details,
-    )  # fmt: skip
+        feed,
+        metrics,
+        queue,
+        writer,
+        workers,
+        stop,
+        session,
+        reader=reader,
+        gate=gate,
+        details=details,
+    )
 
 
 def supervise(p: Pipeline, **kw: Any) -> Supervisor:
     """A supervisor over the pipeline's parts, started."""
-    sup = Supervisor(
-        p.writer,
-        p.workers,
-        p.metrics,
-        p.stop,
+    settings = ServiceSettings(
         shutdown_timeout_s=p.shutdown_timeout_s,
-        restart_max_s=kw.get("restart_max_s", 0.6),
+        worker_restart_max_s=kw.get("restart_max_s", 0.6),
     )
+    sup = Supervisor(p.writer, p.workers, p.metrics, p.stop, settings)
     if p.details is not None:
         sup.watch("fixture-details", p.details.run)
     p.start(sup)

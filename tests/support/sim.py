@@ -16,7 +16,7 @@ from aiohttp import web
 from ingestor.domain.events import parse_entry_id
 from ingestor.simulator.server import Faults, SimServer
 from ingestor.simulator.world import COPILOT, World
-from tests.support.listening import loopback_socket, stop_accepting
+from loopback.listening import loopback_socket, stop_accepting
 
 LEAGUES = [("basketball", "NBA"), ("basketball", "NCAAB")]
 
@@ -120,8 +120,11 @@ async def history_diff(
     event from that log position on (up to entry ``upto``) is there too."""
     last = parse_entry_id(upto) if upto else (2**63, 0)
     want: set[tuple[str, str, str]] = set()
-    kinds = {"copilot-odds": "odds", "copilot-locked-odds": "locked",
-             "copilot-settled-odds": "settled"}  # fmt: skip
+    kinds = {
+        "copilot-odds": "odds",
+        "copilot-locked-odds": "locked",
+        "copilot-settled-odds": "settled",
+    }
     must: set[tuple[str, str, str]] = set()
     for i, e in enumerate(world.log):
         if e.event in kinds:

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bench.daemon import run_daemon
+from bench.daemon import Pace, run_daemon
 from bench.feed import Feed
 from bench.workload import build
 
@@ -22,8 +22,9 @@ async def test_bench_end_to_end_commits_every_groups_last_entry(
     database_url: str, pg: Any, tmp_path: Path
 ) -> None:
     w = build(2_000, groups=3)
-    run = await run_daemon(database_url, database_url, w, tmp_path / "daemon.log",
-                           idle_timeout_s=20)  # fmt: skip
+    run = await run_daemon(
+        database_url, database_url, w, tmp_path / "daemon.log", Pace(idle_timeout_s=20)
+    )
     log = (tmp_path / "daemon.log").read_text()
     assert run.exit_code == 0, log
     cursors = dict(await pg.fetch("SELECT group_key, last_entry_id FROM stream_cursors"))
@@ -50,8 +51,11 @@ async def test_feed_answers_rest_as_the_daemon_reads_it() -> None:
             ids: list[str] = []
             page, total = 1, 1
             while page <= total:
-                params = [("sport", "basketball"), *(("league", lg) for lg in leagues),
-                          ("page", str(page))]  # fmt: skip
+                params = [
+                    ("sport", "basketball"),
+                    *(("league", lg) for lg in leagues),
+                    ("page", str(page)),
+                ]
                 async with s.get(f"{base}/copilot/fixtures", params=params) as resp:
                     body = await resp.json()
                 assert body["page"] == page
@@ -63,8 +67,9 @@ async def test_feed_answers_rest_as_the_daemon_reads_it() -> None:
             async with s.get(f"{base}/copilot/fixtures/odds", params=params) as resp:
                 data = (await resp.json())["data"]
             assert [f["id"] for f in data] == ids[:5] and all(f["odds"] for f in data)
-            async with s.get(f"{base}/copilot/fixtures/odds",
-                             params=[*params, ("settled", "true")]) as resp:  # fmt: skip
+            async with s.get(
+                f"{base}/copilot/fixtures/odds", params=[*params, ("settled", "true")]
+            ) as resp:
                 settled = (await resp.json())["data"]
             assert all(o["settlement"] for f in settled for o in f["odds"])
             too_many = [("fixture_id", f) for f in ids[:6]]

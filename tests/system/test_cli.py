@@ -57,8 +57,9 @@ async def test_migrate_names_a_missing_database_or_a_wrong_port_in_one_line(
     assert code == 1
     assert 'database "nope_db" does not exist' in one_line(out)
     assert "s3cret-pw" not in out
-    code, out = await run_cli("migrate", env={
-        "INGESTOR_DATABASE_URL": _url(admin_url, "postgres", port=free_port())})  # fmt: skip
+    code, out = await run_cli(
+        "migrate", env={"INGESTOR_DATABASE_URL": _url(admin_url, "postgres", port=free_port())}
+    )
     assert code == 1
     assert "cannot use the database" in one_line(out) and "s3cret-pw" not in out
 
@@ -85,8 +86,9 @@ async def test_partitions_on_a_missing_or_unmigrated_database(
     admin_url: str, empty_database_url: str, tmp_path: Path
 ) -> None:
     config = _config(tmp_path)
-    code, out = await run_cli("partitions", "--config", str(config),
-                               env={"INGESTOR_DATABASE_URL": empty_database_url})  # fmt: skip
+    code, out = await run_cli(
+        "partitions", "--config", str(config), env={"INGESTOR_DATABASE_URL": empty_database_url}
+    )
     assert code == 1 and "run `ingestor migrate` first" in one_line(out)
     gone = {"INGESTOR_DATABASE_URL": _url(admin_url, "gone_db")}
     code, out = await run_cli("partitions", "--config", str(config), env=gone)
@@ -97,9 +99,10 @@ async def test_run_fails_at_once_on_a_permanent_database_refusal(
     admin_url: str, tmp_path: Path
 ) -> None:
     config = _config(tmp_path, database_wait_s=60)
-    for url, cause in ((_url(admin_url, "absent_db"), 'database "absent_db" does not exist'),
-                       (_url(admin_url, "postgres", user="no_such_role"),
-                        'role "no_such_role" does not exist')):  # fmt: skip
+    for url, cause in (
+        (_url(admin_url, "absent_db"), 'database "absent_db" does not exist'),
+        (_url(admin_url, "postgres", user="no_such_role"), 'role "no_such_role" does not exist'),
+    ):
         started = time.monotonic()
         env = {"INGESTOR_DATABASE_URL": url, "OPTICODDS_API_KEY": "k"}
         code, out = await run_cli("run", "--config", str(config), env=env)
@@ -114,11 +117,15 @@ async def test_a_taken_port_is_one_line_for_run_and_simulate(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = write_config(tmp_path / "c.toml", "http://127.0.0.1:9/api/v3", port,
-                              manage_partitions=False)  # fmt: skip
-        code, out = await run_cli("run", "--config", str(config),
-                                   env={"INGESTOR_DATABASE_URL": database_url,
-                                        "OPTICODDS_API_KEY": API_KEY})  # fmt: skip
+        config = write_config(
+            tmp_path / "c.toml", "http://127.0.0.1:9/api/v3", port, manage_partitions=False
+        )
+        code, out = await run_cli(
+            "run",
+            "--config",
+            str(config),
+            env={"INGESTOR_DATABASE_URL": database_url, "OPTICODDS_API_KEY": API_KEY},
+        )
         assert code == 1
         assert f"metrics port 127.0.0.1:{port} cannot be opened" in one_line(out), out
         code, out = await run_cli("simulate", "--host", "127.0.0.1", "--port", str(port))
@@ -133,23 +140,32 @@ async def test_check_config_lists_the_connections_it_will_open(tmp_path: Path) -
     assert code == 0
     lines = out.splitlines()
     assert "2 connection(s) of at most 10 leagues" in lines[0]
-    assert lines[1].split() == ["copilot:basketball:" + "+".join(sorted(leagues[:10])),
-                                "(10", "league(s))"]  # fmt: skip
+    assert lines[1].split() == [
+        "copilot:basketball:" + "+".join(sorted(leagues[:10])),
+        "(10",
+        "league(s))",
+    ]
     assert lines[2].split() == ["copilot:basketball:L10", "(1", "league(s))"]
 
 
 async def test_the_demo_switch_and_an_ignored_demo_url_are_said(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "c.toml", "https://api.opticodds.com/api/v3", 9108,
-                          demo_api_base_url="http://127.0.0.1:8080/api/v3")  # fmt: skip
+    config = write_config(
+        tmp_path / "c.toml",
+        "https://api.opticodds.com/api/v3",
+        9108,
+        demo_api_base_url="http://127.0.0.1:8080/api/v3",
+    )
     env = {"OPTICODDS_API_KEY": "a-real-key"}
     code, out = await run_cli("check-config", "--config", str(config), env=env)
     assert code == 0 and "to https://api.opticodds.com/api/v3" in out and "DEMO" not in out
-    code, out = await run_cli("check-config", "--config", str(config),
-                               env={**env, "INGESTOR_DEMO": "true"})  # fmt: skip
+    code, out = await run_cli(
+        "check-config", "--config", str(config), env={**env, "INGESTOR_DEMO": "true"}
+    )
     assert code == 0 and "to http://127.0.0.1:8080/api/v3 (DEMO: the simulator)" in out
     bare = write_config(tmp_path / "d.toml", "https://api.opticodds.com/api/v3", 9108)
-    code, out = await run_cli("check-config", "--config", str(bare),
-                               env={**env, "INGESTOR_DEMO": "true"})  # fmt: skip
+    code, out = await run_cli(
+        "check-config", "--config", str(bare), env={**env, "INGESTOR_DEMO": "true"}
+    )
     assert code == 2 and "demo = true needs demo_api_base_url" in out
 
 
@@ -157,15 +173,24 @@ async def test_logs_stay_json_and_say_that_data_flows(database_url: str, tmp_pat
     sim = await start_sim()
     port = free_port()
     unused = "http://127.0.0.1:1/api/v3"
-    config = write_config(tmp_path / "c.toml", sim.base_url, port, leagues=("NBA", "NCAAB"),
-                          progress_log_s=0.3, demo_api_base_url=unused)  # fmt: skip
+    config = write_config(
+        tmp_path / "c.toml",
+        sim.base_url,
+        port,
+        leagues=("NBA", "NCAAB"),
+        progress_log_s=0.3,
+        demo_api_base_url=unused,
+    )
     daemon = await start_daemon(config, database_url, port)
     try:
         await connected(sim, timeout_s=20)
         await sim.server.emit(30)
-        await wait_until(lambda: any(e.get("events_committed", 0) > 0
-                                     for e in daemon.log_events("ingest_progress")),
-                         timeout_s=20)  # fmt: skip
+        await wait_until(
+            lambda: any(
+                e.get("events_committed", 0) > 0 for e in daemon.log_events("ingest_progress")
+            ),
+            timeout_s=20,
+        )
         # A broken HTTP request on the metrics port: aiohttp logs it through stdlib logging.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
@@ -181,8 +206,14 @@ async def test_logs_stay_json_and_say_that_data_flows(database_url: str, tmp_pat
     assert "rehydrate_started" in names and "rehydrate_done" in names
     assert "demo_url_ignored" in names  # a key is set: the demo URL is unused, and said so
     progress = [e for e in events if e["event"] == "ingest_progress"]
-    assert {"events_committed", "odds_committed", "lag_p99_s_at_most", "groups_connected",
-            "groups_owned", "events_pending"} <= set(progress[-1])  # fmt: skip
+    assert {
+        "events_committed",
+        "odds_committed",
+        "lag_p99_s_at_most",
+        "groups_connected",
+        "groups_owned",
+        "events_pending",
+    } <= set(progress[-1])
     foreign = [e for e in events if e.get("logger", "").startswith("aiohttp")]
     assert foreign and all(orjson.dumps(e) for e in foreign)
 
@@ -221,8 +252,10 @@ async def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
         "database_wait_s = 0.5\n"
         '[[streams]]\nkind = "copilot"\nsport = "basketball"\nleagues = ["NBA"]\n'
     )
-    env = {"INGESTOR_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x",
-           "OPTICODDS_API_KEY": API_KEY}  # fmt: skip
+    env = {
+        "INGESTOR_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x",
+        "OPTICODDS_API_KEY": API_KEY,
+    }
     code, out = await run_cli("run", "--config", str(config), env=env)
     assert code == 1
     assert "PostgreSQL not reachable after" in out
@@ -236,8 +269,9 @@ async def test_partitions_command_keeps_today_and_ahead(
         "partitions_ahead_days = 3\n"
         '[[streams]]\nkind = "copilot"\nsport = "basketball"\nleagues = ["NBA"]\n'
     )
-    code, out = await run_cli("partitions", "--config", str(config),
-                              env={"INGESTOR_DATABASE_URL": database_url})  # fmt: skip
+    code, out = await run_cli(
+        "partitions", "--config", str(config), env={"INGESTOR_DATABASE_URL": database_url}
+    )
     assert code == 0, out
     assert "created 12, dropped 0" in out  # 4 days x 3 tables
     today = datetime.now(UTC).date()
@@ -248,7 +282,8 @@ async def test_partitions_command_keeps_today_and_ahead(
 async def test_starting_the_daemon_imports_no_alembic() -> None:
     """The schema check compares with a constant: alembic loads for `migrate` only."""
     code = "import sys, ingestor.cli.app; print('alembic' in sys.modules)"
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code,
-                                                stdout=asyncio.subprocess.PIPE)  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE
+    )
     out, _ = await proc.communicate()
     assert out.decode().strip() == "False"

@@ -135,8 +135,11 @@ def test_env_example_documents_every_variable() -> None:
 
 def test_prometheus_config_and_alert_rules() -> None:
     promtool = _tool("promtool")
-    for cmd in (("check", "config", "prometheus.yml"), ("check", "rules", "alerts.yml"),
-                ("test", "rules", "alerts_test.yml")):  # fmt: skip
+    for cmd in (
+        ("check", "config", "prometheus.yml"),
+        ("check", "rules", "alerts.yml"),
+        ("test", "rules", "alerts_test.yml"),
+    ):
         out = _run(promtool, *cmd, cwd=PROM)
         assert out.returncode == 0, out.stdout + out.stderr
     rules = yaml.safe_load((PROM / "alerts.yml").read_text())["groups"][0]["rules"]
@@ -158,11 +161,14 @@ async def test_dockerfile_build_steps_work_as_written(tmp_path: Path) -> None:
     for run in runs:
         cmd = run.replace("/venv", str(venv))
         proc = await asyncio.create_subprocess_shell(
-            cmd, cwd=src, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            cmd,
+            cwd=src,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-        )  # fmt: skip
-        out, _ = await asyncio.wait_for(proc.communicate(), 300)
-        assert proc.returncode == 0, out.decode()[-2000:]
+        )
+        printed, _ = await asyncio.wait_for(proc.communicate(), 300)
+        assert proc.returncode == 0, printed.decode()[-2000:]
     entry = re.search(r"^ENTRYPOINT (\[.+\])$", text, flags=re.M)
     assert entry is not None
     argv = yaml.safe_load(entry.group(1))
@@ -206,19 +212,35 @@ async def test_compose_roles_let_the_daemon_write_only_its_tables(
     dbname = empty_database_url.rpartition("/")[2]
     host_port = admin_url.rpartition("@")[2].rpartition("/")[0]
     host, _, port = host_port.partition(":")
-    env = {**os.environ, "POSTGRES_USER": "postgres", "POSTGRES_DB": dbname, "PGHOST": host,
-           "PGPORT": port or "5432", "INGESTOR_DB_USER": app, "INGESTOR_DB_PASSWORD": "pw",
-           "GRAFANA_DB_USER": reader, "GRAFANA_DB_PASSWORD": "it's / #"}  # fmt: skip
-    out = subprocess.run(["sh", str(ROOT / "deploy/postgres/init-roles.sh")], env=env,
-                         capture_output=True, text=True, check=False)  # fmt: skip
+    env = {
+        **os.environ,
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_DB": dbname,
+        "PGHOST": host,
+        "PGPORT": port or "5432",
+        "INGESTOR_DB_USER": app,
+        "INGESTOR_DB_PASSWORD": "pw",
+        "GRAFANA_DB_USER": reader,
+        "GRAFANA_DB_PASSWORD": "it's / #",
+    }
+    out = await asyncio.to_thread(
+        subprocess.run,
+        ["sh", str(ROOT / "deploy/postgres/init-roles.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     try:
         assert out.returncode == 0, out.stderr
         await asyncio.to_thread(upgrade, empty_database_url)
         conn = await asyncpg.connect(empty_database_url.replace("postgres@", f"{app}@", 1))
         try:
             await check_privileges(conn)  # raises when a table is not writable
-            await conn.execute("INSERT INTO stream_cursors (group_key, stream, sport, leagues)"
-                               " VALUES ('g', 'copilot', 'x', '{}')")  # fmt: skip
+            await conn.execute(
+                "INSERT INTO stream_cursors (group_key, stream, sport, leagues)"
+                " VALUES ('g', 'copilot', 'x', '{}')"
+            )
             for forbidden in ("DELETE FROM odds", "DROP TABLE odds", "CREATE TABLE x (a int)"):
                 try:
                     await conn.execute(forbidden)

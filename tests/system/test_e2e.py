@@ -71,16 +71,21 @@ async def test_daemon_fills_every_table_from_the_stream(
     # odds: the seed odd as sent; the seed lock+settlement (same key) ends settled.
     seed = await pg.fetchrow("SELECT * FROM odds WHERE id = $1", SEED_ODD)
     assert (seed["price"], seed["points"], seed["is_main"], seed["status"]) == (
-        -196, 104.5, False, "open",
-    )  # fmt: skip
+        -196,
+        104.5,
+        False,
+        "open",
+    )
     assert seed["grouping_key"] == "default:104.5" and seed["sportsbook"] is None
     settled = await pg.fetchrow("SELECT * FROM odds WHERE id = $1", SEED_SETTLED)
     assert (settled["status"], settled["settlement"], settled["price"]) == ("settled", "Won", -103)
     assert settled["team_id"] == "26BB4DC5722F" and settled["player_id"] is None
     story = await pg.fetchrow("SELECT * FROM odds WHERE id = $1", x)
     assert (story["status"], story["price"], story["entry_id"]) == (
-        "locked", -118, e2,
-    )  # fmt: skip
+        "locked",
+        -118,
+        e2,
+    )
     assert await pg.fetchval("SELECT count(*) FROM odds_history") == 7
     assert await pg.fetchval("SELECT count(*) FROM odds_history WHERE id = $1", x) == 4
 

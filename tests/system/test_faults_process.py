@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from loopback.tcpproxy import TcpProxy
 from tests.conftest import free_port, wait_until
 from tests.support.daemon import Daemon, start_daemon, write_config
 from tests.support.sim import RunningSim, connected, emitting, history_diff, settle, start_sim
-from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -28,8 +28,9 @@ async def _cursor(pg: Any) -> str | None:
 
 async def _daemon(tmp_path: Path, sim: RunningSim, database_url: str, **extra: Any) -> Daemon:
     port = free_port()
-    config = write_config(tmp_path / f"c{port}.toml", sim.base_url, port,
-                          leagues=("NBA", "NCAAB"), **extra)  # fmt: skip
+    config = write_config(
+        tmp_path / f"c{port}.toml", sim.base_url, port, leagues=("NBA", "NCAAB"), **extra
+    )
     return await start_daemon(config, database_url, port)
 
 
@@ -75,8 +76,11 @@ async def test_database_outage_of_30_s(database_url: str, pg: Any, tmp_path: Pat
             started = time.monotonic()
             await wait_until(lambda: _logged(daemon, "flush_failed"), timeout_s=20)
             # The outage itself: it lasts OUTAGE_S while the feed keeps sending.
-            await wait_until(lambda: time.monotonic() - started >= OUTAGE_S, timeout_s=OUTAGE_S + 5,
-                             interval_s=0.5)  # fmt: skip
+            await wait_until(
+                lambda: time.monotonic() - started >= OUTAGE_S,
+                timeout_s=OUTAGE_S + 5,
+                interval_s=0.5,
+            )
             assert daemon.proc.returncode is None, "the daemon died during the outage"
             status, body = await daemon.readyz()
             assert status == 503 and "database unreachable" in body
@@ -86,9 +90,11 @@ async def test_database_outage_of_30_s(database_url: str, pg: Any, tmp_path: Pat
         assert await history_diff(pg, sim.server.world) == []
         assert (await daemon.readyz())[0] == 200
         assert daemon.peak_rss_mb() < RSS_BOUND_MB
-        print(f"outage {OUTAGE_S:.0f}s: peak RSS {peak:.0f} MB during, "
-              f"{daemon.peak_rss_mb():.0f} MB after; flush_failed logged "
-              f"{len(daemon.log_events('flush_failed'))} times")  # fmt: skip
+        print(
+            f"outage {OUTAGE_S:.0f}s: peak RSS {peak:.0f} MB during, "
+            f"{daemon.peak_rss_mb():.0f} MB after; flush_failed logged "
+            f"{len(daemon.log_events('flush_failed'))} times"
+        )
     finally:
         code = await daemon.stop()
         await sim.stop()

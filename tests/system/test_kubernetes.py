@@ -26,8 +26,9 @@ def _load(name: str) -> dict[str, Any]:
 
 def test_manifests_pass_the_kubernetes_schemas() -> None:
     tool = Path(sys.executable).parent / "kubernetes-validate"
-    out = subprocess.run([str(tool), "--strict", *map(str, MANIFESTS)], capture_output=True,
-                         text=True, check=False)  # fmt: skip
+    out = subprocess.run(
+        [str(tool), "--strict", *map(str, MANIFESTS)], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("passed") == len(MANIFESTS)
 
@@ -80,8 +81,11 @@ def test_deployment_references_exist(tmp_path: Path) -> None:
     port = c["ports"][0]["containerPort"]
     assert port == settings.metrics_port
     assert doc["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
-    routes = {r.resource.canonical for r in make_app(Metrics(), _ready).router.routes()
-              if r.resource is not None}  # fmt: skip
+    routes = {
+        r.resource.canonical
+        for r in make_app(Metrics(), _ready).router.routes()
+        if r.resource is not None
+    }
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" in routes
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" in routes
     assert pod["terminationGracePeriodSeconds"] > settings.shutdown_timeout_s
@@ -90,5 +94,5 @@ def test_deployment_references_exist(tmp_path: Path) -> None:
     assert service["spec"]["selector"] == doc["spec"]["selector"]["matchLabels"]
 
 
-async def _ready() -> str | None:
-    return None
+async def _ready() -> tuple[bool, str]:
+    return True, "ok"

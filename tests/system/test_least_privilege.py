@@ -49,11 +49,20 @@ def run_init_roles(admin_url: str, dbname: str, app: str, reader: str) -> None:
     """deploy/postgres/init-roles.sh, with the variables the postgres image gives it."""
     host_port = admin_url.rpartition("@")[2].rpartition("/")[0]
     host, _, port = host_port.partition(":")
-    env = {**os.environ, "POSTGRES_USER": "postgres", "POSTGRES_DB": dbname, "PGHOST": host,
-           "PGPORT": port or "5432", "INGESTOR_DB_USER": app, "INGESTOR_DB_PASSWORD": "pw",
-           "GRAFANA_DB_USER": reader, "GRAFANA_DB_PASSWORD": "it's / #"}  # fmt: skip
-    out = subprocess.run(["sh", str(INIT_ROLES)], env=env, capture_output=True, text=True,
-                         check=False)  # fmt: skip
+    env = {
+        **os.environ,
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_DB": dbname,
+        "PGHOST": host,
+        "PGPORT": port or "5432",
+        "INGESTOR_DB_USER": app,
+        "INGESTOR_DB_PASSWORD": "pw",
+        "GRAFANA_DB_USER": reader,
+        "GRAFANA_DB_PASSWORD": "it's / #",
+    }
+    out = subprocess.run(
+        ["sh", str(INIT_ROLES)], env=env, capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stderr
 
 
@@ -79,9 +88,13 @@ async def roles(admin_url: str) -> AsyncIterator[Roles]:
 async def _app_daemon(tmp_path: Path, sim: RunningSim, roles: Roles, **extra: Any) -> Daemon:
     port = free_port()
     config = write_config(
-        tmp_path / "ingestor.toml", sim.base_url, port, leagues=("NBA", "NCAAB"),
-        maintenance_database_url=roles.owner_url, **extra,
-    )  # fmt: skip
+        tmp_path / "ingestor.toml",
+        sim.base_url,
+        port,
+        leagues=("NBA", "NCAAB"),
+        maintenance_database_url=roles.owner_url,
+        **extra,
+    )
     return await start_daemon(config, roles.app_url, port)
 
 
@@ -95,8 +108,9 @@ async def test_the_daemon_as_the_compose_role_stores_what_the_feed_sent(
         await connected(sim, timeout_s=20)
         first = len(sim.server.world.log)
         async with emitting(sim):
-            await wait_until(lambda: reader.fetchval("SELECT count(*) FROM odds_history"),
-                             timeout_s=20)  # fmt: skip
+            await wait_until(
+                lambda: reader.fetchval("SELECT count(*) FROM odds_history"), timeout_s=20
+            )
         await settle(reader, sim, context="as the compose role: ")
         assert await history_diff(reader, sim.server.world, complete_from=first) == []
         for table in ("odds", "odds_history", "fixtures", "stream_cursors"):
@@ -151,14 +165,16 @@ async def test_readyz_fails_while_commits_stall_and_recovers_by_itself(
 ) -> None:
     bound_s = 3.0
     sim = await start_sim()
-    daemon = await _app_daemon(tmp_path, sim, roles, ready_commit_wait_s=bound_s,
-                               flush_retry_max_s=0.5)  # fmt: skip
+    daemon = await _app_daemon(
+        tmp_path, sim, roles, ready_commit_wait_s=bound_s, flush_retry_max_s=0.5
+    )
     owner = await asyncpg.connect(roles.owner_url)
     try:
         await connected(sim, timeout_s=20)
         async with emitting(sim):
-            await wait_until(lambda: owner.fetchval("SELECT count(*) FROM odds_history"),
-                             timeout_s=20)  # fmt: skip
+            await wait_until(
+                lambda: owner.fetchval("SELECT count(*) FROM odds_history"), timeout_s=20
+            )
             assert (await daemon.readyz())[0] == 200
             # Like the first release's missing grant: every flush is refused.
             await owner.execute(f'REVOKE INSERT ON odds_changes FROM "{roles.app}"')
@@ -184,8 +200,9 @@ async def test_readyz_fails_while_commits_stall_and_recovers_by_itself(
     assert code == 0
 
 
-async def test_role_without_write_rights_is_named(database_url: str, pg: Any,
-                                                   tmp_path: Path) -> None:  # fmt: skip
+async def test_role_without_write_rights_is_named(
+    database_url: str, pg: Any, tmp_path: Path
+) -> None:
     role = f"ro_{uuid.uuid4().hex[:8]}"
     await pg.execute(f"CREATE ROLE {role} LOGIN")
     try:
@@ -196,8 +213,12 @@ async def test_role_without_write_rights_is_named(database_url: str, pg: Any,
             '[[streams]]\nkind = "copilot"\nsport = "basketball"\nleagues = ["NBA"]\n'
         )
         url = database_url.replace("postgres@", f"{role}@", 1)
-        code, text = await run_cli("run", "--config", str(config), env={
-            "INGESTOR_DATABASE_URL": url, "OPTICODDS_API_KEY": API_KEY})  # fmt: skip
+        code, text = await run_cli(
+            "run",
+            "--config",
+            str(config),
+            env={"INGESTOR_DATABASE_URL": url, "OPTICODDS_API_KEY": API_KEY},
+        )
         assert code == 1
         assert f"database role {role} lacks privileges" in text
         assert f"GRANT INSERT, UPDATE ON odds_changes TO {role}" in text

@@ -55,28 +55,54 @@ async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[str, D
     assert prometheus, "Prometheus is missing: scripts/test installs Debian's package"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPTICODDS_", "INGESTOR_"))}
     sim_port, metrics_port, prom_port = free_port(), free_port(), free_port()
-    sim = await _spawn(sys.executable, "-m", "ingestor", "simulate", "--host", "127.0.0.1",
-                       "--port", str(sim_port), "--events-per-s", "300", "--retry-ms", "200",
-                       "--ping-interval-s", "1", env=env)  # fmt: skip
+    sim = await _spawn(
+        sys.executable,
+        "-m",
+        "ingestor",
+        "simulate",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(sim_port),
+        "--events-per-s",
+        "300",
+        "--retry-ms",
+        "200",
+        "--ping-interval-s",
+        "1",
+        env=env,
+    )
     config = write_config(
-        tmp_path / "ingestor.toml", "https://api.opticodds.com/api/v3", metrics_port,
+        tmp_path / "ingestor.toml",
+        "https://api.opticodds.com/api/v3",
+        metrics_port,
         leagues=("NBA", "NCAAB"),
         demo_api_base_url=f"http://127.0.0.1:{sim_port}/api/v3",
-    )  # fmt: skip
+    )
     daemon_proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingestor", "run", "--config", str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "ingestor",
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env={**env, "INGESTOR_DATABASE_URL": database_url},
-    )  # fmt: skip
+    )
     daemon = Daemon(daemon_proc, metrics_port)
     conf = yaml.safe_load((PROM / "prometheus.yml").read_text())
     conf["global"].update(scrape_interval="1s", evaluation_interval="1s")
     conf["rule_files"] = [str(PROM / "alerts.yml")]
     conf["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{metrics_port}"]}]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(conf))
-    prom = await _spawn(prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
-                        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                        f"--web.listen-address=127.0.0.1:{prom_port}", env=env)  # fmt: skip
+    prom = await _spawn(
+        prometheus,
+        f"--config.file={tmp_path / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{prom_port}",
+        env=env,
+    )
     try:
         yield f"http://127.0.0.1:{prom_port}", daemon
     finally:
@@ -139,10 +165,15 @@ async def test_odds_dashboard_queries_run(database_url: str, pg: Any) -> None:
     now = time.time()  # the panel shows the last hour's moves
     await write_batches(
         database_url,
-        [event("copilot-odds", "1-0", [odd("a", league="NBA", ts=now - 20),
-                                       odd("b", league="NCAAB", ts=now - 20)]),
-         event("copilot-locked-odds", "2-0", [odd("a", league="NBA", price=-120, ts=now - 10)])],
-    )  # fmt: skip
+        [
+            event(
+                "copilot-odds",
+                "1-0",
+                [odd("a", league="NBA", ts=now - 20), odd("b", league="NCAAB", ts=now - 20)],
+            ),
+            event("copilot-locked-odds", "2-0", [odd("a", league="NBA", price=-120, ts=now - 10)]),
+        ],
+    )
     panels = json.loads((DASHBOARDS / "odds.json").read_text())["panels"]
     results = {p["title"]: await pg.fetch(p["targets"][0]["rawSql"]) for p in panels}
     by_league = {

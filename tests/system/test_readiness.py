@@ -28,8 +28,9 @@ async def test_readiness_stays_ready_under_2000_mixed_requests_during_gap_recove
     faults = Faults(ping_interval_s=0.5, retry_ms=10, rest_delay_s=0.4)
     sim = await RunningSim(SimServer(world, faults)).start()
     port = free_port()
-    config = write_config(tmp_path / "c.toml", sim.base_url, port, leagues=leagues,
-                          leagues_per_connection=1)  # fmt: skip
+    config = write_config(
+        tmp_path / "c.toml", sim.base_url, port, leagues=leagues, leagues_per_connection=1
+    )
     daemon = await start_daemon(config, database_url, port)
     statuses: collections.Counter[tuple[str, int]] = collections.Counter()
     try:

@@ -50,9 +50,14 @@ async def test_groups_are_shared_taken_over_and_rebalanced(
     async def daemon() -> Daemon:
         port = free_port()
         config = write_config(
-            tmp_path / f"d{port}.toml", sim.base_url, port, leagues=LEAGUES,
-            leagues_per_connection=1, coordination="postgres", lease_check_s=CHECK_S,
-        )  # fmt: skip
+            tmp_path / f"d{port}.toml",
+            sim.base_url,
+            port,
+            leagues=LEAGUES,
+            leagues_per_connection=1,
+            coordination="postgres",
+            lease_check_s=CHECK_S,
+        )
         return await start_daemon(config, database_url, port)
 
     daemons = [await daemon() for _ in range(3)]
@@ -66,8 +71,9 @@ async def test_groups_are_shared_taken_over_and_rebalanced(
         victim = daemons.pop(0)
         await victim.kill()  # SIGKILL: its lock session dies with it
         killed_at = time.monotonic()
-        await wait_until(lambda: _streams(sim) == 6 and _all_owned(daemons, [3, 3]),
-                         timeout_s=TAKEOVER_BOUND_S)  # fmt: skip
+        await wait_until(
+            lambda: _streams(sim) == 6 and _all_owned(daemons, [3, 3]), timeout_s=TAKEOVER_BOUND_S
+        )
         takeover_s = time.monotonic() - killed_at
         await sim.server.emit(60)
         await settle(pg, sim)
@@ -130,8 +136,9 @@ async def test_a_second_process_with_the_default_configuration_waits_as_a_standb
         assert await history_diff(pg, sim.server.world) == []
         print(f"standby took over {took_over_s:.2f}s after SIGTERM of the first process")
     finally:
-        codes = [await d.stop() for d in (first, second)
-                 if d is not None and d.proc.returncode is None]  # fmt: skip
+        codes = [
+            await d.stop() for d in (first, second) if d is not None and d.proc.returncode is None
+        ]
         await sim.stop()
     assert codes == [0] * len(codes)
     assert second is not None

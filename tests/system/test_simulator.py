@@ -26,9 +26,14 @@ async def test_npm_eventsource_gets_typed_events_and_resumes_with_its_last_id() 
     sim = await start_sim(api_key="sim-key-1", retry_ms=50)
     url = f"{sim.base_url}/stream/copilot/basketball/odds?league=NBA&league=NCAAB"
     proc = await asyncio.create_subprocess_exec(
-        node, str(NODE_DIR / "client.js"), url, "5", "sim-key-1",
-        stdout=asyncio.subprocess.PIPE, cwd=NODE_DIR,
-    )  # fmt: skip
+        node,
+        str(NODE_DIR / "client.js"),
+        url,
+        "5",
+        "sim-key-1",
+        stdout=asyncio.subprocess.PIPE,
+        cwd=NODE_DIR,
+    )
     lines: list[dict[str, Any]] = []
 
     async def read() -> None:
@@ -55,18 +60,35 @@ async def test_npm_eventsource_gets_typed_events_and_resumes_with_its_last_id() 
     assert sim.server.last_event_ids[0] is None
     assert sim.server.last_event_ids[1] == last_id  # it resumed from the last id it saw
     typed = [x for x in lines if x["type"] != "open" and x["type"] != "error"]
-    assert {x["type"] for x in typed} <= {"copilot-odds", "copilot-locked-odds",
-                                         "copilot-settled-odds", "fixture-status"}  # fmt: skip
+    assert {x["type"] for x in typed} <= {
+        "copilot-odds",
+        "copilot-locked-odds",
+        "copilot-settled-odds",
+        "fixture-status",
+    }
     assert all(x["id"] == x["entry"] for x in typed)
 
 
 async def test_simulate_command_serves_streams_and_rest() -> None:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ingestor", "simulate", "--port", str(port), "--host", "127.0.0.1",
-        "--events-per-s", "200", "--seed", "3", "--api-key", "k-1",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "ingestor",
+        "simulate",
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--events-per-s",
+        "200",
+        "--seed",
+        "3",
+        "--api-key",
+        "k-1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}/api/v3"
     try:
         async with aiohttp.ClientSession() as s:
@@ -83,15 +105,15 @@ async def test_simulate_command_serves_streams_and_rest() -> None:
                 assert r.status == 401
                 assert await r.json() == {"error": "API key is required"}
             headers = {"X-Api-Key": "k-1"}
-            async with s.get(f"{base}/fixtures/active", params={"league": "NFL"},
-                             headers=headers) as r:  # fmt: skip
+            async with s.get(
+                f"{base}/fixtures/active", params={"league": "NFL"}, headers=headers
+            ) as r:
                 fixtures = (await r.json())["data"]
             assert fixtures and all(f["league"]["name"] == "NFL" for f in fixtures)
             async with s.get(f"{base}/stream/odds/football", headers=headers) as r:
                 assert r.status == 400  # the regular stream needs a sportsbook
             params = [("league", "NFL"), ("sportsbook", "FanDuel")]
-            async with s.get(f"{base}/stream/odds/football", params=params,
-                             headers=headers) as r:  # fmt: skip
+            async with s.get(f"{base}/stream/odds/football", params=params, headers=headers) as r:
                 assert r.headers["Content-Type"] == "text/event-stream"
                 body = b""
                 while b"event: odds" not in body and b"event: locked-odds" not in body:
@@ -104,7 +126,8 @@ async def test_simulate_command_serves_streams_and_rest() -> None:
 
 def test_leagues_argument_errors_name_the_item() -> None:
     assert parse_leagues("soccer:Spain - La Liga, basketball:NBA") == [
-        ("soccer", "Spain - La Liga"), ("basketball", "NBA"),
-    ]  # fmt: skip
+        ("soccer", "Spain - La Liga"),
+        ("basketball", "NBA"),
+    ]
     with pytest.raises(ValueError, match="'NBA' is not sport:league"):
         parse_leagues("NBA")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ingestor.domain.events import DecodedEvent
-from ingestor.storage.batch import build_batch, build_batches
 from ingestor.storage.sql import ODDS_COLUMNS
+from ingestor.storage.write.batch import build_batch, build_batches
 from tests.support.fakefeed import odd, settled_odd
 from tests.support.helpers import event
 
@@ -14,10 +14,12 @@ SETTLEMENT = ODDS_COLUMNS.index("settlement")
 
 
 def test_one_current_row_per_odd_and_every_history_row() -> None:
-    batch = build_batch([
-        event("copilot-odds", "10-0", [odd("a", price=-110, ts=1), odd("b", price=100, ts=1)]),
-        event("copilot-odds", "11-0", [odd("a", price=-120, ts=2)]),
-    ])  # fmt: skip
+    batch = build_batch(
+        [
+            event("copilot-odds", "10-0", [odd("a", price=-110, ts=1), odd("b", price=100, ts=1)]),
+            event("copilot-odds", "11-0", [odd("a", price=-120, ts=2)]),
+        ]
+    )
     assert sum(len(e.odds) for e in batch.history_events) == 3
     current = {r[0]: r for r in batch.odds}
     assert set(current) == {"a", "b"} and current["a"][PRICE] == -120
@@ -25,18 +27,22 @@ def test_one_current_row_per_odd_and_every_history_row() -> None:
 
 def test_a_settlement_keeps_the_newest_price_in_any_order() -> None:
     for order in ((0, 1), (1, 0)):
-        evs = [event("copilot-odds", "10-0", [odd("a", price=-150, ts=1)]),
-               event("copilot-settled-odds", "12-0", [settled_odd("a", ts=3)])]  # fmt: skip
+        evs = [
+            event("copilot-odds", "10-0", [odd("a", price=-150, ts=1)]),
+            event("copilot-settled-odds", "12-0", [settled_odd("a", ts=3)]),
+        ]
         (row,) = build_batch([evs[i] for i in order]).odds
         assert (row[PRICE], row[STATUS], row[SETTLEMENT]) == (-150, "settled", "Won")
 
 
 def test_the_cursor_is_the_highest_entry_id_not_the_last_one() -> None:
-    batch = build_batch([
-        event("copilot-odds", "9-0", [odd("a", ts=1)]),
-        event("copilot-odds", "10-0", [odd("a", ts=2)]),
-        event("copilot-odds", "9-5", [odd("b", ts=1)]),  # late, out of order
-    ])  # fmt: skip
+    batch = build_batch(
+        [
+            event("copilot-odds", "9-0", [odd("a", ts=1)]),
+            event("copilot-odds", "10-0", [odd("a", ts=2)]),
+            event("copilot-odds", "9-5", [odd("b", ts=1)]),  # late, out of order
+        ]
+    )
     (cursor,) = batch.cursors
     assert (cursor.entry_id, batch.stream_events) == ("10-0", 3)
 
@@ -60,8 +66,10 @@ def test_two_connections_put_history_apart_and_cursors_in_the_first() -> None:
 
 
 def test_shards_split_odds_and_keep_cursors_in_the_first() -> None:
-    evs = [event("copilot-odds", f"{i}-0", [odd(f"o{i}-{j}", ts=i) for j in range(6)])
-           for i in range(1, 40)]  # fmt: skip
+    evs = [
+        event("copilot-odds", f"{i}-0", [odd(f"o{i}-{j}", ts=i) for j in range(6)])
+        for i in range(1, 40)
+    ]
     evs.append(event("copilot-odds", "40-0", [odd("o1-0", ts=40)]))  # the same odd again
     *odds_shards, history = build_batches(evs, 4)
     # History on a connection of its own, every row of the batch in it.
@@ -78,8 +86,10 @@ def test_shards_split_odds_and_keep_cursors_in_the_first() -> None:
 
 
 def test_two_connections_split_history_from_current_state() -> None:
-    evs = [event("copilot-odds", f"{i}-0", [odd(f"o{j}", ts=i) for j in range(5)])
-           for i in range(1, 10)]  # fmt: skip
+    evs = [
+        event("copilot-odds", f"{i}-0", [odd(f"o{j}", ts=i) for j in range(5)])
+        for i in range(1, 10)
+    ]
     current, history = build_batches(evs, 2)
     whole = build_batch(evs)
     assert current.odds == whole.odds and not current.history_events

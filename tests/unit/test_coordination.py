@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from ingestor.config import CoordinationSettings
 from ingestor.coordination import Coordinator, fair_share
 from ingestor.domain.cursors import Cursor
 from ingestor.metrics import Metrics
@@ -71,51 +72,60 @@ class FakeLeases:
 
 @dataclass
 class Process:
-    """One process's coordinator, with the workers it started (checked against the table)."""
+    """One process's coordinator, with the workers it started (checked against the table):
+    it plays the supervisor (the ``Workers`` the coordinator starts and stops)."""
 
+    table: Table
     leases: FakeLeases
-    coordinator: Coordinator
     stop: asyncio.Event
     metrics: Metrics
+    coordinator: Coordinator | None = None
     streaming: set[str] = field(default_factory=set)
     started_from: dict[str, Cursor | None] = field(default_factory=dict)
     undrained: int = 0  # how many drains to fail from now on
     stops: list[tuple[str, bool]] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
+    @property
+    def coord(self) -> Coordinator:
+        assert self.coordinator is not None
+        return self.coordinator
+
     async def leave(self) -> None:
         self.stop.set()
         assert self.task is not None
         await self.task
-        await self.coordinator.close()
+        await self.coord.close()
 
-
-def process(table: Table, *, fair: bool) -> Process:
-    leases, stop, metrics = FakeLeases(table), asyncio.Event(), Metrics()
-    proc: Process
-
-    async def start(key: str, cursor: Cursor | None) -> None:
-        assert table.held.get(key) is leases, "a worker starts only after its claim is taken"
+    async def start_worker(self, key: str, cursor: Cursor | None = None) -> None:
+        assert self.table.held.get(key) is self.leases, (
+            "a worker starts only after its claim is taken"
+        )
         assert key not in {k for p in procs for k in p.streaming}, f"{key} streamed twice"
-        proc.streaming.add(key)
-        proc.started_from[key] = cursor
+        self.streaming.add(key)
+        self.started_from[key] = cursor
 
-    async def stop_worker(key: str, drain: bool) -> bool:
-        assert table.held.get(key) is leases, "a worker stops before its claim is given back"
+    async def stop_worker(self, key: str, drain: bool = False) -> bool:
+        held = self.table.held
+        assert held.get(key) is self.leases, "a worker stops before its claim is given back"
         await asyncio.sleep(0)  # stopping (and draining) takes time: the claim must outlast it
-        assert table.held.get(key) is leases, "the claim went while the worker was stopping"
-        proc.streaming.discard(key)
-        proc.stops.append((key, drain))
-        if drain and proc.undrained:  # the writer did not commit its queue in time
-            proc.undrained -= 1
+        assert held.get(key) is self.leases, "the claim went while the worker was stopping"
+        self.streaming.discard(key)
+        self.stops.append((key, drain))
+        if drain and self.undrained:  # the writer did not commit its queue in time
+            self.undrained -= 1
             return False
         return drain
 
-    coordinator = Coordinator(leases, GROUPS, start, stop_worker, metrics, check_s=0.005,
-                              stop_event=stop, share_fairly=fair)  # fmt: skip
-    proc = Process(leases, coordinator, stop, metrics)
+
+def process(table: Table, *, fair: bool) -> Process:
+    proc = Process(table, FakeLeases(table), asyncio.Event(), Metrics())
+    settings = CoordinationSettings(
+        coordination="postgres" if fair else "none", lease_check_s=0.005
+    )
+    proc.coordinator = Coordinator(proc.leases, GROUPS, proc, proc.metrics, settings, proc.stop)
     procs.append(proc)
-    proc.task = asyncio.create_task(coordinator.run())
+    proc.task = asyncio.create_task(proc.coord.run())
     return proc
 
 
@@ -144,12 +154,12 @@ async def test_without_coordination_a_second_process_waits_then_takes_over() -> 
     first = process(table, fair=False)
     await wait_until(lambda: first.streaming == set(GROUPS))
     second = process(table, fair=False)
-    await wait_until(lambda: second.coordinator.standby == GROUPS)
+    await wait_until(lambda: second.coord.standby == GROUPS)
     assert not second.streaming and _gauge(second, "ingestor_groups_standby") == 6
     assert _gauge(second, "ingestor_groups_owned") == 0
     await first.leave()
     await wait_until(lambda: second.streaming == set(GROUPS))
-    assert second.coordinator.standby == [] and _gauge(second, "ingestor_groups_owned") == 6
+    assert second.coord.standby == [] and _gauge(second, "ingestor_groups_owned") == 6
     assert second.started_from["g2"] == Cursor("5-0", "e5")  # read again when taken over
 
 
@@ -166,16 +176,10 @@ async def test_a_lost_session_stops_every_worker_then_takes_the_groups_again() -
     table = Table()
     p = process(table, fair=False)
     await wait_until(lambda: p.streaming == set(GROUPS))
-    stopped: list[str] = []
-    original = p.coordinator._stop
-
-    async def record(key: str, drain: bool) -> None:
-        stopped.append(key)
-        await original(key, drain)
-
-    p.coordinator._stop = record
+    p.stops.clear()
     p.leases.fail_once = True
-    await wait_until(lambda: sorted(stopped) == sorted(GROUPS))
+    await wait_until(lambda: sorted(k for k, _ in p.stops) == sorted(GROUPS))
+    assert not any(drain for _, drain in p.stops)  # the claims are gone: nothing to drain
     await wait_until(lambda: p.streaming == set(GROUPS))
 
 
@@ -200,4 +204,4 @@ async def test_a_group_not_drained_in_time_keeps_its_claim_until_it_is() -> None
     # did its claim go (after a failed drain the key stays owned, so it is stopped again).
     tries = Counter(k for k, drain in two[0].stops if drain)
     assert two[0].undrained == 0 and max(tries.values()) == 4, tries
-    assert len(two[0].coordinator.owned) == 2
+    assert len(two[0].coord.owned) == 2

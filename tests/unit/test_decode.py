@@ -26,9 +26,14 @@ def _decode(event_type: str, payload: object, event_id: str = "1-0") -> object:
 def test_seed_page_events_decode() -> None:
     events = SSEParser().feed(SEED_EVENTS.read_bytes())
     assert [e.event for e in events] == [
-        "connected", "ping", "copilot-odds", "copilot-locked-odds", "copilot-settled-odds",
-        "fixture-status", "fixture-status",
-    ]  # fmt: skip
+        "connected",
+        "ping",
+        "copilot-odds",
+        "copilot-locked-odds",
+        "copilot-settled-odds",
+        "fixture-status",
+        "fixture-status",
+    ]
     odds, locked, settled, moved, status = (
         decode_event("g", "copilot", e.event, e.data, e.id, NOW) for e in events[2:]
     )
@@ -98,14 +103,20 @@ def test_bad_payloads_raise_a_labelled_error(payload: object, reason: str, names
 
 async def test_one_bad_odd_costs_only_itself() -> None:
     payload = {"entry_id": "5-0", "data": [odd("good"), {"id": "bad", "price": "x"}]}
-    ev = decode_event("g", "copilot", "copilot-odds", orjson.dumps(payload), "5-0",
-                      datetime.now(UTC))  # fmt: skip
+    ev = decode_event(
+        "g", "copilot", "copilot-odds", orjson.dumps(payload), "5-0", datetime.now(UTC)
+    )
     assert [o.id for o in ev.odds] == ["good"]
     assert [e.reason for e in ev.rejected] == ["wrong_type"]
     with pytest.raises(DecodeError):
-        decode_event("g", "copilot", "copilot-odds",
-                     orjson.dumps({"entry_id": "5-0", "data": [{"id": "bad", "price": "x"}]}),
-                     "5-0", datetime.now(UTC))  # fmt: skip
+        decode_event(
+            "g",
+            "copilot",
+            "copilot-odds",
+            orjson.dumps({"entry_id": "5-0", "data": [{"id": "bad", "price": "x"}]}),
+            "5-0",
+            datetime.now(UTC),
+        )
 
 
 @pytest.mark.parametrize(
@@ -122,8 +133,9 @@ async def test_one_bad_odd_costs_only_itself() -> None:
 def test_out_of_range_ids_and_dates_are_rejected(entry_id: str, item: dict[str, Any]) -> None:
     payload = {"entry_id": entry_id, "data": [{**odd("x"), **item}]}
     with pytest.raises(DecodeError):
-        decode_event("g", "copilot", "copilot-settled-odds", orjson.dumps(payload), "",
-                     datetime.now(UTC))  # fmt: skip
+        decode_event(
+            "g", "copilot", "copilot-settled-odds", orjson.dumps(payload), "", datetime.now(UTC)
+        )
 
 
 json_values = st.recursive(
@@ -140,9 +152,26 @@ json_values = st.recursive(
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.sampled_from(["id", "price", "timestamp", "settled_at", "is_main",
-                                        "league", "points", "version_id", "player_id"]),
-                       json_values, max_size=9), st.sampled_from(sorted(DATA_EVENTS)))  # fmt: skip
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "id",
+                "price",
+                "timestamp",
+                "settled_at",
+                "is_main",
+                "league",
+                "points",
+                "version_id",
+                "player_id",
+            ]
+        ),
+        json_values,
+        max_size=9,
+    ),
+    st.sampled_from(sorted(DATA_EVENTS)),
+)
 def test_odd_shaped_garbage_is_a_decode_error_or_a_row(item: dict[str, Any], etype: str) -> None:
     payload = orjson.dumps(
         {"entry_id": "5-1", "data": [item] if etype != "fixture-status" else item}
@@ -155,9 +184,26 @@ def test_odd_shaped_garbage_is_a_decode_error_or_a_row(item: dict[str, Any], ety
         assert isinstance(row.id, str) and row.order_key
 
 
-FIELDS = ["id", "odd_id", "sportsbook", "fixture_id", "league", "market", "name", "player_id",
-          "team_id", "version_id", "points", "price", "is_main", "is_live", "grouping_key",
-          "settlement", "settled_at", "timestamp"]  # fmt: skip
+FIELDS = [
+    "id",
+    "odd_id",
+    "sportsbook",
+    "fixture_id",
+    "league",
+    "market",
+    "name",
+    "player_id",
+    "team_id",
+    "version_id",
+    "points",
+    "price",
+    "is_main",
+    "is_live",
+    "grouping_key",
+    "settlement",
+    "settled_at",
+    "timestamp",
+]
 ODDS_TYPES = ["copilot-odds", "copilot-locked-odds", "copilot-settled-odds", "odds"]
 
 
@@ -171,14 +217,23 @@ def _outcome(decode: Any, etype: str, payload: bytes) -> Any:
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.lists(st.one_of(
-        st.fixed_dictionaries({"id": st.text(max_size=6), "price": st.integers(-500, 500),
-                               "timestamp": st.floats(0, 2e9, allow_nan=False)}),
-        st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=8),
-    ), min_size=1, max_size=4),
+    st.lists(
+        st.one_of(
+            st.fixed_dictionaries(
+                {
+                    "id": st.text(max_size=6),
+                    "price": st.integers(-500, 500),
+                    "timestamp": st.floats(0, 2e9, allow_nan=False),
+                }
+            ),
+            st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=8),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
     st.sampled_from(ODDS_TYPES),
     st.one_of(st.none(), st.sampled_from(["9-3", "", "x", "99999999999999999-0"])),
-)  # fmt: skip
+)
 def test_the_fast_path_gives_what_the_careful_path_gives(
     items: list[Any], etype: str, entry: str | None
 ) -> None:
@@ -204,8 +259,11 @@ def test_the_fast_path_takes_the_vendors_own_events() -> None:
     events = [e for e in SSEParser().feed(SEED_EVENTS.read_bytes()) if "odds" in e.event]
     assert events
     for e in events:
-        kind = {"copilot-odds": Kind.ODDS, "copilot-locked-odds": Kind.LOCKED,
-                "copilot-settled-odds": Kind.SETTLED}[e.event]  # fmt: skip
+        kind = {
+            "copilot-odds": Kind.ODDS,
+            "copilot-locked-odds": Kind.LOCKED,
+            "copilot-settled-odds": Kind.SETTLED,
+        }[e.event]
         fast = fast_odds("g", "copilot", e.event, kind, e.data, e.id, NOW)
         assert fast is not None, e.event
         careful = decode_event_carefully("g", "copilot", e.event, e.data, e.id, NOW)

@@ -5,44 +5,65 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from ingestor.domain.events import DecodedEvent
-from ingestor.domain.keys import entry_key, float4_exact, odd_key
-from ingestor.storage.history import HistoryEncoder
+from ingestor.storage.write.history import HistoryBatch, encode, entry_key, float4_exact, odd_key
+from ingestor.storage.write.state import HANDOVER_S, Known, WriteState
 from tests.support.fakefeed import odd, settled_odd
 from tests.support.helpers import GROUP, event
 
 WNBA = "copilot:basketball:WNBA"
 
 
-def _encoder(**marks: int) -> HistoryEncoder:
-    enc = HistoryEncoder({GROUP: 1, WNBA: 2}, {"Won": 1})
-    enc.slot = 3
-    enc.marks.update({1: marks.get("nba", -1), 2: marks.get("wnba", -1)})
-    return enc
+class Encoder:
+    """The writer's use of the encoder: read the state's view, keep what encoding learnt."""
+
+    def __init__(self, **marks: int) -> None:
+        self.now = 0.0
+        self.state = WriteState({GROUP: 1, WNBA: 2}, {}, clock=lambda: self.now)
+        known = Known([(1, marks.get("nba", -1)), (2, marks.get("wnba", -1))], {"Won": 1}, {})
+        self.state.opened(3, known)
+
+    def encode(self, events: list[DecodedEvent], *, check_all: bool = False) -> HistoryBatch:
+        h = encode(self.state.history_context(), events, check_all=check_all)
+        self.state.encoded(h.marks, h.last_us)
+        return h
+
+    def mark(self, group: int) -> int:
+        return self.state.history_context().marks[group]
+
+
+def _encoder(**marks: int) -> Encoder:
+    return Encoder(**marks)
 
 
 def test_new_entries_go_straight_in_and_raise_the_mark() -> None:
     enc = _encoder()
-    h = enc.encode([event("copilot-odds", "5-0", [odd("a", ts=5), odd("b", ts=5)]),
-                    event("copilot-odds", "6-1", [odd("a", ts=6)])])  # fmt: skip
+    h = enc.encode(
+        [
+            event("copilot-odds", "5-0", [odd("a", ts=5), odd("b", ts=5)]),
+            event("copilot-odds", "6-1", [odd("a", ts=6)]),
+        ]
+    )
     assert (len(h.changes), len(h.events), h.checked_changes) == (3, 2, [])
-    assert h.marks == {1: entry_key("6-1")[0]} == {1: enc.marks[1]}
+    assert h.marks == {1: entry_key("6-1")[0]} == {1: enc.mark(1)}
     assert {r[0] for r in h.changes} == {odd_key("a"), odd_key("b")}
 
 
 def test_what_may_be_stored_already_is_checked() -> None:
     enc = _encoder(nba=entry_key("5-0")[0])
-    h = enc.encode([
-        event("copilot-odds", "5-0", [odd("a")]),  # at the mark: a replay
-        event("copilot-odds", "7-0", [odd("a")]),  # new
-        event("copilot-odds", "7-0", [odd("b")]),  # the same event again in the batch
-        event("copilot-odds", "7-0", [odd("c")], group=WNBA),  # another group: its own entry
-        event("copilot-odds", "007-0", [odd("d")]),  # an id that is not canonical
-    ])  # fmt: skip
+    h = enc.encode(
+        [
+            event("copilot-odds", "5-0", [odd("a")]),  # at the mark: a replay
+            event("copilot-odds", "7-0", [odd("a")]),  # new
+            event("copilot-odds", "7-0", [odd("b")]),  # the same event again in the batch
+            event("copilot-odds", "7-0", [odd("c")], group=WNBA),  # another group: its own entry
+            event("copilot-odds", "007-0", [odd("d")]),  # an id that is not canonical
+        ]
+    )
     checked = {r[0] for r in h.checked_changes}
     assert checked == {odd_key("a"), odd_key("b"), odd_key("d")}
     assert {r[0] for r in h.changes} == {odd_key("a"), odd_key("c")}
     assert enc.encode([event("copilot-odds", "8-0", [odd("e")])], check_all=True).changes == []
-    enc.stale.add(2)
+    enc.state.handed_over(WNBA, careful=False)  # taken over: its mark is read again
     assert enc.encode([event("copilot-odds", "9-0", [odd("f")], group=WNBA)]).changes == []
 
 
@@ -92,14 +113,16 @@ def test_a_settlement_text_without_a_code_is_left_for_the_flush() -> None:
 
 def test_a_group_handed_over_uncleanly_is_checked_for_a_while() -> None:
     enc = _encoder()
-    enc.handed_over(GROUP, careful=False)
-    assert enc.stale == {1} and not enc.careful  # the mark is read again, nothing more
-    enc.stale.clear()
+    state = enc.state
+    state.handed_over(GROUP, careful=False)
+    assert state.stale_groups() == {1}  # the mark is read again, nothing more
+    state.marks_read([], state.stale_groups())
+    assert not state.any_checked()
     assert enc.encode([event("copilot-odds", "5-0", [odd("a")])]).changes  # straight in
-    enc.handed_over(GROUP, careful=True)
-    enc.stale.clear()
+    state.handed_over(GROUP, careful=True)
+    state.marks_read([], state.stale_groups())
     assert not enc.encode([event("copilot-odds", "6-0", [odd("a")])]).changes  # checked
-    enc.careful[1] = 0.0  # the window is over
+    enc.now += HANDOVER_S  # the window is over
     assert enc.encode([event("copilot-odds", "7-0", [odd("a")])]).changes
 
 
@@ -107,16 +130,18 @@ def test_a_careful_window_ends_for_a_group_that_sends_nothing_more() -> None:
     # The giver never sees the group's events again: the window must still end, or every
     # later batch would be encoded inside its flush instead of ahead of it.
     enc = _encoder()
-    enc.handed_over(GROUP, careful=True)
-    assert enc.any_careful()
-    enc.careful[1] = 0.0  # the deadline passed
-    assert not enc.any_careful() and enc.careful == {}
+    state = enc.state
+    state.handed_over(GROUP, careful=True)
+    state.marks_read([], state.stale_groups())
+    assert state.any_checked()
+    enc.now += HANDOVER_S  # the deadline passed
+    assert not state.any_checked() and state.history_context().checked == frozenset()
 
 
 def test_a_handover_while_the_marks_are_read_is_read_again() -> None:
-    enc = _encoder()
-    enc.handed_over(GROUP, careful=False)
-    read_for = set(enc.stale)
-    enc.handed_over(WNBA, careful=False)  # arrives during the read
-    enc.adopt_marks([(1, 7)], read_for)
-    assert enc.marks[1] == 7 and enc.stale == {2}
+    state = _encoder().state
+    state.handed_over(GROUP, careful=False)
+    read_for = state.stale_groups()
+    state.handed_over(WNBA, careful=False)  # arrives during the read
+    state.marks_read([(1, 7)], read_for)
+    assert state.history_context().marks[1] == 7 and state.stale_groups() == {2}

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.listening import loopback_socket, stop_listening
+from loopback.listening import loopback_socket, stop_listening
 
 
 @contextlib.contextmanager

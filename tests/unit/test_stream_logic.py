@@ -8,28 +8,37 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ingestor.config import StreamConfig
-from ingestor.domain.cursors import Cursors
+from ingestor.config import RestSettings, StreamConfig, StreamSettings
+from ingestor.domain.cursors import Cursor
 from ingestor.domain.events import EventQueue
 from ingestor.domain.groups import make_groups
 from ingestor.metrics import Metrics
 from ingestor.ports import HeldOdd
 from ingestor.stream.rehydrate import Rehydrator, snapshot_params
-from ingestor.stream.worker import StreamWorker, WorkerSettings
+from ingestor.stream.worker import Shared, StreamWorker
 from tests.support.fakefeed import odd
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _worker(**kw: float) -> StreamWorker:
-    (group,) = make_groups([StreamConfig(kind="copilot", sport="basketball", leagues=["NBA"])],
-                           10)  # fmt: skip
-    settings = WorkerSettings(base_url="http://x", api_key=None, max_event_bytes=1024,
-                              stall_timeout_s=5, connect_timeout_s=5,
-                              reconnect_initial_s=kw.get("initial", 1.0),
-                              reconnect_max_s=kw.get("max", 60.0))  # fmt: skip
-    return StreamWorker(group, None, settings, asyncio.Queue(), Metrics(), Cursors(),  # type: ignore[arg-type]
-                        asyncio.Event())  # fmt: skip
+    (group,) = make_groups([StreamConfig(kind="copilot", sport="basketball", leagues=["NBA"])], 10)
+    settings = StreamSettings(
+        api_base_url="http://x",
+        max_event_bytes=1024,
+        reconnect_initial_s=kw.get("initial", 1.0),
+        reconnect_max_s=kw.get("max", 60.0),
+    )
+    no_session: Any = None  # backoff is pure: nothing is ever requested
+    shared = Shared(no_session, settings, asyncio.Queue(), Metrics(), _NoCursors(), asyncio.Event())
+    return StreamWorker(group, shared)
+
+
+class _NoCursors:
+    """No group ever committed."""
+
+    def committed(self, group_key: str) -> Cursor | None:
+        return None
 
 
 def test_backoff_is_full_jitter_under_a_cap_and_never_below_the_servers_retry() -> None:
@@ -75,37 +84,51 @@ class FakeReader:
     def __init__(self, held: dict[str, HeldOdd]) -> None:
         self.held = held
 
-    async def odds_of_fixtures(self, fixture_ids: Sequence[str], stream: str,
-                               sportsbooks: Sequence[str] | None,
-                               markets: Sequence[str] | None) -> dict[str, HeldOdd]:  # fmt: skip
+    async def odds_of_fixtures(
+        self,
+        fixture_ids: Sequence[str],
+        stream: str,
+        sportsbooks: Sequence[str] | None,
+        markets: Sequence[str] | None,
+    ) -> dict[str, HeldOdd]:
         return self.held
 
-    async def known_fixtures(self, stream: str, leagues: Sequence[str],
-                             window_h: float) -> list[str]:  # fmt: skip
+    async def known_fixtures(
+        self, stream: str, leagues: Sequence[str], window_h: float
+    ) -> list[str]:
         return []
 
 
 async def test_snapshot_rows_pass_every_filter_and_held_odds_are_repaired() -> None:
-    stream = StreamConfig(kind="copilot", sport="basketball", leagues=["NBA"],
-                          markets=["Moneyline"], is_main=True, odds_format="DECIMAL")  # fmt: skip
+    stream = StreamConfig(
+        kind="copilot",
+        sport="basketball",
+        leagues=["NBA"],
+        markets=["Moneyline"],
+        is_main=True,
+        odds_format="DECIMAL",
+    )
     (group,) = make_groups([stream], 10)
-    rest = FakeRest({"F1": [
-        odd("main", fixture_id="F1", market="Moneyline", is_main=True, ts=10),
-        odd("alt", fixture_id="F1", market="Moneyline", is_main=False, ts=10),
-        odd("other-market", fixture_id="F1", market="Totals", is_main=True, ts=10),
-        odd("other-league", fixture_id="F1", market="Moneyline", league="WNBA", ts=10),
-        odd("moved", fixture_id="F1", market="Moneyline", is_main=False, ts=10),
-    ]})  # fmt: skip
+    rest = FakeRest(
+        {
+            "F1": [
+                odd("main", fixture_id="F1", market="Moneyline", is_main=True, ts=10),
+                odd("alt", fixture_id="F1", market="Moneyline", is_main=False, ts=10),
+                odd("other-market", fixture_id="F1", market="Totals", is_main=True, ts=10),
+                odd("other-league", fixture_id="F1", market="Moneyline", league="WNBA", ts=10),
+                odd("moved", fixture_id="F1", market="Moneyline", is_main=False, ts=10),
+            ]
+        }
+    )
     held = {
         "moved": HeldOdd("open", T0, "1-0", b"\x00" * 25),  # was main; the line moved
         "gone": HeldOdd("open", T0, "1-0", b"\x00" * 25),  # not returned: suspended
     }
     queue: EventQueue = asyncio.Queue()
-    rehydrator = Rehydrator(rest, FakeReader(held), queue, Metrics(), 48)  # type: ignore[arg-type]
+    rehydrator = Rehydrator(rest, FakeReader(held), queue, Metrics(), RestSettings())  # type: ignore[arg-type]
     await rehydrator.run(group)
     odds_calls = [p for path, p in rest.calls if path.endswith("/odds")]
-    assert all(("odds_format", "DECIMAL") in p and ("market", "Moneyline") in p
-               for p in odds_calls)  # fmt: skip
+    assert all(("odds_format", "DECIMAL") in p and ("market", "Moneyline") in p for p in odds_calls)
     rows = [r for ev in _drain(queue) for r in ev.odds]
     kinds = {r.id: (r.kind.label, r.is_main) for r in rows}
     assert kinds == {"main": ("odds", True), "moved": ("odds", False), "gone": ("locked", None)}

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from loopback.listening import stop_listening
+from loopback.tcpproxy import TcpProxy
 from tests.conftest import wait_until
-from tests.support.listening import stop_listening
-from tests.support.tcpproxy import TcpProxy
 
 DELAY_S = 0.05
 WAIT_S = 5.0

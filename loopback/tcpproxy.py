@@ -7,7 +7,7 @@ import contextlib
 import socket
 import struct
 
-from tests.support.listening import stop_accepting
+from loopback.listening import stop_accepting
 
 CHUNK_BYTES = 65536
 QUEUED_CHUNKS = 64  # per direction when delaying: bounds memory, the reader waits when full
@@ -181,7 +181,9 @@ class TcpProxy:
         loop = asyncio.get_running_loop()
         while True:
             deadline, data = await queue.get()
-            while (wait := deadline - loop.time()) > 0:  # never deliver early
+            # The delay itself, not a wait for a condition: asyncio may wake a sleeper up to
+            # its clock resolution early, and a chunk must never be delivered before its time.
+            while (wait := deadline - loop.time()) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(wait)
             if not data:
                 _half_close(w)

@@ -1,4 +1,10 @@
-"""The single writer: drains the queue into one transaction per batch, retrying until it lands."""
+"""The single writer: drains the queue into one transaction per batch, retrying until it lands.
+
+Its face, for the rest of the daemon (``ports.WritePath``): ``run``; ``take_over`` and
+``give_back`` a group; ``close``; ``committed`` (a group's cursor, what workers resume from);
+``health`` (a frozen snapshot for readiness and progress). Everything the write path remembers
+lives in its ``WriteState``, which nothing else writes.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +12,25 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 import asyncpg
 import orjson
 import structlog
 
-from ingestor.domain.cursors import Cursors
+from ingestor.config import WriterSettings
+from ingestor.domain.cursors import Cursor
 from ingestor.domain.events import Barrier, DecodedEvent, EventQueue
 from ingestor.metrics import Metrics
+from ingestor.ports import WriterHealth
 from ingestor.storage import sql
-from ingestor.storage.batch import FlushBatch, build_batches
 from ingestor.storage.failures import CONNECTION_FAILURES, close_bounded
-from ingestor.storage.flush import NewFixtures, Statements, Written
-from ingestor.storage.history import HistoryEncoder
+from ingestor.storage.write import statements
+from ingestor.storage.write.batch import FlushBatch, build_batches
+from ingestor.storage.write.history import HistoryBatch, encode
+from ingestor.storage.write.state import WriteState
+from ingestor.storage.write.statements import Written
 
 log = structlog.get_logger("ingestor.writer")
 
@@ -40,69 +51,106 @@ RETRYABLE = CONNECTION_FAILURES
 # other holds closes a cycle. A lock wait this long fails the flush, which rolls back (freeing
 # the other session) and is retried, instead of hanging until flush_timeout_s.
 LOCK_TIMEOUT_S = 10.0
+# Told (stream, fixture id) of fixtures first seen, after their commit.
+NewFixtures = Callable[[list[tuple[str, str]]], None]
 
 
 class Writer:
-    """Consumes decoded events; ``None`` on the queue means: flush what came before, then stop."""
+    """Consumes decoded events until ``close``: flushes what came before, then stops."""
+
+    lock_timeout_s = LOCK_TIMEOUT_S
 
     def __init__(
         self,
         dsn: str,
         queue: EventQueue,
         metrics: Metrics,
+        settings: WriterSettings,
         *,
-        batch_max_rows: int,
-        retry_max_s: float,
-        cursors: Cursors | None = None,
-        flush_timeout_s: float = 60.0,
-        connections: int = 1,
-        lock_timeout_s: float = LOCK_TIMEOUT_S,
+        committed: Mapping[str, Cursor] | None = None,
+        group_numbers: Mapping[str, int] | None = None,
         on_new_fixtures: NewFixtures | None = None,
-        group_numbers: dict[str, int] | None = None,
     ) -> None:
         self._dsn = dsn
-        self.queue = queue
+        self._queue = queue
         self._metrics = metrics
-        self._batch_max_rows = batch_max_rows
-        self._retry_max_s = retry_max_s
-        self._flush_timeout_s = flush_timeout_s
-        self._lock_timeout = f"{max(1, int(lock_timeout_s * 1000))}ms"
+        self._s = settings
+        self._lock_timeout = f"{max(1, int(self.lock_timeout_s * 1000))}ms"
         # Several connections let PostgreSQL use several cores for one flush: the history on
         # one, the current state (sharded by odd id) on the others.
-        self._conns: list[asyncpg.Connection | None] = [None] * connections
-        self._history_conn = connections - 1  # the last (the only one, with one)
-        # Advanced here, after each commit; workers read it when they reconnect.
-        self.cursors = cursors if cursors is not None else Cursors()
-        # Told (stream, fixture id) of fixtures first seen, after their commit: their names,
-        # start time and status are then asked for over REST.
+        self._conns: list[asyncpg.Connection | None] = [None] * settings.writer_connections
+        self._history_conn = settings.writer_connections - 1  # the last (the only one, with one)
+        self._state = WriteState(group_numbers or {}, committed or {})
         self._on_new_fixtures = on_new_fixtures
-        self._statements = Statements(metrics, HistoryEncoder(dict(group_numbers or {}), {}))
-        self._in_database = self._statements.in_database
-        self.flushes = 0
+        # Set while a flush waits on a long statement: the next batch may be built then.
+        self._in_database = asyncio.Event()
+        self._flushes = 0
         # Events taken from the queue and not yet committed (or dropped), and since when
         # some have waited: what /readyz and ingestor_events_pending tell the operator.
-        self.held = 0
+        self._held = 0
         self._busy_since = self._last_commit = time.monotonic()
-        self.last_error: str | None = None
+        self._last_error: str | None = None
         metrics.queue_depth.set_function(queue.qsize)
-        metrics.events_pending.set_function(lambda: queue.qsize() + self.held)
+        metrics.events_pending.set_function(lambda: queue.qsize() + self._held)
         metrics.last_commit.set(time.time())
 
-    def stall_s(self) -> float:
-        """Seconds events have been held without any commit; 0 while none is held."""
-        if not self.held:
-            return 0.0
-        return time.monotonic() - max(self._last_commit, self._busy_since)
+    # --- the face ---------------------------------------------------------------------------
 
-    def handed_over(self, group_key: str, *, careful: bool) -> None:
-        """The group was taken or given up: its mark is read again; ``careful``: another
-        process may still write its history, so its rows are checked for a while."""
-        self._statements.encoder.handed_over(group_key, careful=careful)
+    def committed(self, group_key: str) -> Cursor | None:
+        """The group's committed cursor: what its worker resumes from."""
+        return self._state.cursor(group_key)
+
+    def take_over(self, group_key: str, cursor: Cursor | None) -> None:
+        """This process now streams the group, from ``cursor`` (another process may have moved
+        it; none: keep what we know); its mark is read again before it is written."""
+        self._state.taken_over(group_key, cursor)
+
+    async def give_back(self, group_key: str, *, drain_s: float | None) -> bool:
+        """The group's worker stopped. ``drain_s``: wait that long at most until everything
+        queued before is committed, so that the next owner starts after our last write.
+        Returns whether that is so; when not, the group's rows are checked for a while."""
+        drained = False
+        if drain_s is not None:
+            try:
+                async with asyncio.timeout(drain_s):
+                    await self.flushed()
+                drained = True
+            except TimeoutError:
+                log.warning("group_drain_timeout", group=group_key, timeout_s=drain_s)
+        # Not drained: our last events may land after the next owner's; check them.
+        self._state.handed_over(group_key, careful=not drained)
+        return drained
+
+    async def close(self) -> None:
+        """Ask ``run`` to flush everything queued so far, commit, and return."""
+        await self._queue.put(None)
+
+    async def flushed(self) -> None:
+        """Until every event queued before this call is committed (or dropped)."""
+        barrier = Barrier()
+        await self._queue.put(barrier)
+        await barrier.done.wait()
+
+    def health(self) -> WriterHealth:
+        """A frozen snapshot: what readiness and the progress line read."""
+        stall = 0.0
+        if self._held:
+            stall = time.monotonic() - max(self._last_commit, self._busy_since)
+        return WriterHealth(
+            queued=self._queue.qsize(),
+            held=self._held,
+            stall_s=stall,
+            last_error=self._last_error,
+            flushes=self._flushes,
+            committed_groups=self._state.committed_groups(),
+        )
+
+    # --- the loop ---------------------------------------------------------------------------
 
     def _hold(self, events: int) -> None:
-        if not self.held:
+        if not self._held:
             self._busy_since = time.monotonic()
-        self.held += events
+        self._held += events
 
     async def run(self) -> None:
         """Flush as soon as the previous flush returned; no linger, capped at the row limit.
@@ -112,10 +160,10 @@ class Writer:
         try:
             stop = False
             while not stop:
-                if pending is not None and self.queue.empty():
+                if pending is not None and self._queue.empty():
                     await pending  # nothing to prepare meanwhile; its errors surface here
                     pending = None
-                first = await self.queue.get()
+                first = await self._queue.get()
                 if first is None:
                     break
                 if isinstance(first, Barrier):
@@ -128,7 +176,7 @@ class Writer:
                 events = [first]
                 barriers: list[Barrier] = []
                 rows, stop = self._take_more(events, first.row_count, barriers)
-                if pending is not None and rows < self._batch_max_rows and not stop:
+                if pending is not None and rows < self._s.writer_batch_max_rows and not stop:
                     # Not full: keep gathering while the flush runs, as an unpipelined
                     # writer would, so that batches stay large at moderate rates.
                     await pending
@@ -165,8 +213,22 @@ class Writer:
             finally:
                 waiter.cancel()
         batches = build_batches(events, len(self._conns))
-        self._statements.encode_ahead(batches[-1])
+        self._encode_ahead(batches[-1])
         return batches
+
+    def _encode_ahead(self, batch: FlushBatch) -> None:
+        """Encode a batch's history while the previous flush runs, when nothing the flush
+        could learn first would change it (a slot, a group's number or mark)."""
+        state = self._state
+        if state.slot is None or state.any_checked() or batch.history is not None:
+            return  # the flush would encode it again (and the ahead pass raised the marks)
+        if state.numbered(e.group_key for e in batch.history_events):
+            batch.history = self._encode(batch.history_events, check_all=False)
+
+    def _encode(self, events: list[DecodedEvent], *, check_all: bool) -> HistoryBatch:
+        h = encode(self._state.history_context(), events, check_all=check_all)
+        self._state.encoded(h.marks, h.last_us)
+        return h
 
     def _take_more(
         self, events: list[DecodedEvent], rows: int, barriers: list[Barrier]
@@ -175,9 +237,9 @@ class Writer:
         met on the way are released when this batch commits (it holds all before them)."""
         stop = False
         taken = len(events)
-        while rows < self._batch_max_rows:
+        while rows < self._s.writer_batch_max_rows:
             try:
-                item = self.queue.get_nowait()
+                item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 break
             if item is None:
@@ -191,13 +253,15 @@ class Writer:
         self._hold(len(events) - taken)
         return rows, stop
 
+    # --- connections ------------------------------------------------------------------------
+
     async def _connect(self, i: int) -> asyncpg.Connection:
         current = self._conns[i]
         if current is None or current.is_closed():
             conn = await asyncpg.connect(
                 self._dsn,
                 timeout=10,
-                command_timeout=self._flush_timeout_s,
+                command_timeout=self._s.flush_timeout_s,
                 server_settings={
                     "application_name": "ingestor-writer",
                     "jit": "off",
@@ -212,7 +276,9 @@ class Writer:
             try:
                 await conn.execute(sql.CREATE_STAGING)
                 if i == self._history_conn:
-                    await self._statements.open_history(conn)
+                    # A writer slot, then what the encoder must know.
+                    slot = await statements.take_slot(conn)
+                    self._state.opened(slot, await statements.read_known(conn))
             except BaseException:
                 await conn.close()
                 raise
@@ -224,23 +290,20 @@ class Writer:
             if conn is None:
                 continue
             self._conns[i] = None
+            if i == self._history_conn:
+                self._state.connection_lost()
             await close_bounded(conn)
 
+    # --- one flush --------------------------------------------------------------------------
+
     async def _flush(
-        self, events: list[DecodedEvent], batches: list[FlushBatch] | None,
-        barriers: list[Barrier],
-    ) -> None:  # fmt: skip
+        self, events: list[DecodedEvent], batches: list[FlushBatch] | None, barriers: list[Barrier]
+    ) -> None:
         """Commit these events (bisecting a bad one out), then stop holding them."""
         await self._flush_until_committed(events, batches)
-        self.held -= len(events)
+        self._held -= len(events)
         for barrier in barriers:
             barrier.done.set()
-
-    async def flushed(self) -> None:
-        """Until every event queued before this call is committed (or dropped)."""
-        barrier = Barrier()
-        await self.queue.put(barrier)
-        await barrier.done.wait()
 
     async def _flush_until_committed(
         self, events: list[DecodedEvent], batches: list[FlushBatch] | None = None
@@ -251,7 +314,7 @@ class Writer:
             try:
                 if batches is None:
                     batches = build_batches(events, len(self._conns))
-                async with asyncio.timeout(self._flush_timeout_s):
+                async with asyncio.timeout(self._s.flush_timeout_s):
                     written = await self._write_shards(batches, attempt)
             except POISON as exc:
                 # Checked before RETRYABLE: DataError is a PostgresError too.
@@ -259,22 +322,26 @@ class Writer:
                 return
             except RETRYABLE as exc:
                 attempt += 1
-                delay = random.uniform(0, min(self._retry_max_s, 0.05 * 2**attempt))
-                self.last_error = type(exc).__name__
-                self._metrics.db_errors.labels(type(exc).__name__).inc()
-                log.warning(
-                    "flush_failed",
-                    error=type(exc).__name__,
-                    detail=str(exc)[:300],
-                    attempt=attempt,
-                    retry_in_s=round(delay, 3),
-                    events=len(events),
-                )
-                await self._close()
-                await asyncio.sleep(delay)
+                await self._failed(exc, attempt, len(events))
                 continue
             self._after_commit(batches, written, time.perf_counter() - started, attempt)
             return
+
+    async def _failed(self, exc: BaseException, attempt: int, events: int) -> None:
+        """A flush attempt failed: say so, drop the connections, back off."""
+        delay = random.uniform(0, min(self._s.flush_retry_max_s, 0.05 * 2**attempt))
+        self._last_error = type(exc).__name__
+        self._metrics.db_errors.labels(type(exc).__name__).inc()
+        log.warning(
+            "flush_failed",
+            error=type(exc).__name__,
+            detail=str(exc)[:300],
+            attempt=attempt,
+            retry_in_s=round(delay, 3),
+            events=events,
+        )
+        await self._close()
+        await asyncio.sleep(delay)
 
     async def _split(self, events: list[DecodedEvent], exc: BaseException) -> None:
         """Bisect a batch that cannot be written, so that one bad event costs only itself."""
@@ -301,16 +368,54 @@ class Writer:
         """Keep a trace of the dropped event in dead_letters (best effort, own transaction)."""
         ids = [o.id for o in bad.odds][:50]
         payload = orjson.dumps({"entry_id": bad.entry_id, "odds": ids}).decode()
-        record = (bad.group_key, bad.event_type, bad.event_id, f"db_{type(exc).__name__}",
-                  str(exc)[:1000].replace("\x00", ""), payload, bad.received_at)  # fmt: skip
+        detail = str(exc)[:1000].replace("\x00", "")
+        reason = f"db_{type(exc).__name__}"
+        record = (
+            bad.group_key,
+            bad.event_type,
+            bad.event_id,
+            reason,
+            detail,
+            payload,
+            bad.received_at,
+        )
         try:
-            async with asyncio.timeout(self._flush_timeout_s):
-                conn = await self._connect(0)
-                await conn.copy_records_to_table(
-                    "dead_letters", records=[record], columns=sql.DEAD_LETTER_COLUMNS
-                )
+            async with asyncio.timeout(self._s.flush_timeout_s):
+                await statements.record_dropped(await self._connect(0), record)
         except (*RETRYABLE, *POISON) as err:
             log.error("dead_letter_failed", error=type(err).__name__)
+
+    def _history(self, batch: FlushBatch, attempt: int) -> HistoryBatch | None:
+        """The batch's history, encoded with the connection's slot (ahead of time, or now):
+        a retry (``attempt``) checks every row, because its history may have committed before
+        the cursor's failed."""
+        if not batch.history_events:
+            return None
+        state = self._state
+        h, batch.history = batch.history, None  # used once: a retry encodes again
+        if attempt > 0 or h is None or h.slot != state.slot or state.any_checked():
+            h = self._encode(batch.history_events, check_all=attempt > 0)
+        for record, text in h.unsettled:  # encoded ahead, before the codes were known
+            record[5] = state.settlement_code(text)
+        return h
+
+    async def _learn(self, conn: asyncpg.Connection, batch: FlushBatch) -> None:
+        """What the history needs before its transaction: numbers of new groups, codes of new
+        settlement texts (both outside the transactions), and the marks of groups taken over
+        (another process may have moved them)."""
+        state = self._state
+        events = batch.history_events
+        groups = state.unnumbered(e.group_key for e in events)
+        texts = state.unknown_settlements(
+            r.settlement for e in events for r in e.odds if r.settlement is not None
+        )
+        stale = state.stale_groups()
+        if groups:
+            state.learnt_groups(await statements.ensure_groups(conn, groups))
+        if texts:
+            state.learnt_settlements(await statements.ensure_settlements(conn, texts))
+        if stale:
+            state.marks_read(await statements.read_marks(conn), stale)
 
     async def _write_shards(self, batches: list[FlushBatch], attempt: int) -> dict[str, int]:
         """One transaction per shard; the first (with the cursors) commits last, so a
@@ -319,18 +424,25 @@ class Writer:
         row of a retry)."""
         busy = [i for i, b in enumerate(batches) if i == 0 or b.history_events or b.odds]
         conns = [await self._connect(i) for i in busy]
+        history: HistoryBatch | None = None
         if batches[-1].history_events:
-            await self._statements.ensure_groups(conns[-1], batches[-1])
-            await self._statements.ensure_settlements(conns[-1], batches[-1])
+            await self._learn(conns[-1], batches[-1])
+            history = self._history(batches[-1], attempt)
+        known = self._state.fixtures_known()
         txs = [conn.transaction() for conn in conns]
         try:
             for tx in txs:
                 await tx.start()
             # gather without cancelling: every statement ends before any rollback starts.
-            statements = self._statements
             results = await asyncio.gather(
                 *(
-                    statements.write(c, batches[i], attempt)
+                    statements.write(
+                        c,
+                        batches[i],
+                        history if i == len(batches) - 1 else None,
+                        known,
+                        self._in_database.set,
+                    )
                     for c, i in zip(conns, busy, strict=True)
                 ),
                 return_exceptions=True,
@@ -348,28 +460,28 @@ class Writer:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(tx.rollback(), timeout=2)
             raise
+        return self._committed([r for r in results if not isinstance(r, BaseException)])
+
+    def _committed(self, results: list[Written]) -> dict[str, int]:
+        """Every shard committed: publish what they wrote; rows written by table."""
         written: dict[str, int] = {}
         for result in results:
-            assert not isinstance(result, BaseException)
             for table, n in result.rows.items():
                 written[table] = written.get(table, 0) + n
-            for group_key, cursor in result.cursors:
-                self.cursors.advance(group_key, cursor)
-            self._fixtures_committed(result)
+            if result.history_checked:
+                self._metrics.history_checked.inc(result.history_checked)
+            self._state.committed(result.cursors, result.fixtures_ensured)
+            if result.fixtures_new and self._on_new_fixtures is not None:
+                self._on_new_fixtures(result.fixtures_new)
         return written
-
-    def _fixtures_committed(self, result: Written) -> None:
-        self._statements.fixtures_committed(result.fixtures_ensured)
-        if result.fixtures_new and self._on_new_fixtures is not None:
-            self._on_new_fixtures(result.fixtures_new)
 
     def _after_commit(
         self, batches: list[FlushBatch], written: dict[str, int], seconds: float, attempts: int
     ) -> None:
         m = self._metrics
-        self.flushes += 1
+        self._flushes += 1
         self._last_commit = time.monotonic()
-        self.last_error = None
+        self._last_error = None
         m.last_commit.set(time.time())
         m.flush_duration.observe(seconds)
         odds = sum(len(e.odds) for b in batches for e in b.history_events)

@@ -15,8 +15,7 @@ from ingestor.domain.events import (
     OddRow,
     cursor_key,
 )
-from ingestor.domain.keys import odd_key
-from ingestor.storage.history import HistoryBatch
+from ingestor.storage.write.history import HistoryBatch, odd_key
 
 Record = tuple[Any, ...]
 
@@ -36,7 +35,7 @@ class CursorAdvance:
 class FlushBatch:
     """Everything one transaction writes."""
 
-    # Events with odds: their history, encoded ahead when it can be (storage/history.py).
+    # Events with odds: their history, encoded ahead when it can be (history.py).
     history_events: list[DecodedEvent] = field(default_factory=list)
     history: HistoryBatch | None = None
     odds: list[Record] = field(default_factory=list)
@@ -76,15 +75,36 @@ class _Current:
 def _current_record(cur: _Current) -> Record:
     r, p, s = cur.latest, cur.priced, cur.settled
     return (
-        r.id, r.odd_id, r.stream, r.sportsbook, r.fixture_id, r.game_id, r.sport, r.league,
-        r.market, r.name, r.selection, r.player_id, r.team_id, r.version_id,
-        p.points if p else None, p.price if p else None, p.is_main if p else None,
-        p.is_live if p else None, p.grouping_key if p else None,
+        r.id,
+        r.odd_id,
+        r.stream,
+        r.sportsbook,
+        r.fixture_id,
+        r.game_id,
+        r.sport,
+        r.league,
+        r.market,
+        r.name,
+        r.selection,
+        r.player_id,
+        r.team_id,
+        r.version_id,
+        p.points if p else None,
+        p.price if p else None,
+        p.is_main if p else None,
+        p.is_live if p else None,
+        p.grouping_key if p else None,
         p.selection_line if p else None,
-        s.settlement if s else None, s.settled_at if s else None,
-        r.kind.status, r.source_ts, r.entry_id,
-        r.order_key, p.order_key if p else None, s.order_key if s else None, odd_key(r.id),
-    )  # fmt: skip
+        s.settlement if s else None,
+        s.settled_at if s else None,
+        r.kind.status,
+        r.source_ts,
+        r.entry_id,
+        r.order_key,
+        p.order_key if p else None,
+        s.order_key if s else None,
+        odd_key(r.id),
+    )
 
 
 def _fixture_records(rows: list[tuple[FixtureRow, str, datetime]]) -> tuple[list[Record], ...]:
@@ -93,11 +113,22 @@ def _fixture_records(rows: list[tuple[FixtureRow, str, datetime]]) -> tuple[list
     status: dict[str, FixtureRow] = {}
     for f, group_key, received_at in rows:
         if f.event_id != SNAPSHOT_EVENT_ID:  # a REST listing is state, not a status change
-            history.append((
-                f.fixture_id, f.game_id, f.sport, f.league, f.old_status, f.new_status,
-                f.old_start_date, f.new_start_date, f.source_ts, f.entry_id, group_key,
-                received_at,
-            ))  # fmt: skip
+            history.append(
+                (
+                    f.fixture_id,
+                    f.game_id,
+                    f.sport,
+                    f.league,
+                    f.old_status,
+                    f.new_status,
+                    f.old_start_date,
+                    f.new_start_date,
+                    f.source_ts,
+                    f.entry_id,
+                    group_key,
+                    received_at,
+                )
+            )
         seen = latest.get(f.fixture_id)
         if seen is None or f.order_key >= seen.order_key:
             latest[f.fixture_id] = f
@@ -108,11 +139,22 @@ def _fixture_records(rows: list[tuple[FixtureRow, str, datetime]]) -> tuple[list
     current: list[Record] = []
     for fid, f in latest.items():
         st = status.get(fid)
-        current.append((
-            fid, f.game_id, f.sport, f.league, f.home_team_display, f.away_team_display,
-            f.start_date, st.new_status.lower() if st and st.new_status else None,
-            f.source_ts, f.entry_id, f.order_key, st.order_key if st else None,
-        ))  # fmt: skip
+        current.append(
+            (
+                fid,
+                f.game_id,
+                f.sport,
+                f.league,
+                f.home_team_display,
+                f.away_team_display,
+                f.start_date,
+                st.new_status.lower() if st and st.new_status else None,
+                f.source_ts,
+                f.entry_id,
+                f.order_key,
+                st.order_key if st else None,
+            )
+        )
     return history, current
 
 
@@ -213,9 +255,13 @@ def build_batches(events: list[DecodedEvent], shards: int) -> list[FlushBatch]:
 
 def _part(ev: DecodedEvent, odds: list[OddRow], *, keep_rest: bool) -> DecodedEvent:
     return DecodedEvent(
-        ev.group_key, ev.event_type, ev.entry_id, ev.event_id, ev.received_at,
+        ev.group_key,
+        ev.event_type,
+        ev.entry_id,
+        ev.event_id,
+        ev.received_at,
         odds=odds,
         fixtures=ev.fixtures if keep_rest else [],
         advances_cursor=ev.advances_cursor and keep_rest,
         dead_letters=ev.dead_letters if keep_rest else [],
-    )  # fmt: skip
+    )

@@ -1,0 +1,194 @@
+"""What one flush runs on each of the writer's connections: the statements, and nothing else.
+
+Stateless: each function takes what it needs and returns what the database told it; the
+writer (``writer.py``) keeps what is worth remembering in its ``WriteState``. The SQL itself
+is in ``storage/sql.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+
+import asyncpg
+
+from ingestor.domain.cursors import Cursor
+from ingestor.errors import StartupError
+from ingestor.storage import sql
+from ingestor.storage.write.batch import FlushBatch
+from ingestor.storage.write.history import (
+    CHANGE_COLUMNS,
+    CHECKED_COLUMNS,
+    EVENT_COLUMNS,
+    SLOTS,
+    HistoryBatch,
+)
+from ingestor.storage.write.state import Known
+
+SLOT_NS = 0x1C0E  # advisory lock "class" of writer slots (two-int form)
+
+
+class NoWriterSlot(StartupError):
+    """Every writer slot of the database is taken."""
+
+
+@dataclass(slots=True)
+class Written:
+    """What one connection's transaction wrote, published once every shard committed."""
+
+    rows: dict[str, int]
+    cursors: list[tuple[str, Cursor]]
+    fixtures_ensured: list[str]
+    fixtures_new: list[tuple[str, str]]
+    history_checked: int = 0
+
+
+def _count(status: str) -> int:
+    """Row count of an ``INSERT 0 n`` command status."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def take_slot(conn: asyncpg.Connection) -> int:
+    """A writer slot for a new history connection (a session lock: it lasts as long as the
+    connection); ``NoWriterSlot`` when all are taken."""
+    for slot in range(SLOTS):
+        if await conn.fetchval(sql.TRY_LOCK_PAIR, SLOT_NS, slot):
+            return slot
+    raise NoWriterSlot(
+        f"all {SLOTS} writer slots of this database are taken: at most {SLOTS} "
+        "processes (writers) may write one database at once"
+    )
+
+
+async def read_known(conn: asyncpg.Connection) -> Known:
+    """The marks, settlement codes and group numbers the database holds."""
+    marks = [(r[0], r[1]) for r in await conn.fetch(sql.READ_MARKS)]
+    settlements = {r[0]: r[1] for r in await conn.fetch(sql.READ_SETTLEMENTS)}
+    groups = {r[0]: r[1] for r in await conn.fetch(sql.READ_GROUPS)}
+    return Known(marks, settlements, groups)
+
+
+async def read_marks(conn: asyncpg.Connection) -> list[tuple[int, int]]:
+    """Every group's mark as ``history_marks`` holds it now."""
+    return [(r[0], r[1]) for r in await conn.fetch(sql.READ_MARKS)]
+
+
+async def ensure_groups(conn: asyncpg.Connection, group_keys: set[str]) -> dict[str, int]:
+    """A number for every one of these groups, outside the flush's transactions (the cursor
+    connection upserts the same rows: inside, the two would wait for each other)."""
+    return {r[0]: r[1] for r in await conn.fetch(sql.ENSURE_GROUPS, sorted(group_keys))}
+
+
+async def ensure_settlements(conn: asyncpg.Connection, texts: set[str]) -> dict[str, int]:
+    """Codes for settlement texts not seen before, outside the flush's transactions like the
+    group numbers: a code learnt inside one that rolled back would be remembered while its
+    row is gone, and the retry's rows would carry a code nothing names."""
+    return {r[0]: r[1] for r in await conn.fetch(sql.ADD_SETTLEMENTS, sorted(texts))}
+
+
+async def write(
+    conn: asyncpg.Connection,
+    batch: FlushBatch,
+    history: HistoryBatch | None,
+    fixtures_known: AbstractSet[str],
+    in_database: Callable[[], None],
+) -> Written:
+    """This connection's share of the flush, in its open transaction. ``in_database`` is
+    called while PostgreSQL merges (no Python needed there: the next batch may be built)."""
+    written = Written({}, [], [], [])
+    if history is not None:
+        written.rows["odds_changes"], written.history_checked = await _history(conn, history)
+    if batch.odds:
+        await conn.copy_records_to_table(
+            sql.STAGE_ODDS, records=batch.odds, columns=sql.ODDS_COLUMNS
+        )
+        in_database()
+        written.rows["odds"] = _count(await conn.execute(sql.MERGE_ODDS))
+    if batch.fixture_history:
+        await conn.copy_records_to_table(
+            sql.STAGE_FIXTURE_HISTORY,
+            records=batch.fixture_history,
+            columns=sql.FIXTURE_HISTORY_COLUMNS,
+        )
+        written.rows["fixture_status_history"] = _count(
+            await conn.execute(sql.INSERT_FIXTURE_HISTORY)
+        )
+    if batch.fixtures:
+        await conn.copy_records_to_table(
+            sql.STAGE_FIXTURES, records=batch.fixtures, columns=sql.FIXTURE_COLUMNS
+        )
+        written.rows["fixtures"] = _count(await conn.execute(sql.MERGE_FIXTURES))
+    await _ensure_fixtures(conn, batch, fixtures_known, written)
+    if batch.dead_letters:
+        await conn.copy_records_to_table(
+            "dead_letters", records=batch.dead_letters, columns=sql.DEAD_LETTER_COLUMNS
+        )
+        written.rows["dead_letters"] = len(batch.dead_letters)
+    if batch.cursors:
+        cursors = batch.cursors
+        stored = await conn.fetch(
+            sql.ADVANCE_CURSORS,
+            [c.group_key for c in cursors],
+            [c.entry_id for c in cursors],
+            [c.event_id for c in cursors],
+            [c.key for c in cursors],
+            [c.event_at for c in cursors],
+        )
+        # Published by the writer once every shard has committed, never before.
+        written.cursors = [
+            (r["group_key"], Cursor(r["last_entry_id"], r["last_event_id"])) for r in stored
+        ]
+    return written
+
+
+async def _history(conn: asyncpg.Connection, h: HistoryBatch) -> tuple[int, int]:
+    """Rows that cannot be stored yet go straight in; the rest is checked (history.py).
+    Returns the rows added and the rows checked."""
+    added = 0
+    if h.changes:
+        await conn.copy_records_to_table(
+            sql.ODDS_CHANGES, records=h.changes, columns=CHANGE_COLUMNS
+        )
+        await conn.copy_records_to_table(sql.CHANGE_EVENTS, records=h.events, columns=EVENT_COLUMNS)
+        added += len(h.changes)
+    if h.checked_changes:
+        await conn.copy_records_to_table(
+            sql.STAGE_CHANGES, records=h.checked_changes, columns=CHECKED_COLUMNS
+        )
+        await conn.copy_records_to_table(
+            sql.STAGE_EVENTS, records=h.checked_events, columns=EVENT_COLUMNS
+        )
+        added += int(await conn.fetchval(sql.INSERT_CHECKED))
+    if h.marks:
+        await conn.execute(sql.ADVANCE_MARKS, list(h.marks), list(h.marks.values()))
+    return added, len(h.checked_changes)
+
+
+async def _ensure_fixtures(
+    conn: asyncpg.Connection, batch: FlushBatch, known: AbstractSet[str], written: Written
+) -> None:
+    """A row for every odd's fixture not known to exist: the ids ensured, and (stream, id)
+    of the fixtures seen for the first time."""
+    stubs = [s for f, s in batch.fixture_stubs.items() if f not in known]
+    if not stubs:
+        return
+    rows = await conn.fetch(
+        sql.ENSURE_FIXTURES,
+        [s.fixture_id for s in stubs],
+        [s.game_id for s in stubs],
+        [s.sport for s in stubs],
+        [s.league for s in stubs],
+        [s.source_ts for s in stubs],
+        [s.entry_id for s in stubs],
+    )
+    new = {r["fixture_id"] for r in rows}
+    written.fixtures_ensured = [s.fixture_id for s in stubs]
+    written.fixtures_new = [(s.stream, s.fixture_id) for s in stubs if s.fixture_id in new]
+
+
+async def record_dropped(conn: asyncpg.Connection, record: tuple[object, ...]) -> None:
+    """A dead letter for an event PostgreSQL refused even alone (its own transaction)."""
+    await conn.copy_records_to_table(
+        "dead_letters", records=[record], columns=sql.DEAD_LETTER_COLUMNS
+    )
