@@ -7,6 +7,7 @@ import os
 import re
 from logging.config import fileConfig
 
+import asyncpg
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -18,11 +19,15 @@ if config.config_file_name is not None and not config.attributes.get("skip_loggi
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
-def _url() -> str:
-    url = config.attributes.get("database_url") or os.environ.get(
-        "INGESTOR_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+def _dsn() -> str:
+    return str(
+        config.attributes.get("database_url")
+        or os.environ.get("INGESTOR_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
-    _, _, rest = str(url).partition("://")
+
+
+def _url() -> str:
+    _, _, rest = _dsn().partition("://")
     return f"postgresql+asyncpg://{rest}"
 
 
@@ -45,7 +50,12 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(_url())
+    # asyncpg connects, not SQLAlchemy's URL parser: a URL naming several hosts
+    # (host1:5432,host2:5432, with target_session_attrs=read-write) reaches the primary.
+    dsn = _dsn()
+    engine = create_async_engine(
+        "postgresql+asyncpg://", async_creator=lambda: asyncpg.connect(dsn)
+    )
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

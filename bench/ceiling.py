@@ -147,10 +147,10 @@ def own_records(events: list[Any]) -> tuple[list[Any], list[Any]]:
     from ingestor.storage.write.history import encode
     from ingestor.storage.write.state import Known, WriteState
 
-    groups = {e.group_key for e in events}
-    state = WriteState({g: i for i, g in enumerate(sorted(groups))}, {})
-    state.opened(0, Known([], {"Won": 1}, {}))
-    h = encode(state.history_context(), events)
+    groups = {g: i for i, g in enumerate(sorted({e.group_key for e in events}))}
+    state = WriteState(groups, {})
+    state.opened(0, Known([], {"Won": 1}, groups))
+    h = encode(state.history_context(), events)  # every row new: straight in
     for record, _ in h.unsettled:
         record[5] = 1
     return h.changes, h.events

@@ -162,6 +162,8 @@ class RestSettings(FeedSettings):
     rehydrate: bool = True
     rehydrate_window_h: float = Field(default=48.0, gt=0)
     rest_requests_per_15s: int = Field(default=2000, ge=1, le=2500)
+    # The vendor's separate budget of its historical odds endpoint (gap repair): 10 per 15 s.
+    historical_requests_per_15s: int = Field(default=10, ge=1, le=10)
     rest_timeout_s: float = Field(default=30.0, gt=0)
 
 

@@ -19,10 +19,9 @@ from typing import Protocol
 import structlog
 
 from ingestor.config import CoordinationSettings
-from ingestor.domain.cursors import Cursor
 from ingestor.lifecycle import sleep_or_stop
 from ingestor.metrics import Metrics
-from ingestor.ports import LeaseError, Leases
+from ingestor.ports import Claim, LeaseError, Leases, LostGroups
 
 log = structlog.get_logger("ingestor.coordination")
 
@@ -30,8 +29,11 @@ log = structlog.get_logger("ingestor.coordination")
 class Workers(Protocol):
     """What the coordinator starts and stops (the supervisor)."""
 
-    async def start_worker(self, key: str, cursor: Cursor | None = None) -> None:
-        """Stream the group, resuming from ``cursor`` (another process may have moved it)."""
+    async def start_worker(
+        self, key: str, claim: Claim | None = None, *, takeover: bool = False
+    ) -> None:
+        """Stream the group under ``claim`` (its epoch, and the cursor to resume from);
+        ``takeover``: another process streamed it until now."""
 
     async def stop_worker(self, key: str, drain: bool = False) -> bool:
         """Stop streaming the group; ``drain``: and wait until what it queued is committed.
@@ -54,8 +56,12 @@ class Coordinator:
         metrics: Metrics,
         settings: CoordinationSettings,
         stop_event: asyncio.Event,
+        lost: LostGroups | None = None,
     ) -> None:
         self._leases = leases
+        # Groups the writer found claimed by another process while we still streamed them.
+        self._lost = lost or LostGroups()
+        self._epochs: dict[str, int] = {}
         self._groups = group_keys
         self._workers = workers
         self._metrics = metrics
@@ -81,7 +87,7 @@ class Coordinator:
                     log.warning("leases_lost", owned=len(self.owned), error=str(exc)[:200])
                     await self._stop_all()
                     await self._leases.reset()
-                await sleep_or_stop(self._stop_event, self._check_s)
+                await self._pause()
         finally:
             await self._stop_all()
 
@@ -89,10 +95,34 @@ class Coordinator:
         """Give every claim back (after the final flush)."""
         await self._leases.close()
 
+    async def _pause(self) -> None:
+        """Until the next round: ``lease_check_s``, or at once when a group was fenced."""
+        waits = [
+            asyncio.ensure_future(self._lost.reported.wait()),
+            asyncio.ensure_future(sleep_or_stop(self._stop_event, self._check_s)),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+    async def _give_up_lost(self) -> None:
+        """Groups another process claimed while we streamed them (the writer found their
+        epoch moved on): stop their workers and drop our claim, if we still hold one."""
+        for key, epoch in sorted(self._lost.take().items()):
+            if key not in self.owned or self._epochs.get(key, 0) > epoch:
+                continue  # already given up, or taken again since
+            await self._workers.stop_worker(key, False)
+            await self._leases.release(key)
+            self.owned.discard(key)
+            log.warning("group_lost", group=key, epoch=epoch)
+
     async def _round(self) -> None:
         # Asked every round, in every mode: besides the count, it proves the session that
         # holds our claims is still alive (a lost one must stop the workers at once).
         members = await self._leases.members()
+        await self._give_up_lost()
         share = fair_share(len(self._groups), members if self._share_fairly else 1)
         for key in sorted(self.owned)[share:]:  # over the share: give back, worker first
             # ... and its queued events committed: a clean handover. Not drained in time
@@ -109,8 +139,12 @@ class Coordinator:
                 break
             if key in self.owned or not await self._leases.try_take(key):
                 continue
+            # A new epoch, once the previous owner's last flush has ended; its cursor.
+            claim = await self._leases.claim(key)
+            if claim is None:
+                await self._leases.release(key)  # a later round tries again
+                continue
             self.owned.add(key)
-            cursor = await self._leases.read_cursor(key)  # another process may have moved it
             if not self._first_round:
                 self._metrics.group_takeovers.inc()
             log.info(
@@ -118,9 +152,11 @@ class Coordinator:
                 group=key,
                 members=members,
                 share=share,
-                cursor=cursor.entry_id if cursor else None,
+                epoch=claim.epoch,
+                cursor=claim.cursor.entry_id if claim.cursor else None,
             )
-            await self._workers.start_worker(key, cursor)
+            self._epochs[key] = claim.epoch
+            await self._workers.start_worker(key, claim, takeover=not self._first_round)
         self._first_round = False
         self._report(share)
 

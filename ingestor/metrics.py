@@ -76,6 +76,10 @@ class BulkHistogram(Collector):
         yield HistogramMetricFamily(self._name, self._doc, buckets=cumulative, sum_value=total)
 
 
+GAP_STATES = ("open", "repairing", "unrepairable")
+GAP_CAUSES = ("start", "reconnect", "failover")
+
+
 class Metrics:
     """All collectors of one daemon, registered on one registry."""
 
@@ -247,3 +251,49 @@ class Metrics:
             ["group", "event_type"],
             registry=r,
         )
+        # --- history you can trust: fencing, the gap ledger, repair ---------------------------
+        self.events_fenced = Counter(
+            "ingestor_events_fenced",
+            "Events dropped because their group's epoch moved on (another process claimed it)"
+            " before they committed, by group",
+            ["group"],
+            registry=r,
+        )
+        self.gaps_opened = Counter(
+            "ingestor_gaps_opened",
+            "Gaps recorded in the ledger (stretches of a stream history may miss), by cause",
+            ["cause"],
+            registry=r,
+        )
+        self.gaps = Gauge(
+            "ingestor_history_gaps",
+            "Gaps of the whole database not repaired, by state (open, repairing, unrepairable);"
+            " every process reports the same figures",
+            ["state"],
+            registry=r,
+        )
+        self.gap_oldest = Gauge(
+            "ingestor_history_gap_oldest_seconds",
+            "Age of the oldest gap still open or repairing (0: none)",
+            registry=r,
+        )
+        self.repair_calls = Counter(
+            "ingestor_gap_repair_calls",
+            "Calls to the vendor's historical odds endpoint, by outcome (ok, error, 429)",
+            ["outcome"],
+            registry=r,
+        )
+        self.repair_odds = Counter(
+            "ingestor_gap_repair_odds", "Odds whose history a repair fetched", registry=r
+        )
+        self.repair_changes = Counter(
+            "ingestor_gap_repair_changes",
+            "History rows a repair added (changes the stream did not deliver)",
+            registry=r,
+        )
+        for state in GAP_STATES:
+            self.gaps.labels(state)
+        for outcome in ("ok", "error", "429"):
+            self.repair_calls.labels(outcome)
+        for cause in GAP_CAUSES:
+            self.gaps_opened.labels(cause)

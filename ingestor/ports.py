@@ -4,16 +4,30 @@ PostgreSQL, and no layer above storage reaches into an adapter."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ingestor.domain.cursors import Cursor
 
 
 class LeaseError(Exception):
     """The lease store failed (connection lost, database down): every lease is void."""
+
+
+class LedgerError(Exception):
+    """The gap ledger could not be read or written (the database failed); retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A group just taken: its ownership epoch (a flush commits only under it) and the cursor
+    whoever streamed it last committed."""
+
+    epoch: int
+    cursor: Cursor | None
 
 
 class Leases(Protocol):
@@ -28,8 +42,10 @@ class Leases(Protocol):
     async def release(self, group_key: str) -> None:
         """Give a claim back."""
 
-    async def read_cursor(self, group_key: str) -> Cursor | None:
-        """The group's committed cursor, as whoever streamed it last left it."""
+    async def claim(self, group_key: str) -> Claim | None:
+        """After ``try_take``: move the group's epoch on (once every flush of its previous
+        owner has ended) and read its committed cursor. None: the previous owner's flush
+        held on for too long; give the group back and try again later."""
 
     async def reset(self) -> None:
         """Forget the session (after an error): every claim is gone; the next call reconnects."""
@@ -38,13 +54,32 @@ class Leases(Protocol):
         """End the session, releasing every claim."""
 
 
+class LostGroups:
+    """Groups the writer found fenced out (another process claimed them since their events
+    were read), reported to the coordinator, which gives them up."""
+
+    def __init__(self) -> None:
+        self._lost: dict[str, int] = {}
+        self.reported = asyncio.Event()
+
+    def report(self, group_key: str, epoch: int) -> None:
+        """The writer dropped the group's events read under ``epoch``."""
+        self._lost[group_key] = max(epoch, self._lost.get(group_key, 0))
+        self.reported.set()
+
+    def take(self) -> dict[str, int]:
+        """Everything reported since the last call (group -> the epoch found stale)."""
+        lost, self._lost = self._lost, {}
+        self.reported.clear()
+        return lost
+
+
 @dataclass(frozen=True, slots=True)
 class HeldOdd:
     """What gap recovery needs to know of an odd the database holds."""
 
     status: str
     source_ts: datetime
-    entry_id: str
     order_key: bytes
 
 
@@ -96,8 +131,9 @@ class WritePath(CommittedCursors, Protocol):
     async def run(self) -> None:
         """Write until ``close``: everything queued before it is committed on return."""
 
-    def take_over(self, group_key: str, cursor: Cursor | None) -> None:
-        """This process now streams the group, resuming from ``cursor``."""
+    def take_over(self, group_key: str, cursor: Cursor | None, *, careful: bool = False) -> None:
+        """This process now streams the group, resuming from ``cursor``; ``careful``: another
+        process streamed it until now."""
 
     async def give_back(self, group_key: str, *, drain_s: float | None) -> bool:
         """The group's worker stopped; ``drain_s``: wait for its queued events to commit.
@@ -105,6 +141,9 @@ class WritePath(CommittedCursors, Protocol):
 
     async def close(self) -> None:
         """Ask ``run`` to commit everything queued so far and return."""
+
+    async def flushed(self) -> None:
+        """Until everything queued before this call is committed (or dropped)."""
 
     def health(self) -> WriterHealth:
         """A frozen snapshot."""
@@ -115,3 +154,58 @@ class DatabaseProbe(Protocol):
 
     async def ping(self) -> str | None:
         """None when it answers within the bound, else why not."""
+
+
+@dataclass(frozen=True, slots=True)
+class RepairWork:
+    """An odd whose history a gap still needs: from when on, and which gaps list it."""
+
+    odd_id: str
+    group_key: str
+    from_ts: datetime
+    gaps: tuple[int, ...]
+
+
+class GapLedger(Protocol):
+    """The gap ledger (``stream_gaps``) and its work queue: every stretch of a group's stream
+    that may be missing from history, and its repair."""
+
+    async def open(
+        self,
+        group_key: str,
+        cause: str,
+        from_ts: datetime,
+        until_ts: datetime,
+        *,
+        unrepairable: str | None = None,
+    ) -> int:
+        """Record a gap; ``unrepairable``: why no repair is possible (closed at once)."""
+
+    async def scope(
+        self, group_key: str, changed: Mapping[str, datetime | None], upto_gap: int | None
+    ) -> int:
+        """A whole snapshot of the group came back: its open gaps (up to ``upto_gap``) get the
+        odds that may have changed during them (odd id -> its snapshot time, None: no longer
+        returned). Returns how many odds were queued for repair."""
+
+    async def close(self, gap_ids: Sequence[int], state: str, detail: str) -> None:
+        """Close gaps without repair (replayed by the vendor, or unrepairable)."""
+
+    async def work(self, group_keys: Sequence[str], limit: int) -> list[RepairWork]:
+        """The repair's next odds, oldest gaps first."""
+
+    async def held(self, odd_ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+        """The stored ``odds`` rows of these odds, by id."""
+
+    async def repaired_rows(self, odd_ids: Sequence[str]) -> int:
+        """How many history rows made by repair these odds have."""
+
+    async def repaired(
+        self, work: Sequence[RepairWork], added: int, group_key: str, epoch: int
+    ) -> bool:
+        """A call's work is stored: its odds leave the queue, its gaps count it (and close
+        when nothing is left), one call spent. Only while ``group_key`` is still at
+        ``epoch`` (else the writer fenced the rows out: the work stays). Whether recorded."""
+
+    async def summary(self) -> dict[str, tuple[int, datetime | None]]:
+        """Gaps not repaired, by state: how many, and when the oldest was opened."""

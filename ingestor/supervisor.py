@@ -10,10 +10,9 @@ from typing import Any
 import structlog
 
 from ingestor.config import ServiceSettings
-from ingestor.domain.cursors import Cursor
 from ingestor.lifecycle import sleep_or_stop
 from ingestor.metrics import Metrics
-from ingestor.ports import WritePath
+from ingestor.ports import Claim, WritePath
 from ingestor.stream.worker import StreamWorker
 
 log = structlog.get_logger("ingestor.supervisor")
@@ -40,6 +39,7 @@ class Supervisor:
         self._writer = writer
         self._workers = {w.group.key: w for w in workers}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._epochs: dict[str, int] = {}
         # Named tasks that must not end while the process runs (leases, partition upkeep...).
         self._extra: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {}
         # True: a watched task (the leases) starts and stops the workers; False: all start.
@@ -70,14 +70,24 @@ class Supervisor:
         """Run ``factory()`` as a named task beside the writer; its end stops the process."""
         self._extra[name] = factory
 
-    async def start_worker(self, key: str, cursor: Cursor | None = None) -> None:
-        """Run a group's worker (resuming from ``cursor`` when another process moved it)."""
+    async def start_worker(
+        self, key: str, claim: Claim | None = None, *, takeover: bool = False
+    ) -> None:
+        """Run a group's worker under ``claim`` (its epoch and the cursor the database holds;
+        none: the writer's, unfenced); ``takeover``: another process streamed it until now."""
         if key in self._tasks and not self._tasks[key].done():
             return
-        self._writer.take_over(key, cursor)  # another owner may have moved its cursor and mark
+        claim = claim or Claim(0, self._writer.committed(key))
+        self._writer.take_over(key, claim.cursor, careful=takeover)
+        self._epochs[key] = claim.epoch
         worker = self._workers[key]
         worker.reset_failures()  # readiness counts this ownership's failures only
+        worker.begin(claim.epoch, claim.cursor)
         self._tasks[key] = asyncio.create_task(self._guard(worker), name=f"worker:{key}")
+
+    def owned(self) -> dict[str, int]:
+        """The groups this process streams now, with the epoch each is streamed under."""
+        return {k: self._epochs[k] for k, t in self._tasks.items() if not t.done()}
 
     async def stop_worker(self, key: str, drain: bool = False) -> bool:
         """Stop a group's worker and wait until it no longer reads; ``drain``: and until what

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Creates the role the daemon runs as (read and write its own tables and draw ids from their
-# sequences; no DELETE, no DDL) and a read-only role for Grafana. Migrations run as the owner
+# sequences; DELETE only where migration 0006 grants it: history rows it replaces and the
+# gap repair's queue; no DDL) and a read-only role for Grafana. Migrations run as the owner
 # ($POSTGRES_USER); the default privileges below hand every table and sequence a later
 # migration creates to the two roles as it is created.
 #
@@ -38,4 +39,11 @@ ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA public
 GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO :"app";
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO :"app";
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO :"reader";
+-- The three tables the daemon deletes from (on a volume migrated to 0006 or later; on a new
+-- volume migration 0006 grants it when it creates them).
+SELECT count(*) = 3 AS has_0006 FROM pg_tables
+WHERE schemaname = 'public' AND tablename IN ('odds_changes', 'change_events', 'stream_gap_odds') \gset
+\if :has_0006
+GRANT DELETE ON odds_changes, change_events, stream_gap_odds TO :"app";
+\endif
 SQL

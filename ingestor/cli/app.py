@@ -21,21 +21,23 @@ import structlog
 
 from ingestor.config import Settings
 from ingestor.coordination import Coordinator
-from ingestor.domain.cursors import Cursor
 from ingestor.domain.events import EventQueue
 from ingestor.domain.groups import Group, make_groups
 from ingestor.logs import register_secret
 from ingestor.metrics import Metrics
+from ingestor.ports import LostGroups
 from ingestor.progress import progress_loop
 from ingestor.readiness import Readiness
 from ingestor.storage import db
+from ingestor.storage.gaps import PgGapLedger
 from ingestor.storage.leases import PgLeases
 from ingestor.storage.partitions import Upkeep
 from ingestor.storage.reader import PgOddsReader
 from ingestor.storage.write import Writer
 from ingestor.stream.fixtures import FixtureDetails
 from ingestor.stream.rehydrate import Rehydrator
-from ingestor.stream.rest import RequestLimiter, RestClient
+from ingestor.stream.repair import GapRepair, RepairParts
+from ingestor.stream.rest import WINDOW_S, RequestLimiter, RestClient
 from ingestor.stream.worker import Shared, StreamWorker
 from ingestor.supervisor import Supervisor
 from ingestor.web import Probes, open_port
@@ -71,8 +73,7 @@ class Started:
     """What start-up found and opened: the groups' committed cursors and numbers, the
     partition upkeep (its first round done) and the probes of the metrics port."""
 
-    cursors: dict[str, Cursor]
-    group_numbers: dict[str, int]
+    registered: db.Registered
     upkeep: Upkeep | None
     probes: Probes
 
@@ -89,13 +90,13 @@ async def start_up(
     stack.push_async_callback(
         await open_port(metrics, probes, settings.metrics_host, settings.metrics_port)
     )
-    cursors, numbers = await db.start_up(settings, groups)
+    registered = await db.start_up(settings, groups)
     upkeep = None
     if settings.manage_partitions:
         url = settings.maintenance_database_url or settings.database_url
         upkeep = Upkeep(url.get_secret_value(), settings)
         await upkeep.round()
-    return Started(cursors, numbers, upkeep, probes)
+    return Started(registered, upkeep, probes)
 
 
 @dataclass
@@ -121,33 +122,27 @@ def build(
     # Streams hold their connections for good: no pool cap, or group 101 would starve.
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     stack.push_async_callback(session.close)
-    rehydrator = details = None
-    if settings.rehydrate:  # every REST call of the process: gap recovery, fixture details
-        reader = PgOddsReader(dsn)
-        stack.push_async_callback(reader.close)
-        limiter = RequestLimiter(settings.rest_requests_per_15s)
-        rest = RestClient(session, settings, limiter, metrics)
-        rehydrator = Rehydrator(rest, reader, queue, metrics, settings)
-        details = FixtureDetails(rest, queue, metrics)
+    ledger = PgGapLedger(dsn)
+    stack.push_async_callback(ledger.close_pool)
+    lost = LostGroups()  # fenced groups: the writer reports them, the coordinator gives up
+    rest = RestClient(session, settings, RequestLimiter(settings.rest_requests_per_15s), metrics)
+    details = FixtureDetails(rest, queue, metrics) if settings.rehydrate else None
     writer = Writer(
         dsn,
         queue,
         metrics,
         settings,
-        committed=started.cursors,
-        group_numbers=started.group_numbers,
+        registered=started.registered,
         on_new_fixtures=details.notice if details is not None else None,
+        lost=lost,
     )
-    shared = Shared(
-        session,
-        settings,
-        queue,
-        metrics,
-        writer,
-        stop,
-        RequestLimiter(settings.stream_connects_per_15s),
-        rehydrator,
-    )
+    rehydrator = None
+    if settings.rehydrate:  # every REST call of the process: gap recovery, fixture details
+        reader = PgOddsReader(dsn)
+        stack.push_async_callback(reader.close)
+        rehydrator = Rehydrator(rest, reader, queue, metrics, settings, writer.flushed)
+    gate = RequestLimiter(settings.stream_connects_per_15s)
+    shared = Shared(session, settings, queue, metrics, writer, stop, gate, rehydrator, ledger)
     workers = [StreamWorker(g, shared) for g in groups]
     supervisor = Supervisor(writer, workers, metrics, stop, settings, workers_on_demand=True)
     supervisor.watch("progress", lambda: progress_loop(metrics, stop, settings.progress_log_s))
@@ -156,8 +151,23 @@ def build(
     if started.upkeep is not None:
         upkeep = started.upkeep
         supervisor.watch("partitions", lambda: upkeep.loop(stop))
+    # Gap repair: the vendor's history of each odd, within its own budget.
+    # A second of margin on the window: our clock starts a call's 15 s when it leaves, the
+    # vendor's when it arrives (a call at the edge of a window was refused so, measured).
+    historical = RequestLimiter(settings.historical_requests_per_15s, window_s=WINDOW_S + 1)
+    copilot = frozenset(g.key for g in groups if g.stream.kind == "copilot")
+    parts = RepairParts(
+        RestClient(session, settings, historical, metrics),
+        ledger,
+        queue,
+        writer,
+        supervisor.owned,
+        copilot,
+    )
+    repair = GapRepair(parts, metrics, stop)
+    supervisor.watch("gap-repair", repair.run)
     coordinator = Coordinator(
-        PgLeases(dsn), [g.key for g in groups], supervisor, metrics, settings, stop
+        PgLeases(dsn), [g.key for g in groups], supervisor, metrics, settings, stop, lost
     )
     supervisor.watch("leases", coordinator.run)
     # Closed after the final flush: the claims outlive it, so no successor starts behind it.
@@ -191,7 +201,7 @@ def _announce(settings: Settings, groups: list[Group], started: Started) -> None
         demo=settings.in_demo,
         coordination=settings.coordination,
         metrics_port=settings.metrics_port,
-        resumed_cursors=len(started.cursors),
+        resumed_cursors=len(started.registered.cursors),
     )
 
 

@@ -11,6 +11,7 @@ import orjson
 
 from ingestor.domain.errors import DecodeError, EntryIdError
 from ingestor.domain.events import (
+    REPAIR_EVENT_ID,
     SNAPSHOT_EVENT_ID,
     DecodedEvent,
     FixtureRow,
@@ -179,7 +180,7 @@ def _price_fields(item: dict[str, Any]) -> tuple[float | None, float | None]:
 
 
 def decode_odd(
-    item: Any, kind: Kind, stream: str, entry_id: str, entry: tuple[int, int], event_id: str
+    item: Any, kind: Kind, stream: str, entry_id: str | None, entry: tuple[int, int], event_id: str
 ) -> OddRow:
     """One element of an odds event's ``data`` array."""
     if not isinstance(item, dict):
@@ -314,7 +315,7 @@ def decode_event_carefully(
 
 def decode_snapshot_odd(item: Any, stream: str, at: datetime) -> OddRow:
     """An odd from a REST odds endpoint, ordered by its own timestamp below any streamed
-    event of that millisecond (entry ``<ms>-0``); a settled one carries its last price.
+    event of that time (entry 0-0; it has no entry id); a settled one carries its last price.
 
     A settled odd is ordered at the request time ``at`` instead: a settlement is final, and
     keyed at its own timestamp it could lose to the streamed update of the same millisecond,
@@ -326,17 +327,73 @@ def decode_snapshot_odd(item: Any, stream: str, at: datetime) -> OddRow:
         raise DecodeError("missing_timestamp", "snapshot odd has no timestamp")
     ms = int(seconds * 1000)
     kind = Kind.SETTLED if item.get("settlement") not in (None, "") else Kind.ODDS
-    row = decode_odd(item, kind, stream, f"{ms}-0", (ms, 0), SNAPSHOT_EVENT_ID)
+    row = decode_odd(item, kind, stream, None, (0, 0), SNAPSHOT_EVENT_ID)
     row.carries_price = row.price is not None
     if kind is Kind.SETTLED:
         at_us = int(at.timestamp() * 1_000_000)
-        row.order_key = order_key(max(at_us, ms * 1000), (max(at_us // 1000, ms), 0), kind)
+        row.order_key = order_key(max(at_us, ms * 1000), (0, 0), kind)
     return row
 
 
-def inferred_lock(
-    uid: str, stream: str, source_ts: datetime, entry_id: str, stored_key: bytes
-) -> OddRow:
+HISTORY_EVENTS: dict[str, Kind] = {
+    "copilot-odds": Kind.ODDS,
+    "copilot-locked-odds": Kind.LOCKED,
+    "copilot-settled-odds": Kind.SETTLED,
+}
+
+
+def decode_history_entry(entry: Any, held: Mapping[str, Any]) -> OddRow:
+    """One entry of the vendor's history of an odd (``/copilot/fixtures/odds/historical``):
+    the change it records, as a row of the odd ``held`` (its stored ``odds`` row, by column).
+
+    An entry has no entry id, points, grouping key or liveness: those come from the stored
+    row (the vendor's id embeds the line, so points do not change for one id), and the row is
+    ordered below any streamed event of its time (entry 0-0), like a snapshot row."""
+    if not isinstance(entry, dict):
+        raise DecodeError("wrong_type", "each history entry must be an object")
+    kind = HISTORY_EVENTS.get(entry.get("event"))  # type: ignore[arg-type]
+    if kind is None:
+        raise DecodeError("wrong_type", f"history entry event {str(entry.get('event'))[:40]!r}")
+    seconds = _number(entry, "timestamp")
+    if seconds is None:
+        raise DecodeError("missing_timestamp", "history entry has no timestamp")
+    source_ts, micros = _source_time(entry, 0)
+    settled = kind is Kind.SETTLED
+    price = None if settled else _number(entry, "price")
+    is_main = _flag(entry, "is_main")
+    return OddRow(
+        id=held["id"],
+        kind=kind,
+        stream=held["stream"],
+        odd_id=held["odd_id"],
+        sportsbook=held["sportsbook"],
+        fixture_id=held["fixture_id"],
+        game_id=held["game_id"],
+        sport=held["sport"],
+        league=held["league"],
+        market=held["market"],
+        name=held["name"],
+        selection=held["selection"],
+        selection_line=held["selection_line"],
+        player_id=held["player_id"],
+        team_id=held["team_id"],
+        version_id=held["version_id"],
+        points=held["points"],
+        price=price,
+        is_main=held["is_main"] if is_main is None else is_main,
+        is_live=held["is_live"],
+        grouping_key=held["grouping_key"],
+        settlement=_text(entry, "settlement") if settled else None,
+        settled_at=(held["settled_at"] or source_ts) if settled else None,
+        source_ts=source_ts,
+        entry_id=None,
+        event_id=REPAIR_EVENT_ID,
+        order_key=order_key(micros, (0, 0), kind),
+        carries_price=not settled and price is not None,
+    )
+
+
+def inferred_lock(uid: str, stream: str, source_ts: datetime, stored_key: bytes) -> OddRow:
     """A lock for an odd the snapshot no longer returns (the vendor: not returned = suspended).
 
     It sits just above the stored state (same time and entry, the lock's rank), so it beats
@@ -367,7 +424,7 @@ def inferred_lock(
         settlement=None,
         settled_at=None,
         source_ts=source_ts,
-        entry_id=entry_id,
+        entry_id=None,
         event_id=SNAPSHOT_EVENT_ID,
         order_key=stored_key[:-1] + bytes([Kind.LOCKED]),
         carries_price=False,

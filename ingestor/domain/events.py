@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import IntEnum
 
 from ingestor.domain.errors import DecodeError, EntryIdError
@@ -39,7 +39,10 @@ _KIND_LABELS = ("odds", "locked", "settled")
 _KIND_STATUS = ("open", "locked", "settled")
 
 
-SNAPSHOT_EVENT_ID = "snapshot"
+SNAPSHOT_EVENT_ID = "snapshot"  # the event id of rows from a REST snapshot
+REPAIR_EVENT_ID = "repair"  # ... and of rows repaired from the vendor's history
+# Rows we made from REST, not stream events: they carry no entry id.
+FROM_REST = frozenset({SNAPSHOT_EVENT_ID, REPAIR_EVENT_ID})
 
 
 def parse_entry_id(entry_id: str) -> tuple[int, int]:
@@ -54,6 +57,15 @@ def parse_entry_id(entry_id: str) -> tuple[int, int]:
     ):
         raise EntryIdError(f"entry_id {entry_id!r} is out of range")
     return parsed
+
+
+# Before any vendor time: the start of a gap that nothing committed bounds.
+FAR_PAST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def entry_time(entry_id: str) -> datetime:
+    """The vendor's time of an entry id (its milliseconds: Redis stream ids are times)."""
+    return datetime.fromtimestamp(parse_entry_id(entry_id)[0] / 1000, UTC)
 
 
 def cursor_key(entry_id: str) -> bytes:
@@ -95,7 +107,7 @@ class OddRow:
     settlement: str | None
     settled_at: datetime | None
     source_ts: datetime
-    entry_id: str
+    entry_id: str | None  # None for a row made from REST (a snapshot or a repair)
     event_id: str
     order_key: bytes
     # False for streamed settlements and for locks inferred by re-hydration: no price in them,
@@ -153,6 +165,9 @@ class DecodedEvent:
     # Odds of this event that could not be decoded (the rest of the event is kept).
     rejected: list[DecodeError] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    # The group's ownership it was read under: committed only while the database holds that
+    # epoch (fencing); 0: not bound to an ownership (fixture details, tests).
+    epoch: int = 0
 
     @property
     def row_count(self) -> int:
@@ -167,6 +182,7 @@ class DecodedEvent:
         *,
         odds: list[OddRow] | None = None,
         fixtures: list[FixtureRow] | None = None,
+        epoch: int = 0,
     ) -> DecodedEvent:
         """What REST said at ``at`` (gap recovery, fixture details): never a stream position."""
         return cls(
@@ -178,6 +194,21 @@ class DecodedEvent:
             odds=odds or [],
             fixtures=fixtures or [],
             advances_cursor=False,
+            epoch=epoch,
+        )
+
+    @classmethod
+    def repair(cls, group_key: str, at: datetime, odds: list[OddRow], epoch: int) -> DecodedEvent:
+        """Changes the vendor's history holds that a gap kept from the stream."""
+        return cls(
+            group_key,
+            REPAIR_EVENT_ID,
+            "0-0",
+            REPAIR_EVENT_ID,
+            at,
+            odds=odds,
+            advances_cursor=False,
+            epoch=epoch,
         )
 
 

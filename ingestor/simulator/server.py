@@ -18,6 +18,10 @@ from ingestor.simulator.world import COPILOT, REGULAR, LogEntry, World
 MAX_FIXTURE_IDS = 5
 MAX_SPORTSBOOKS = 5
 PAGE_SIZE = 10
+# The vendor's historical odds endpoint: at most 10 ids a call, 10 calls per fixed 15 s window.
+HISTORICAL_IDS = 10
+HISTORICAL_CALLS = 10
+WINDOW_S = 15.0
 
 
 @dataclass
@@ -33,6 +37,8 @@ class Faults:
     api_key: str | None = None  # None: any key (or none) is accepted
     rest_fail_paths: set[str] = field(default_factory=set)  # answer these REST paths with 503
     rest_delay_s: float = 0.0  # a slow REST API: every answer waits this long
+    cut_every_events: int = 0  # end every stream after this many events (0: never)
+    historical_calls_per_window: int = HISTORICAL_CALLS  # beyond: 429
 
 
 @dataclass
@@ -62,6 +68,9 @@ class SimServer:
         self.max_concurrent: Counter[tuple[Any, ...]] = Counter()
         self.requests: list[tuple[str, list[tuple[str, str]]]] = []
         self.last_event_ids: list[str | None] = []  # Last-Event-ID header of each stream
+        self.historical_calls = 0  # answered with 200
+        self.historical_refused = 0  # answered with 429
+        self._window: tuple[float, int] = (0.0, 0)  # (window start, calls in it)
         self._changed = asyncio.Condition()
 
     def app(self) -> web.Application:
@@ -74,6 +83,7 @@ class SimServer:
         r.add_get("/api/v3/fixtures/active", self._fixtures)
         r.add_get("/api/v3/copilot/fixtures/odds", self._copilot_odds)
         r.add_get("/api/v3/fixtures/odds", self._regular_odds)
+        r.add_get("/api/v3/copilot/fixtures/odds/historical", self._historical)
         return app
 
     async def emit(self, n: int) -> None:
@@ -212,6 +222,9 @@ class SimServer:
     async def _send(self, resp: web.StreamResponse, e: LogEntry, conn: Connection) -> None:
         await resp.write(_frame(e.event, e.data, e.entry_id, self.faults.retry_ms))
         conn.sent += 1
+        every = self.faults.cut_every_events
+        if every and conn.sent >= every:
+            conn.cut.set()  # the vendor drops the connection
 
     async def _wait(self, conn: Connection, timeout_s: float) -> None:
         async with self._changed:
@@ -270,6 +283,30 @@ class SimServer:
                 and o.status == ("settled" if settled else "open")
             ]
             data.append({**f.rest(), "odds": odds})
+        return web.json_response({"data": data})
+
+    async def _historical(self, request: web.Request) -> web.Response:
+        """Each odd's full history, newest first, with the vendor's limits."""
+        await self._slow()
+        denied = self._check_key(request)
+        if denied is not None:
+            return denied
+        ids = request.query.getall("id", [])
+        if not ids or len(ids) > HISTORICAL_IDS:
+            return web.json_response({"error": f"id: 1 to {HISTORICAL_IDS} required"}, status=400)
+        now = asyncio.get_running_loop().time()
+        start, calls = self._window
+        if now - start >= WINDOW_S:
+            start, calls = now - (now - start) % WINDOW_S if start else now, 0
+        if calls >= self.faults.historical_calls_per_window:
+            self.historical_refused += 1
+            return web.json_response({"error": "Rate limit exceeded"}, status=429)
+        self._window = (start, calls + 1)
+        self.historical_calls += 1
+        odds = {o.id: o for o in self.world.odds(COPILOT) if o.id in ids}
+        data = [
+            {"id": uid, "entries": list(reversed(odds[uid].history))} for uid in ids if uid in odds
+        ]
         return web.json_response({"data": data})
 
     async def _copilot_odds(self, request: web.Request) -> web.Response:

@@ -97,6 +97,21 @@ class SimOdd:
     settlement: str | None = None
     settled_at: str | None = None
     ts: float = 0.0
+    # Every change, oldest first, as the vendor's historical endpoint gives it (newest first).
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, kind: str) -> None:
+        """Remember this change (``kind``: odds, locked or settled) for the history."""
+        event = EVENT_TYPES[(self.stream, kind)]
+        self.history.append(
+            {
+                "timestamp": self.ts,
+                "event": event,
+                "price": self.price,
+                "is_main": self.is_main,
+                "settlement": self.settlement if kind == "settled" else None,
+            }
+        )
 
     def item(self, kind: str) -> dict[str, Any]:
         """The odd as a stream event (or, with ``kind='rest'``, a REST answer) carries it."""
@@ -249,6 +264,7 @@ class World:
         key = self._next_key()
         for o in odds:
             o.ts = key[0] / 1000
+            o.record(kind)
         stream, book = odds[0].stream, odds[0].sportsbook
         event = EVENT_TYPES[(stream, kind)]
         self._emit(

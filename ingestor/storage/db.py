@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import asyncpg
 import structlog
@@ -92,9 +93,15 @@ async def check_schema(conn: asyncpg.Connection, head: str) -> None:
         raise SchemaError(f"database has {found}, this build needs {head}: run `ingestor migrate`")
 
 
-async def register_groups(
-    conn: asyncpg.Connection, groups: list[Group]
-) -> tuple[dict[str, Cursor], dict[str, int]]:
+@dataclass(frozen=True)
+class Registered:
+    """The groups as the database has them: committed cursors and numbers."""
+
+    cursors: dict[str, Cursor]
+    group_numbers: dict[str, int]
+
+
+async def register_groups(conn: asyncpg.Connection, groups: list[Group]) -> Registered:
     """Upsert one cursor row per group; the committed cursors to resume from, and the
     groups' numbers (history's change_events carry them)."""
     cursors: dict[str, Cursor] = {}
@@ -106,12 +113,10 @@ async def register_groups(
         numbers[g.key] = row["group_no"]
         if row["last_entry_id"]:
             cursors[g.key] = Cursor(row["last_entry_id"], row["last_event_id"])
-    return cursors, numbers
+    return Registered(cursors, numbers)
 
 
-async def start_up(
-    settings: DatabaseSettings, groups: list[Group]
-) -> tuple[dict[str, Cursor], dict[str, int]]:
+async def start_up(settings: DatabaseSettings, groups: list[Group]) -> Registered:
     """The database answers, its schema is this build's, the role may write, the groups are
     registered; returns their committed cursors and their numbers. Never migrates unless
     ``migrate_on_start``."""
@@ -141,12 +146,17 @@ TABLES = (
     "fixture_status_history",
     "stream_cursors",
     "dead_letters",
+    "stream_gaps",
+    "stream_gap_odds",
 )
+# ... and deletes from: a row made from REST that the stream's row of the same change
+# replaces (with its event), and the repair's finished work.
+DELETES_FROM = ("odds_changes", "change_events", "stream_gap_odds")
 
 
 async def check_privileges(conn: asyncpg.Connection) -> None:
     """Name every missing grant, as the GRANT that fixes it, before the first flush fails."""
-    rows = await conn.fetch(sql.MISSING_PRIVILEGES, list(TABLES))
+    rows = await conn.fetch(sql.MISSING_PRIVILEGES, list(TABLES), list(DELETES_FROM))
     role = await conn.fetchval(sql.CURRENT_ROLE)
     by_object: dict[tuple[str, str], list[str]] = {}
     for r in rows:

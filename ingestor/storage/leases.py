@@ -16,11 +16,14 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from ingestor.domain.cursors import Cursor
-from ingestor.ports import LeaseError
+from ingestor.ports import Claim, LeaseError
 from ingestor.storage import sql
 from ingestor.storage.failures import CONNECTION_FAILURES, close_bounded
 
 MEMBER_NS = 0x1C0D  # advisory lock "class" of member locks (two-int form)
+# How long a claim waits for the previous owner's flush in progress (it holds the cursor row
+# while it commits); longer, and the group is taken on a later round.
+CLAIM_WAIT_S = 5.0
 
 
 def group_lock_key(group_key: str) -> int:
@@ -71,11 +74,19 @@ class PgLeases:
         async with self._session() as conn:
             await conn.fetchval(sql.RELEASE_GROUP, group_lock_key(group_key))
 
-    async def read_cursor(self, group_key: str) -> Cursor | None:
-        """The committed cursor row."""
+    async def claim(self, group_key: str) -> Claim | None:
+        """The group's epoch moves on once every flush that read the old one has ended (its
+        row lock waits for theirs, at most ``CLAIM_WAIT_S``: None then), and its cursor."""
         async with self._session() as conn:
-            row = await conn.fetchrow(sql.READ_CURSOR, group_key)
-        return Cursor(row[0], row[1]) if row is not None and row[0] else None
+            try:
+                async with conn.transaction():
+                    await conn.execute(sql.SET_LOCAL_LOCK_TIMEOUT, f"{int(CLAIM_WAIT_S * 1000)}ms")
+                    row = await conn.fetchrow(sql.CLAIM_GROUP, group_key)
+            except asyncpg.LockNotAvailableError:
+                return None
+        if row is None:  # not registered: nothing committed it, nothing to fence
+            return Claim(0, None)
+        return Claim(row["epoch"], Cursor(row[1], row[2]) if row[1] else None)
 
     async def reset(self) -> None:
         """Drop the session: every lock it held is released by PostgreSQL."""

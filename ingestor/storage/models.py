@@ -15,6 +15,7 @@ from sqlalchemy import (
     Double,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     Sequence,
@@ -76,7 +77,12 @@ odds = Table(
     Column("settlement", Text, comment="Won, Lost, Refunded, Half Won, Half Lost, Pending, ..."),
     _tstz("settled_at", "when the vendor settled it"),
     _tstz("source_ts", "the vendor's timestamp of the newest event applied", nullable=False),
-    Column("entry_id", Text, nullable=False, comment="entry id of the newest event applied"),
+    Column(
+        "entry_id",
+        Text,
+        comment="entry id of the newest event applied; null when it came from REST (a snapshot "
+        "or a repair)",
+    ),
     _tstz("updated_at", "when this row last changed here", nullable=False, now=True),
     Column("order_key", LargeBinary, nullable=False, comment="internal: newest event applied"),
     Column("price_order_key", LargeBinary, comment="internal: newest odds/locked event applied"),
@@ -150,7 +156,8 @@ change_events = Table(
         "entry_key",
         BigInteger,
         nullable=False,
-        comment="the entry id <ms>-<seq> as ms << 20 | seq",
+        comment="the entry id <ms>-<seq> as ms << 20 | seq; 0 for kinds 3 and 4 (no entry id; "
+        "rows from before 0006 keep a made-up one, not shown)",
     ),
     Column("sse_key", BigInteger, comment="the SSE id, encoded alike; null for snapshots"),
     Column("group_no", SmallInteger, nullable=False, comment="stream_cursors.group_no"),
@@ -158,7 +165,8 @@ change_events = Table(
         "kind",
         SmallInteger,
         nullable=False,
-        comment="0 odds, 1 locked, 2 settled event; 3 a REST snapshot row",
+        comment="0 odds, 1 locked, 2 settled event; 3 a REST snapshot row; 4 a row repaired "
+        "from the vendor's history",
     ),
     Column("entry_text", Text, comment="the entry id as received, when it is not canonical"),
     Column("sse_text", Text, comment="the SSE id as received, when it is not canonical"),
@@ -260,7 +268,89 @@ stream_cursors = Table(
         unique=True,
         comment="the group's number in change_events",
     ),
+    Column(
+        "epoch",
+        BigInteger,
+        nullable=False,
+        server_default=text("0"),
+        comment="the group's ownership: every takeover increases it, and a flush commits only "
+        "under the epoch it was read with (fencing)",
+    ),
     comment="One row per connection group: the committed position in its stream",
+)
+
+GAP_CAUSES = (
+    "start (a process took the group: a restart or a takeover), reconnect (the vendor did not "
+    "visibly replay), failover (the database lost commits), fenced (this process lost the "
+    "group while it wrote)"
+)
+
+stream_gaps = Table(
+    "stream_gaps",
+    metadata,
+    Column(
+        "gap_id", BigInteger, Identity(always=True), primary_key=True, comment="insertion order"
+    ),
+    Column("group_key", Text, nullable=False, comment="stream_cursors.group_key"),
+    Column("cause", Text, nullable=False, comment=GAP_CAUSES),
+    _tstz(
+        "from_ts",
+        "history is complete up to here: the vendor time of the last event before the gap",
+        nullable=False,
+    ),
+    _tstz("until_ts", "and again from here: when the stream was back (null while it is not)"),
+    Column(
+        "state",
+        Text,
+        nullable=False,
+        server_default=text("'open'"),
+        comment="open (not yet scoped by a snapshot), repairing, repaired, unrepairable (detail "
+        "says why)",
+    ),
+    Column("detail", Text, comment="how it was closed, or why it cannot be"),
+    Column(
+        "odds_to_repair",
+        Integer,
+        nullable=False,
+        server_default=text("0"),
+        comment="odds the snapshot showed may have changed during the gap",
+    ),
+    Column(
+        "odds_repaired",
+        Integer,
+        nullable=False,
+        server_default=text("0"),
+        comment="of those, whose history was fetched and stored",
+    ),
+    Column(
+        "changes_added",
+        Integer,
+        nullable=False,
+        server_default=text("0"),
+        comment="history rows the repair added",
+    ),
+    Column(
+        "historical_calls",
+        Integer,
+        nullable=False,
+        server_default=text("0"),
+        comment="calls to the vendor's historical odds endpoint spent on it",
+    ),
+    _tstz("opened_at", "when the gap was recorded", nullable=False, now=True),
+    _tstz("closed_at", "when it was repaired or found unrepairable"),
+    _tstz("updated_at", "when this row last changed", nullable=False, now=True),
+    CheckConstraint("state IN ('open', 'repairing', 'repaired', 'unrepairable')", name="state"),
+    Index(None, "group_key", "state"),
+    comment="The gap ledger: every stretch of a group's stream the daemon may have missed, and "
+    "its repair",
+)
+
+stream_gap_odds = Table(
+    "stream_gap_odds",
+    metadata,
+    Column("gap_id", BigInteger, primary_key=True, comment="stream_gaps.gap_id"),
+    Column("odd_id", Text, primary_key=True, comment="odds.id"),
+    comment="internal: the repair's work queue, an odd whose history a gap still needs",
 )
 
 dead_letters = Table(

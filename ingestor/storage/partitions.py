@@ -37,20 +37,30 @@ def _event_bound(day: date) -> str:
 
 @dataclass(frozen=True)
 class Partitioned:
-    """A table split by day: its key column, a day's lower bound as SQL, and how many days
-    past the retention its days are kept."""
+    """A table split by day: its key column, a day's lower bound as SQL, how many days past
+    the retention its days are kept, and the rows retention never drops (a query over
+    ``{source}``) with a column that tells them apart."""
 
     table: str
     key: str
     bound: Callable[[date], str]
     keep_extra_days: int = 0
+    keep: str | None = None
+    unique: str = ""
 
 
 PARTITIONED = (
-    Partitioned("odds_changes", "source_ts", _time_bound),
+    Partitioned("odds_changes", "source_ts", _time_bound, keep=sql.EXPLAINING_ROWS, unique="ev"),
     # By day of receipt (the id's high bits): a change received late points at an event of
     # a later day, so events outlive the retention by two days.
-    Partitioned("change_events", "id", _event_bound, keep_extra_days=2),
+    Partitioned(
+        "change_events",
+        "id",
+        _event_bound,
+        keep_extra_days=2,
+        keep=sql.EXPLAINING_EVENTS,
+        unique="id",
+    ),
     Partitioned("fixture_status_history", "source_ts", _time_bound),
 )
 # How long one step of the upkeep waits for a table the writer is using, then gives up.
@@ -102,17 +112,35 @@ async def maintain(
                 match = _DAY.search(name)
                 if match and datetime.strptime(match[1], "%Y%m%d").date() < cutoff:
                     async with _step(conn, lock_timeout_s):
-                        await conn.execute(sql.DROP_PARTITION.format(name=name))
+                        await _drop(conn, p, name)
                     dropped.append(name)
             async with _step(conn, lock_timeout_s):
-                expire = sql.EXPIRE_DEFAULT.format(table=p.table, key=p.key, cutoff=p.bound(cutoff))
-                await conn.execute(expire)
+                await conn.execute(_expire(p, p.bound(cutoff)))
     finally:
         # The lock dies with the session anyway; a failed unlock must not hide why we stopped.
         if not conn.is_closed():
             with contextlib.suppress(Exception):
                 await conn.execute(sql.PARTITIONS_UNLOCK)
     return {"created": created, "dropped": dropped}
+
+
+async def _drop(conn: asyncpg.Connection, p: Partitioned, name: str) -> None:
+    """Drop one day; the rows retention keeps move to the default partition."""
+    if p.keep is None:
+        await conn.execute(sql.DROP_PARTITION.format(name=name))
+        return
+    keep = p.keep.format(source=name)
+    await conn.execute(sql.DROP_KEEPING.format(keep=keep, name=name, table=p.table))
+
+
+def _expire(p: Partitioned, cutoff: str) -> str:
+    """The default partition's rows past the retention, but those it keeps."""
+    if p.keep is None:
+        return sql.EXPIRE_DEFAULT.format(table=p.table, key=p.key, cutoff=cutoff)
+    keep = p.keep.format(source=f"{p.table}_default")
+    return sql.EXPIRE_DEFAULT_KEEPING.format(
+        table=p.table, key=p.key, cutoff=cutoff, keep=keep, unique=p.unique
+    )
 
 
 @contextlib.asynccontextmanager

@@ -40,10 +40,7 @@ class PgOddsReader:
             list(sportsbooks) if sportsbooks else None,
             list(markets) if markets else None,
         )
-        return {
-            r["id"]: HeldOdd(r["status"], r["source_ts"], r["entry_id"], r["order_key"])
-            for r in rows
-        }
+        return {r["id"]: HeldOdd(r["status"], r["source_ts"], r["order_key"]) for r in rows}
 
     async def known_fixtures(
         self, stream: str, leagues: Sequence[str], window_h: float

@@ -95,7 +95,7 @@ CREATE_STAGING = f"""
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_CHANGES} (
     odd_key bigint, source_ts timestamptz, ev bigint, price real, points real,
     settlement smallint, settled_at timestamptz, exact float8[], entry_key bigint,
-    entry_text text, kind smallint, snapshot boolean, entry_id text
+    entry_text text, source smallint, kind smallint, held_key bytea
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_EVENTS} (LIKE change_events) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS {STAGE_ODDS}
@@ -129,35 +129,65 @@ def _when_newer(columns: tuple[str, ...], key: str, table: str, *, keep_old: boo
 # The half-hour bucket of the (odd_key, bucket) index: a lookup names it to use the index.
 BUCKET = "date_bin('00:30:00'::interval, {ts}, '2000-01-01 00:00:00+00'::timestamptz)"
 
-# Staged rows that may be stored already: only those not stored under today's key (odd,
-# source_ts, kind, entry id) go in, once each; their events go in only when a row uses them.
+# Staged rows that may be stored already. A streamed row (source 0) goes in unless stored
+# under today's key (odd, source_ts, kind, entry id); a row made from REST (source 3, a
+# snapshot's; 4, a repair's) goes in unless that change (odd, source_ts, kind) is stored or
+# staged from the stream: one change, one row. A streamed row replaces a row made from REST of
+# the same change (it carries the entry id). Events go in only when a row uses them.
 # REST snapshot rows are history only when they tell something new: `odds` has nothing as
-# recent. Runs before the merge commits, so `odds` still holds the state before the batch.
+# recent (this runs before the merge commits, so `odds` still holds the state before the
+# batch); an inferred lock only while `odds` still holds the open row it replaces. A repair
+# that stores a later change of an odd ends the inferred lock a snapshot guessed for it (no
+# streamed row between the two).
+SAME_CHANGE = f"""h.odd_key = s.odd_key
+          AND {BUCKET.format(ts="h.source_ts")} = {BUCKET.format(ts="s.source_ts")}
+          AND h.source_ts = s.source_ts
+          AND ((h.ev >> 2) & 3) = s.kind"""
 INSERT_CHECKED = f"""
-WITH fresh AS (
+WITH twins AS (
+    DELETE FROM odds_changes h USING {STAGE_CHANGES} s
+    WHERE s.source = 0 AND {SAME_CHANGE}
+      AND EXISTS (SELECT 1 FROM change_events e WHERE e.id = (h.ev >> 4) AND e.kind >= 3)
+    RETURNING h.ev
+), fresh AS (
     INSERT INTO odds_changes
         (odd_key, source_ts, ev, price, points, settlement, settled_at, exact)
     SELECT DISTINCT ON (s.odd_key, s.source_ts, s.kind, s.entry_key, s.entry_text)
            s.odd_key, s.source_ts, s.ev, s.price, s.points, s.settlement, s.settled_at,
            s.exact
     FROM {STAGE_CHANGES} s
-    WHERE NOT EXISTS (
+    WHERE CASE WHEN s.source = 0 THEN NOT EXISTS (
         SELECT 1 FROM odds_changes h JOIN change_events e ON e.id = (h.ev >> 4)
-        WHERE h.odd_key = s.odd_key
-          AND {BUCKET.format(ts="h.source_ts")} = {BUCKET.format(ts="s.source_ts")}
-          AND h.source_ts = s.source_ts
-          AND ((h.ev >> 2) & 3) = s.kind
+        WHERE {SAME_CHANGE}
           AND e.entry_key = s.entry_key
           AND e.entry_text IS NOT DISTINCT FROM s.entry_text)
-      AND (NOT s.snapshot
-           -- an inferred suspension, as long as the odd is still where it was when we looked
-           OR (s.kind = 1 AND EXISTS (SELECT 1 FROM odds o WHERE o.odd_key = s.odd_key
-                                      AND o.source_ts = s.source_ts
-                                      AND o.entry_id = s.entry_id AND o.status = 'open'))
-           OR NOT EXISTS (SELECT 1 FROM odds o WHERE o.odd_key = s.odd_key
-                          AND o.source_ts >= s.source_ts))
+    ELSE NOT EXISTS (SELECT 1 FROM odds_changes h WHERE {SAME_CHANGE})
+      AND NOT EXISTS (SELECT 1 FROM {STAGE_CHANGES} t WHERE t.source = 0
+                      AND t.odd_key = s.odd_key AND t.source_ts = s.source_ts
+                      AND t.kind = s.kind)
+      AND (s.source = 4
+           OR (s.held_key IS NOT NULL
+               AND EXISTS (SELECT 1 FROM odds o WHERE o.odd_key = s.odd_key
+                           AND o.order_key = s.held_key AND o.status = 'open'))
+           OR (s.held_key IS NULL
+               AND NOT EXISTS (SELECT 1 FROM odds o WHERE o.odd_key = s.odd_key
+                               AND o.source_ts >= s.source_ts)))
+    END
     ORDER BY s.odd_key, s.source_ts, s.kind, s.entry_key, s.entry_text, s.ev
-    RETURNING ev
+    RETURNING odd_key, source_ts, ev
+), superseded AS (
+    DELETE FROM odds_changes h
+    USING fresh f JOIN {STAGE_EVENTS} r ON r.id = (f.ev >> 4) AND r.kind = 4
+    WHERE h.odd_key = f.odd_key AND h.source_ts < f.source_ts AND ((h.ev >> 2) & 3) = 1
+      AND EXISTS (SELECT 1 FROM change_events e WHERE e.id = (h.ev >> 4) AND e.kind = 3)
+      AND NOT EXISTS (
+          SELECT 1 FROM odds_changes x JOIN change_events xe ON xe.id = (x.ev >> 4)
+          WHERE x.odd_key = h.odd_key AND x.source_ts > h.source_ts
+            AND x.source_ts < f.source_ts AND xe.kind < 3)
+    RETURNING h.ev
+), gone AS (
+    DELETE FROM change_events
+    WHERE id IN (SELECT ev >> 4 FROM twins UNION ALL SELECT ev >> 4 FROM superseded)
 ), used AS (
     INSERT INTO change_events
     SELECT * FROM {STAGE_EVENTS} WHERE id IN (SELECT ev >> 4 FROM fresh)
@@ -285,6 +315,23 @@ ON CONFLICT (group_key) DO UPDATE SET
 RETURNING group_key, last_entry_id, last_event_id
 """
 
+# Fencing: the epoch each group's cursor row holds, read under a lock that a takeover's claim
+# (CLAIM_GROUP: FOR UPDATE) must wait for. Every transaction of a flush reads it first: a
+# group whose epoch moved since its events were read is not written (the flush rolls back),
+# and a claim cannot slip in between this read and the commit.
+FENCE = """
+SELECT group_key, epoch FROM stream_cursors WHERE group_key = ANY($1::text[])
+ORDER BY group_key
+FOR KEY SHARE
+"""
+
+# After the writer reconnects: the cursors as the database holds them (a failover to a
+# standby that lagged loses the commits it had not received).
+READ_CURSORS = """
+SELECT group_key, last_entry_id, last_event_id, cursor_key FROM stream_cursors
+WHERE group_key = ANY($1::text[])
+"""
+
 SCHEMA_REVISION = "SELECT version_num FROM alembic_version"
 # Every privilege the daemon needs on its tables ($1), and USAGE (nextval) on every sequence
 # their column defaults draw from, that the current role lacks. Identity columns need no grant.
@@ -292,6 +339,8 @@ MISSING_PRIVILEGES = """
 WITH need(kind, obj, priv) AS (
     SELECT 'TABLE', t, p
     FROM unnest($1::text[]) AS t, unnest(ARRAY['SELECT', 'INSERT', 'UPDATE']) AS p
+    UNION ALL
+    SELECT 'TABLE', t, 'DELETE' FROM unnest($2::text[]) AS t
     UNION ALL
     SELECT DISTINCT 'SEQUENCE', s.oid::regclass::text, 'USAGE'
     FROM pg_attrdef ad
@@ -316,7 +365,7 @@ PING = "SELECT 1"
 # open ones the snapshot no longer returns are suspended. Filters mirror the stream's so that
 # odds outside it are left alone.
 ODDS_OF_FIXTURES = """
-SELECT id, status, source_ts, entry_id, order_key FROM odds
+SELECT id, status, source_ts, order_key FROM odds
 WHERE fixture_id = ANY($1::text[]) AND stream = $2
   AND ($3::text[] IS NULL OR sportsbook = ANY($3::text[]))
   AND ($4::text[] IS NULL OR market = ANY($4::text[]))
@@ -351,6 +400,29 @@ CREATE_PARTITION = "CREATE TABLE {name} PARTITION OF {table} FOR VALUES FROM ({l
 MOVE_BACK = "INSERT INTO {table} SELECT * FROM moved_rows; DROP TABLE moved_rows"
 DROP_PARTITION = "DROP TABLE IF EXISTS {name}"
 EXPIRE_DEFAULT = "DELETE FROM {table}_default WHERE {key} < {cutoff}"
+# Retention never takes the row that explains an odd's current state (its newest change: the
+# history row at the odd's source_ts), nor the event that row points at: an odd unchanged for
+# longer than the retention (or sent with an old timestamp) keeps one row of history. Such
+# rows of a day that is dropped move to the default partition.
+EXPLAINING_ROWS = """
+SELECT c.* FROM {source} c
+WHERE EXISTS (SELECT 1 FROM odds o WHERE o.odd_key = c.odd_key AND o.source_ts = c.source_ts)
+"""
+EXPLAINING_EVENTS = f"""
+SELECT e.* FROM {{source}} e
+WHERE e.id IN (SELECT c.ev >> 4 FROM odds o JOIN odds_changes c ON c.odd_key = o.odd_key
+               AND {BUCKET.format(ts="c.source_ts")} = {BUCKET.format(ts="o.source_ts")}
+               AND c.source_ts = o.source_ts)
+"""
+DROP_KEEPING = """
+CREATE TEMP TABLE kept_rows ON COMMIT DROP AS {keep};
+DROP TABLE {name};
+INSERT INTO {table} SELECT * FROM kept_rows
+"""
+EXPIRE_DEFAULT_KEEPING = """
+DELETE FROM {table}_default d WHERE d.{key} < {cutoff}
+AND NOT EXISTS (SELECT 1 FROM ({keep}) k WHERE k.{unique} = d.{unique})
+"""
 
 # --- group leases (session advisory locks; see ingestor/coordination.py) -----------------------
 
@@ -361,4 +433,108 @@ SELECT count(*) FROM pg_locks
 WHERE locktype = 'advisory' AND granted AND classid = $1::int AND objsubid = 2
   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
-READ_CURSOR = "SELECT last_entry_id, last_event_id FROM stream_cursors WHERE group_key = $1"
+# A claim: the group's epoch moves on, after every flush that read the old one has ended
+# (FOR UPDATE waits for their FOR KEY SHARE); returns the new epoch and the committed cursor.
+CLAIM_GROUP = """
+WITH held AS (SELECT group_key FROM stream_cursors WHERE group_key = $1 FOR UPDATE)
+UPDATE stream_cursors c SET epoch = c.epoch + 1
+FROM held WHERE c.group_key = held.group_key
+RETURNING c.epoch, c.last_entry_id, c.last_event_id
+"""
+
+# --- the gap ledger (storage/gaps.py) --------------------------------------------------------
+
+OPEN_GAP = """
+INSERT INTO stream_gaps (group_key, cause, from_ts, until_ts, detail)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING gap_id
+"""
+# Scoping: a snapshot of the group came back whole. Every gap of the group still open gets
+# the odds that may have changed since its start ($2 ids, $3 their snapshot times; null: an
+# odd the snapshot no longer returns, which changed at some unknown time) and is repairing,
+# or repaired at once when none may have.
+SCOPE_GAPS = """
+WITH open AS (
+    SELECT gap_id, from_ts FROM stream_gaps
+    WHERE group_key = $1 AND state = 'open' AND gap_id <= $4
+    FOR UPDATE
+), work AS (
+    INSERT INTO stream_gap_odds (gap_id, odd_id)
+    SELECT o.gap_id, c.id
+    FROM open o CROSS JOIN unnest($2::text[], $3::timestamptz[]) AS c(id, ts)
+    WHERE c.ts IS NULL OR c.ts > o.from_ts
+    ON CONFLICT DO NOTHING
+    RETURNING gap_id
+), counted AS (
+    SELECT o.gap_id, count(w.gap_id) AS n FROM open o LEFT JOIN work w USING (gap_id)
+    GROUP BY o.gap_id
+)
+UPDATE stream_gaps g
+SET state = CASE WHEN c.n = 0 THEN 'repaired' ELSE 'repairing' END,
+    odds_to_repair = c.n,
+    detail = CASE WHEN c.n = 0 THEN 'no odd changed during it' ELSE g.detail END,
+    closed_at = CASE WHEN c.n = 0 THEN now() END,
+    updated_at = now()
+FROM counted c WHERE g.gap_id = c.gap_id
+RETURNING g.gap_id, g.state, g.odds_to_repair
+"""
+# Gaps closed without repair: the vendor replayed across them (repaired), or no source of
+# history exists for their stream (unrepairable).
+CLOSE_GAPS = """
+WITH closed AS (
+    UPDATE stream_gaps SET state = $2, detail = $3, closed_at = now(), updated_at = now()
+    WHERE gap_id = ANY($1::bigint[]) AND state IN ('open', 'repairing')
+    RETURNING gap_id
+)
+DELETE FROM stream_gap_odds WHERE gap_id IN (SELECT gap_id FROM closed)
+"""
+CLOSE_OPEN_GAPS_OF_GROUP = """
+UPDATE stream_gaps SET state = $2, detail = $3, closed_at = now(), updated_at = now()
+WHERE group_key = $1 AND state = 'open'
+RETURNING gap_id
+"""
+# The repair's next odds: the oldest gaps of these groups first; each odd once, with the
+# earliest start of the gaps that list it.
+REPAIR_WORK = """
+SELECT w.odd_id, g.group_key, min(g.from_ts) AS from_ts, array_agg(w.gap_id) AS gaps
+FROM stream_gap_odds w JOIN stream_gaps g USING (gap_id)
+WHERE g.group_key = ANY($1::text[]) AND g.state = 'repairing'
+GROUP BY w.odd_id, g.group_key
+ORDER BY min(w.gap_id), w.odd_id
+LIMIT $2
+"""
+# What a repair reads of the odds it asks about: the stored rows (the history's entries lack
+# most fields).
+HELD_ODDS = "SELECT * FROM odds WHERE id = ANY($1::text[])"
+# Rows made from repair of these odds (added = after - before a repair's commit).
+REPAIRED_ROWS = """
+SELECT count(*) FROM odds_changes c JOIN change_events e ON e.id = (c.ev >> 4)
+WHERE c.odd_key = ANY($1::bigint[]) AND e.kind = 4
+"""
+# A call's work done: its odds leave the queue, the gaps count what was done and close when
+# nothing is left.
+REPAIRED = """
+WITH done AS (
+    DELETE FROM stream_gap_odds WHERE gap_id = ANY($1::bigint[]) AND odd_id = ANY($2::text[])
+    RETURNING gap_id
+), per_gap AS (
+    SELECT gap_id, count(*) AS n FROM done GROUP BY gap_id
+)
+UPDATE stream_gaps g
+SET odds_repaired = g.odds_repaired + p.n,
+    changes_added = g.changes_added + CASE WHEN g.gap_id = $3 THEN $4 ELSE 0 END,
+    historical_calls = g.historical_calls + CASE WHEN g.gap_id = $3 THEN 1 ELSE 0 END,
+    state = CASE WHEN EXISTS (SELECT 1 FROM stream_gap_odds w
+                              WHERE w.gap_id = g.gap_id AND NOT w.odd_id = ANY($2::text[]))
+                 THEN g.state ELSE 'repaired' END,
+    closed_at = CASE WHEN EXISTS (SELECT 1 FROM stream_gap_odds w
+                                  WHERE w.gap_id = g.gap_id AND NOT w.odd_id = ANY($2::text[]))
+                     THEN NULL ELSE now() END,
+    updated_at = now()
+FROM per_gap p WHERE g.gap_id = p.gap_id
+"""
+STILL_OWNED = "SELECT epoch = $2 FROM stream_cursors WHERE group_key = $1"
+GAP_SUMMARY = """
+SELECT state, count(*) AS n, min(opened_at) AS oldest FROM stream_gaps
+WHERE state <> 'repaired' GROUP BY state
+"""

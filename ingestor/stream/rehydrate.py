@@ -8,8 +8,8 @@ the same newer-wins merge as streamed ones, so they never overwrite a fresher st
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -102,6 +102,18 @@ def snapshot_params(group: Group) -> list[tuple[str, str]]:
     return params
 
 
+@dataclass
+class Snapshot:
+    """What one snapshot of a group did: whether it came back whole (every fixture listed
+    and every odds call answered), the rows it queued, and every odd it saw that may have
+    changed lately: odd id -> its time in the snapshot, None for one the database held that
+    the snapshot no longer returns (it changed at some unknown time)."""
+
+    complete: bool = True
+    rows: int = 0
+    changed: dict[str, datetime | None] = field(default_factory=dict)
+
+
 class Rehydrator:
     """Snapshots one group's fixtures' odds into the writer queue."""
 
@@ -112,26 +124,29 @@ class Rehydrator:
         queue: EventQueue,
         metrics: Metrics,
         settings: RestSettings,
+        flushed: Callable[[], Awaitable[None]],
     ) -> None:
         self._rest = rest
         self._reader = reader
         self._queue = queue
         self._metrics = metrics
         self._window_h = settings.rehydrate_window_h
+        self._flushed = flushed
 
-    async def run(self, group: Group) -> int:
-        """Queue the snapshot of every relevant fixture; returns the odds rows queued."""
+    async def run(self, group: Group, epoch: int = 0) -> Snapshot:
+        """Queue the snapshot of every relevant fixture (its events carry ``epoch``, the
+        group's ownership); once it is whole, wait until it is committed."""
         started = time.monotonic()
-        fixture_ids = await self._fixture_ids(group)
+        snap = Snapshot()
+        fixture_ids = await self._fixture_ids(group, snap, epoch)
         log.info("rehydrate_started", group=group.key, fixtures=len(fixture_ids))
-        rows = done = 0
-        complete = True
+        done = 0
         said = started
         for chunk in _chunks(fixture_ids, FIXTURE_IDS_PER_CALL):
             try:
-                rows += await self._chunk(group, chunk)
+                await self._chunk(group, chunk, snap, epoch)
             except RestError as exc:
-                complete = False
+                snap.complete = False
                 log.warning("rehydrate_failed", group=group.key, fixtures=chunk, error=str(exc))
             done += len(chunk)
             if time.monotonic() - said >= PROGRESS_EVERY_S:
@@ -141,21 +156,23 @@ class Rehydrator:
                     group=group.key,
                     fixtures_done=done,
                     fixtures=len(fixture_ids),
-                    rows=rows,
+                    rows=snap.rows,
                 )
-        result = "complete" if complete else "partial"
+        if snap.complete:
+            await self._flushed()  # what it says is in `odds` before anyone reads it
+        result = "complete" if snap.complete else "partial"
         self._metrics.rehydrations.labels(group.key, result).inc()
         log.info(
             "rehydrate_done",
             group=group.key,
             fixtures=len(fixture_ids),
-            rows=rows,
+            rows=snap.rows,
             result=result,
             seconds=round(time.monotonic() - started, 2),
         )
-        return rows
+        return snap
 
-    async def _fixture_ids(self, group: Group) -> list[str]:
+    async def _fixture_ids(self, group: Group, snap: Snapshot, epoch: int) -> list[str]:
         at = datetime.now(UTC)
         s = group.stream
         path = FIXTURES_PATH[s.kind]
@@ -163,6 +180,8 @@ class Rehydrator:
         try:
             items = await self._rest.get_pages(path, params, MAX_PAGES)
         except RestError as exc:
+            # Not whole: a fixture that appeared meanwhile is not among those we know.
+            snap.complete = False
             log.warning("rehydrate_fixtures_fallback", group=group.key, error=str(exc))
             known = await self._reader.known_fixtures(s.kind, group.leagues, self._window_h)
             return [f for f in known if s.fixture_ids is None or f in s.fixture_ids]
@@ -183,7 +202,7 @@ class Rehydrator:
             and (s.fixture_ids is None or f.fixture_id in s.fixture_ids)
         ]
         if keep:
-            await self._put(group, [], keep)
+            await self._put(group, [], keep, epoch)
         return [f.fixture_id for f in keep]
 
     async def _snapshot(self, group: Group, chunk: list[str]) -> list[dict[str, Any]]:
@@ -202,7 +221,7 @@ class Rehydrator:
                     odds.extend(_with_fixture(fixture))
         return odds
 
-    async def _chunk(self, group: Group, chunk: list[str]) -> int:
+    async def _chunk(self, group: Group, chunk: list[str], snap: Snapshot, epoch: int) -> None:
         s = group.stream
         # Read what we hold before asking: an odd the stream adds meanwhile is not a candidate.
         held = await self._reader.odds_of_fixtures(chunk, s.kind, s.sportsbooks, s.markets)
@@ -224,18 +243,27 @@ class Rehydrator:
             # so it does not stay "main" and "open" for ever; a new one outside it is skipped.
             if row.id in held or keep.matches(row):
                 rows.append(row)
+                snap.changed[row.id] = row.source_ts
         rows += [
-            inferred_lock(uid, s.kind, h.source_ts, h.entry_id, h.order_key)
+            inferred_lock(uid, s.kind, h.source_ts, h.order_key)
             for uid, h in held.items()
             if h.status == "open" and uid not in returned
         ]
+        # Held and not returned (suspended, or re-opened and suspended again): when it
+        # changed, only its history can tell.
+        for uid, h in held.items():
+            if h.status != "settled" and uid not in returned:
+                snap.changed[uid] = None
         if rows:
-            await self._put(group, rows, [])
-        return len(rows)
+            await self._put(group, rows, [], epoch)
+        snap.rows += len(rows)
 
-    async def _put(self, group: Group, odds: list[OddRow], fixtures: list[FixtureRow]) -> None:
+    async def _put(
+        self, group: Group, odds: list[OddRow], fixtures: list[FixtureRow], epoch: int
+    ) -> None:
         at = datetime.now(UTC)
-        await self._queue.put(DecodedEvent.snapshot(group.key, at, odds=odds, fixtures=fixtures))
+        event = DecodedEvent.snapshot(group.key, at, odds=odds, fixtures=fixtures, epoch=epoch)
+        await self._queue.put(event)
 
 
 def _with_fixture(fixture: dict[str, Any]) -> Iterator[dict[str, Any]]:

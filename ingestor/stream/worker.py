@@ -13,14 +13,16 @@ import aiohttp
 import structlog
 
 from ingestor.config import StreamSettings
+from ingestor.domain.cursors import Cursor
 from ingestor.domain.decode import CONTROL_EVENTS, DATA_EVENTS, REJECT_REASONS, decode_event
 from ingestor.domain.errors import DecodeError
-from ingestor.domain.events import DeadLetter, DecodedEvent, EventQueue
+from ingestor.domain.events import DeadLetter, DecodedEvent, EventQueue, parse_entry_id
 from ingestor.domain.groups import Group
 from ingestor.lifecycle import LogLimit, sleep_or_stop
 from ingestor.metrics import Metrics
-from ingestor.ports import CommittedCursors
+from ingestor.ports import CommittedCursors, GapLedger
 from ingestor.stream.client import StreamHTTPError, open_stream
+from ingestor.stream.recovery import Recovery
 from ingestor.stream.rehydrate import Rehydrator
 from ingestor.stream.rest import RequestLimiter, retry_after_s
 from ingestor.stream.sse import EventTooLarge, SSEEvent, SSEParser
@@ -50,6 +52,7 @@ class Shared:
     # after a 429.
     connect_gate: RequestLimiter | None = None
     rehydrator: Rehydrator | None = None
+    ledger: GapLedger | None = None  # where gaps are recorded (and scoped)
 
 
 class StreamWorker:
@@ -58,8 +61,9 @@ class StreamWorker:
     def __init__(self, group: Group, shared: Shared) -> None:
         self.group = group
         self._gate = shared.connect_gate
-        self._rehydrator = shared.rehydrator
-        self._rehydration: asyncio.Task[None] | None = None
+        self._recovery = Recovery(
+            group, shared.rehydrator, shared.ledger, shared.metrics, shared.stop
+        )
         self._session = shared.session
         self._s = shared.settings
         self._key = shared.settings.key
@@ -107,32 +111,17 @@ class StreamWorker:
             return floor + random.uniform(0, min(ceiling, max(floor, 0.001)) * 0.2)
         return max(floor, random.uniform(0, ceiling))
 
+    def begin(self, epoch: int, resume: Cursor | None) -> None:
+        """A new ownership of the group: the epoch its events are read under, and the cursor
+        it resumes from (the stretch after it is a gap unless the vendor replays)."""
+        self._recovery.begin(epoch, resume)
+
     async def run(self) -> None:
         """Until ``stop`` is set (or the task is cancelled)."""
         try:
             await self._run()
         finally:
-            if self._rehydration is not None:
-                self._rehydration.cancel()
-                await asyncio.gather(self._rehydration, return_exceptions=True)
-
-    def _start_rehydration(self) -> None:
-        """After every connect: a snapshot closes whatever gap the stream did not replay."""
-        if self._rehydrator is None:
-            return
-        if self._rehydration is not None:
-            self._rehydration.cancel()  # a newer connection's snapshot supersedes it
-        self._rehydration = asyncio.create_task(
-            self._rehydrate(self._rehydrator), name=f"rehydrate:{self.group.key}"
-        )
-
-    async def _rehydrate(self, rehydrator: Rehydrator) -> None:
-        try:
-            await rehydrator.run(self.group)
-        except Exception:
-            # Never fatal to the stream: the next connect tries again.
-            self._metrics.rehydrations.labels(self.group.key, "crashed").inc()
-            log.exception("rehydrate_crashed", group=self.group.key)
+            await self._recovery.stop()
 
     async def _run(self) -> None:
         key = self.group.key
@@ -187,7 +176,7 @@ class StreamWorker:
             self._metrics.stream_redirects.labels(key, "followed").inc(redirects)
         self._metrics.stream_connected.labels(key).set(1)
         log.info("stream_connected", group=key, last_entry_id=last_entry_id)
-        self._start_rehydration()
+        self._recovery.connected()
         try:
             return await self._read(resp)
         except aiohttp.ClientPayloadError:
@@ -274,6 +263,7 @@ class StreamWorker:
             datetime.now(UTC),
             dead_letters=letters,
             advances_cursor=False,
+            epoch=self._recovery.epoch,
         )
 
     async def _handle(self, event: SSEEvent) -> None:
@@ -314,6 +304,8 @@ class StreamWorker:
             self.failures = 0
             self._metrics.stream_consecutive_failures.labels(self.group.key).set(0)
         self._last_data.set(time.time())
+        self._recovery.received(parse_entry_id(decoded.entry_id))
+        decoded.epoch = self._recovery.epoch
         # Blocks while the writer is behind: the socket is not read meanwhile (backpressure).
         await self._queue.put(decoded)
         self._metrics.events_queued.inc()

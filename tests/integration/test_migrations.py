@@ -97,10 +97,18 @@ async def test_history_of_the_old_layout_reads_the_same_after_the_upgrade_and_ba
         query = f"SELECT {OLD_COLUMNS} FROM odds_history ORDER BY id, kind, source_ts"
         before = [tuple(r) for r in await conn.fetch(query)]
         assert len(before) == 7
-        await asyncio.to_thread(upgrade, url)
+        await asyncio.to_thread(upgrade, url, "0005")
         assert [tuple(r) for r in await conn.fetch(query)] == before  # through the view
         assert await conn.fetchval("SELECT count(*) FROM odds_changes") == 7
         assert await conn.fetchval("SELECT count(*) FROM odds_changes WHERE exact IS NOT NULL") == 1
+        # 0006: a snapshot row's made-up entry id (from its time) is gone, nothing else moves.
+        await asyncio.to_thread(upgrade, url)
+        entry = OLD_COLUMNS.split(", ").index("entry_id")
+        without = [
+            (*r[:entry], None, *r[entry + 1 :]) if r[entry + 1] == "snapshot" else r for r in before
+        ]
+        assert [tuple(r) for r in await conn.fetch(query)] == without
+        assert sum(1 for r in without if r[entry] is None) == 2
         await asyncio.to_thread(downgrade, url, "0004")
         assert [tuple(r) for r in await conn.fetch(query)] == before  # the table again
     finally:

@@ -17,6 +17,7 @@ from ingestor.storage.write import Writer
 from tests.conftest import wait_until
 from tests.support.fakefeed import odd
 from tests.support.helpers import GROUP, event, partitions, write_batches
+from tests.support.sim import history_invariants
 
 D = date(2026, 3, 10)
 
@@ -34,32 +35,55 @@ async def test_retention_drops_old_days_and_keeps_new_ones(database_url: str, pg
         database_url,
         [
             event("copilot-odds", f"{int(_ts(old)) * 1000}-0", [odd("a", ts=_ts(old))]),
+            event("copilot-odds", f"{int(_ts(old)) * 1000}-1", [odd("d", ts=_ts(old))]),
             event("copilot-odds", f"{int(_ts(today)) * 1000}-0", [odd("b", ts=_ts(today))]),
             event("copilot-odds", f"{int(_ts(later)) * 1000}-0", [odd("c", ts=_ts(later))]),
+            event("copilot-odds", f"{int(_ts(later)) * 1000}-1", [odd("a", ts=_ts(later))]),
         ],
     )
     parts = await partitions(pg)
-    assert parts["odds_changes_default"] == 2  # 20 days old, and 10 days ahead (not made yet)
+    assert parts["odds_changes_default"] == 4  # 20 days old, and 10 days ahead (not made yet)
     assert parts[partition_name("odds_changes", today)] == 1
 
-    # Five days on: the day 10 ahead gets its partition, and its row moves out of the default.
+    # Five days on: the day 10 ahead gets its partition, and its rows move out of the default.
     await maintain(pg, today=D + timedelta(days=5), ahead_days=7, retention_days=30)
     parts = await partitions(pg)
-    assert parts[partition_name("odds_changes", later)] == 1
-    assert parts["odds_changes_default"] == 1
+    assert parts[partition_name("odds_changes", later)] == 2
+    assert parts["odds_changes_default"] == 2
 
-    # Thirty-five days on: D falls out of the retention, the old default row too.
+    # Thirty-five days on: D falls out of the retention, the old default rows too, but for
+    # the rows that still explain an odd's current state (its newest change): b's moves to the
+    # default partition with its day dropped, d's stays there; a's old row goes (a changed
+    # since).
     result = await maintain(pg, today=D + timedelta(days=35), ahead_days=7, retention_days=30)
     parts = await partitions(pg)
     assert partition_name("odds_changes", today) in result["dropped"]
     assert partition_name("odds_changes", today) not in parts
-    assert parts[partition_name("odds_changes", later)] == 1  # younger than 30 days: kept
-    assert parts["odds_changes_default"] == 0
+    assert parts[partition_name("odds_changes", later)] == 2  # younger than 30 days: kept
+    assert parts["odds_changes_default"] == 2
     assert partition_name("odds_changes", D + timedelta(days=42)) in parts
-    ids = {r["id"] for r in await pg.fetch("SELECT id FROM odds_history")}
-    assert ids == {"c"}
-    # The current state is not history: every odd is still in `odds`.
-    assert await pg.fetchval("SELECT count(*) FROM odds") == 3
+    rows = await pg.fetch("SELECT id, source_ts, entry_id FROM odds_history ORDER BY id")
+    assert [(r["id"], r["source_ts"].date()) for r in rows] == [
+        ("a", later),
+        ("b", today),
+        ("c", later),
+        ("d", old),
+    ]
+    assert all(r["entry_id"] for r in rows)  # their events are kept with them
+    # The current state is not history: every odd is still in `odds`, each explained.
+    assert await pg.fetchval("SELECT count(*) FROM odds") == 4
+    assert await history_invariants(pg) == []
+    # The events were received today: once today's change_events partition is past the
+    # retention too, the events the kept rows point at move to the default partition.
+    received = datetime.now(UTC).date()
+    await maintain(pg, today=received, ahead_days=1, retention_days=30)  # its day exists
+    result = await maintain(
+        pg, today=received + timedelta(days=40), ahead_days=1, retention_days=30
+    )
+    assert partition_name("change_events", received) in result["dropped"]
+    rows = await pg.fetch("SELECT id, entry_id FROM odds_history ORDER BY id")
+    assert [r["id"] for r in rows] == ["a", "b", "c", "d"] and all(r["entry_id"] for r in rows)
+    assert await history_invariants(pg) == []
 
 
 async def test_replays_across_partitions_add_nothing(database_url: str, pg: Any) -> None:

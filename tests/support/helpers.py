@@ -14,6 +14,7 @@ from ingestor.domain.cursors import Cursor
 from ingestor.domain.decode import decode_event
 from ingestor.domain.events import DecodedEvent, EventQueue
 from ingestor.metrics import Metrics
+from ingestor.storage.db import Registered
 from ingestor.storage.write import Writer
 
 GROUP = "copilot:basketball:NBA"
@@ -49,7 +50,8 @@ async def write_batches(
         for ev in batch:
             queue.put_nowait(ev)
         queue.put_nowait(None)
-        writer = Writer(database_url, queue, metrics or Metrics(), settings, committed=committed)
+        registered = Registered(dict(committed), {})
+        writer = Writer(database_url, queue, metrics or Metrics(), settings, registered=registered)
         await writer.run()
         assert writer.health().flushes >= 1
         for group in {e.group_key for e in batch}:
@@ -69,6 +71,8 @@ TABLES = {
     "fixture_status_history",
     "stream_cursors",
     "dead_letters",
+    "stream_gaps",
+    "stream_gap_odds",
 }
 
 

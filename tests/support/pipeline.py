@@ -20,6 +20,8 @@ from ingestor.domain.cursors import Cursor
 from ingestor.domain.events import EventQueue
 from ingestor.domain.groups import Group, make_groups
 from ingestor.metrics import Metrics
+from ingestor.storage.db import Registered
+from ingestor.storage.gaps import PgGapLedger
 from ingestor.storage.reader import PgOddsReader
 from ingestor.storage.write import Writer
 from ingestor.stream.fixtures import FixtureDetails
@@ -43,6 +45,7 @@ class Pipeline:
     session: aiohttp.ClientSession
     task: asyncio.Task[int] | None = None
     reader: PgOddsReader | None = None
+    ledger: PgGapLedger | None = None
     gate: RequestLimiter | None = None
     shutdown_timeout_s: float = 10
     details: FixtureDetails | None = None
@@ -54,6 +57,8 @@ class Pipeline:
         await self.session.close()
         if self.reader is not None:
             await self.reader.close()
+        if self.ledger is not None:
+            await self.ledger.close_pool()
 
     def cursor(self, group_key: str | None = None) -> str | None:
         """The committed entry id of a group (the first by default)."""
@@ -124,24 +129,26 @@ async def build_pipeline(
     groups = make_groups(streams or [copilot_stream()], 10)
     reader = None
     rehydrator = details = None
+    rest_settings = RestSettings(
+        api_base_url=feed.base_url, api_key=knobs["api_key"], rest_timeout_s=10
+    )
+    rest = RestClient(session, rest_settings, RequestLimiter(2000), metrics)
     if rehydrate:
-        reader = PgOddsReader(database_url)
-        rest_settings = RestSettings(
-            api_base_url=feed.base_url, api_key=knobs["api_key"], rest_timeout_s=10
-        )
-        rest = RestClient(session, rest_settings, RequestLimiter(2000), metrics)
-        rehydrator = Rehydrator(rest, reader, queue, metrics, rest_settings)
         details = FixtureDetails(rest, queue, metrics)
     writer = Writer(
         database_url,
         queue,
         metrics,
         WriterSettings(writer_batch_max_rows=5000, flush_retry_max_s=0.5),
-        committed=cursors,
+        registered=Registered(cursors or {}, {}),
         on_new_fixtures=details.notice if details is not None else None,
     )
+    if rehydrate:
+        reader = PgOddsReader(database_url)
+        rehydrator = Rehydrator(rest, reader, queue, metrics, rest_settings, writer.flushed)
+    ledger = PgGapLedger(database_url)
     gate = RequestLimiter(200)
-    shared = Shared(session, settings, queue, metrics, writer, stop, gate, rehydrator)
+    shared = Shared(session, settings, queue, metrics, writer, stop, gate, rehydrator, ledger)
     workers = [worker_class(g, shared) for g in groups]
     return Pipeline(
         feed,
@@ -152,6 +159,7 @@ async def build_pipeline(
         stop,
         session,
         reader=reader,
+        ledger=ledger,
         gate=gate,
         details=details,
     )

@@ -8,6 +8,7 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -157,3 +158,80 @@ async def settle(pg: Any, sim: RunningSim, timeout_s: float = 30, context: str =
         await wait_until(equal, timeout_s=timeout_s, interval_s=0.1)
     except AssertionError:
         raise AssertionError(f"{context}ledger differs: {last[:10]}") from None
+
+
+KINDS = {
+    "copilot-odds": "odds",
+    "copilot-locked-odds": "locked",
+    "copilot-settled-odds": "settled",
+}
+
+
+async def history_invariants(pg: Any) -> list[str]:
+    """What must always hold of history, whatever happened: every ``odds`` row has a history
+    row and its newest one is the state ``odds`` holds; no change is stored twice (a streamed
+    row twice under its entry id, or a row made from REST beside another row of the same odd,
+    time and kind)."""
+    problems: list[str] = []
+    rows = await pg.fetch(
+        """
+        SELECT o.id, o.status, o.price, o.source_ts, h.kind, h.price AS h_price,
+               h.source_ts AS h_ts
+        FROM odds o LEFT JOIN LATERAL (
+            SELECT kind, price, source_ts FROM odds_history h WHERE h.odd_key = o.odd_key
+            ORDER BY h.source_ts DESC,
+                     array_position(ARRAY['odds', 'locked', 'settled'], h.kind) DESC
+            LIMIT 1) h ON true
+        """
+    )
+    status = {"odds": "open", "locked": "locked", "settled": "settled"}
+    for r in rows:
+        if r["kind"] is None:
+            problems.append(f"{r['id']}: in odds, no history row")
+        elif (r["h_ts"], status[r["kind"]]) != (r["source_ts"], r["status"]):
+            problems.append(
+                f"{r['id']}: odds {r['status']} at {r['source_ts']}, newest history "
+                f"{r['kind']} at {r['h_ts']}"
+            )
+        elif r["status"] != "settled" and r["h_price"] is not None and r["h_price"] != r["price"]:
+            problems.append(f"{r['id']}: odds price {r['price']}, newest history {r['h_price']}")
+    twice = await pg.fetch(
+        """
+        SELECT id, source_ts, kind, count(*) AS n FROM odds_history
+        WHERE event_id NOT IN ('snapshot', 'repair')
+        GROUP BY id, source_ts, kind, entry_id HAVING count(*) > 1
+        UNION ALL
+        SELECT id, source_ts, kind, count(*) FROM odds_history
+        GROUP BY id, source_ts, kind
+        HAVING count(*) > 1 AND bool_or(event_id IN ('snapshot', 'repair'))
+        """
+    )
+    problems += [f"{r['id']} {r['kind']} at {r['source_ts']}: {r['n']} rows" for r in twice]
+    return problems[:20]
+
+
+async def missing_changes(pg: Any, world: World, *, since: int = 0) -> list[str]:
+    """Changes the feed sent (from log position ``since`` on) of odds the database holds that
+    history lacks: by entry id for streamed rows, by odd, time and kind for rows made from
+    REST (a repair's). An odd the database never held (posted and suspended inside a gap:
+    no snapshot returns it, so nothing can ask for its history) is not counted."""
+    held = {r["id"] for r in await pg.fetch("SELECT id FROM odds")}
+    rows = await pg.fetch("SELECT id, entry_id, kind, source_ts FROM odds_history")
+    by_entry = {(r["id"], r["entry_id"], r["kind"]) for r in rows if r["entry_id"]}
+    by_time = {(r["id"], r["source_ts"], r["kind"]) for r in rows}
+    missing = []
+    for e in world.log[since:]:
+        if e.event not in KINDS:
+            continue
+        for item in orjson.loads(e.data)["data"]:
+            if item["id"] not in held:
+                continue
+            kind = KINDS[e.event]
+            at = datetime.fromtimestamp(item["timestamp"], UTC)
+            if (item["id"], e.entry_id, kind) not in by_entry and (
+                item["id"],
+                at,
+                kind,
+            ) not in by_time:
+                missing.append(f"{item['id']} {kind} {e.entry_id}")
+    return missing

@@ -221,7 +221,7 @@ async def test_role_without_write_rights_is_named(
         )
         assert code == 1
         assert f"database role {role} lacks privileges" in text
-        assert f"GRANT INSERT, UPDATE ON odds_changes TO {role}" in text
+        assert f"GRANT DELETE, INSERT, UPDATE ON odds_changes TO {role}" in text
         assert f"GRANT USAGE ON SEQUENCE fixture_status_history_seq TO {role}" in text
         assert " ON odds TO " not in text  # odds itself is writable
     finally:

@@ -13,7 +13,7 @@ from ingestor.config import CoordinationSettings
 from ingestor.coordination import Coordinator, fair_share
 from ingestor.domain.cursors import Cursor
 from ingestor.metrics import Metrics
-from ingestor.ports import LeaseError
+from ingestor.ports import Claim, LeaseError
 from tests.conftest import wait_until
 
 GROUPS = [f"g{i}" for i in range(6)]
@@ -26,6 +26,7 @@ class Table:
     held: dict[str, FakeLeases] = field(default_factory=dict)
     members: set[FakeLeases] = field(default_factory=set)
     cursors: dict[str, Cursor] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)
 
 
 class FakeLeases:
@@ -57,9 +58,10 @@ class FakeLeases:
         if self.table.held.get(group_key) is self:
             del self.table.held[group_key]
 
-    async def read_cursor(self, group_key: str) -> Cursor | None:
+    async def claim(self, group_key: str) -> Claim | None:
         self._check()
-        return self.table.cursors.get(group_key)
+        self.table.epochs[group_key] = self.table.epochs.get(group_key, 0) + 1
+        return Claim(self.table.epochs[group_key], self.table.cursors.get(group_key))
 
     async def reset(self) -> None:
         await self.close()
@@ -97,7 +99,10 @@ class Process:
         await self.task
         await self.coord.close()
 
-    async def start_worker(self, key: str, cursor: Cursor | None = None) -> None:
+    async def start_worker(
+        self, key: str, claim: Claim | None = None, *, takeover: bool = False
+    ) -> None:
+        cursor = claim.cursor if claim else None
         assert self.table.held.get(key) is self.leases, (
             "a worker starts only after its claim is taken"
         )

@@ -5,8 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from ingestor.domain.events import DecodedEvent
-from ingestor.storage.write.history import HistoryBatch, encode, entry_key, float4_exact, odd_key
-from ingestor.storage.write.state import HANDOVER_S, Known, WriteState
+from ingestor.storage.write.history import (
+    CHECKED_COLUMNS,
+    HistoryBatch,
+    encode,
+    entry_key,
+    float4_exact,
+    odd_key,
+)
+from ingestor.storage.write.state import FROM_REST_S, HANDOVER_S, Known, WriteState
 from tests.support.fakefeed import odd, settled_odd
 from tests.support.helpers import GROUP, event
 
@@ -19,12 +26,13 @@ class Encoder:
     def __init__(self, **marks: int) -> None:
         self.now = 0.0
         self.state = WriteState({GROUP: 1, WNBA: 2}, {}, clock=lambda: self.now)
-        known = Known([(1, marks.get("nba", -1)), (2, marks.get("wnba", -1))], {"Won": 1}, {})
+        numbers = {GROUP: 1, WNBA: 2}
+        known = Known([(1, marks.get("nba", -1)), (2, marks.get("wnba", -1))], {"Won": 1}, numbers)
         self.state.opened(3, known)
 
     def encode(self, events: list[DecodedEvent], *, check_all: bool = False) -> HistoryBatch:
         h = encode(self.state.history_context(), events, check_all=check_all)
-        self.state.encoded(h.marks, h.last_us)
+        self.state.encoded(h.marks, h.last_us, h.from_rest)
         return h
 
     def mark(self, group: int) -> int:
@@ -67,17 +75,32 @@ def test_what_may_be_stored_already_is_checked() -> None:
     assert enc.encode([event("copilot-odds", "9-0", [odd("f")], group=WNBA)]).changes == []
 
 
-def test_snapshot_rows_are_checked_each_with_an_event_of_its_own() -> None:
+def test_rows_made_from_rest_are_checked_each_with_an_event_of_its_own_and_no_entry_id() -> None:
     enc = _encoder()
     snap = event("copilot-odds", "1-0", [odd("a", ts=100), odd("b", ts=200)])
-    rows = snap.odds
-    rows[0].entry_id, rows[1].entry_id = "100000-0", "200000-0"
-    h = enc.encode([DecodedEvent.snapshot(GROUP, snap.received_at, odds=rows)])
-    assert not h.changes and len(h.checked_changes) == 2 and not h.marks
-    assert [(e[1], e[4]) for e in h.checked_events] == [
-        (entry_key("100000-0")[0], 3),
-        (entry_key("200000-0")[0], 3),
-    ]
+    fix = event("copilot-odds", "2-0", [odd("c", ts=300)])
+    h = enc.encode(
+        [
+            DecodedEvent.snapshot(GROUP, snap.received_at, odds=snap.odds),
+            DecodedEvent.repair(GROUP, fix.received_at, fix.odds, epoch=1),
+        ]
+    )
+    assert not h.changes and len(h.checked_changes) == 3 and not h.marks
+    # (entry key, kind, entry text): kind 3 a snapshot's row, 4 a repair's; no entry id.
+    assert [(e[1], e[4], e[5]) for e in h.checked_events] == [(0, 3, None)] * 2 + [(0, 4, None)]
+    assert [r[CHECKED_COLUMNS.index("source")] for r in h.checked_changes] == [3, 3, 4]
+    assert h.from_rest == [odd_key("a"), odd_key("b"), odd_key("c")]
+
+
+def test_the_stream_row_of_an_odd_with_a_row_made_from_rest_is_checked_for_a_while() -> None:
+    # So that the stream's row of the same change replaces the snapshot's (one change, one row).
+    enc = _encoder()
+    snap = event("copilot-odds", "1-0", [odd("a", ts=100)])
+    enc.encode([DecodedEvent.snapshot(GROUP, snap.received_at, odds=snap.odds)])
+    assert not enc.encode([event("copilot-odds", "5-0", [odd("a", ts=100)])]).changes
+    assert enc.encode([event("copilot-odds", "6-0", [odd("b", ts=100)])]).changes  # another odd
+    enc.now += FROM_REST_S
+    assert enc.encode([event("copilot-odds", "7-0", [odd("a", ts=101)])]).changes
 
 
 def test_event_ids_are_unique_increasing_and_carry_the_slot() -> None:

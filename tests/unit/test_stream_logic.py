@@ -121,18 +121,39 @@ async def test_snapshot_rows_pass_every_filter_and_held_odds_are_repaired() -> N
         }
     )
     held = {
-        "moved": HeldOdd("open", T0, "1-0", b"\x00" * 25),  # was main; the line moved
-        "gone": HeldOdd("open", T0, "1-0", b"\x00" * 25),  # not returned: suspended
+        "moved": HeldOdd("open", T0, b"\x00" * 25),  # was main; the line moved
+        "gone": HeldOdd("open", T0, b"\x00" * 25),  # not returned: suspended
     }
     queue: EventQueue = asyncio.Queue()
-    rehydrator = Rehydrator(rest, FakeReader(held), queue, Metrics(), RestSettings())  # type: ignore[arg-type]
-    await rehydrator.run(group)
+    rest_client: Any = rest  # the REST client's two verbs, answered from a dict
+    reader: Any = FakeReader(held)
+    rehydrator = Rehydrator(rest_client, reader, queue, Metrics(), RestSettings(), _nothing)
+    snap = await rehydrator.run(group, epoch=7)
+    # What may have changed: every odd kept (its time), and those held but not returned.
+    assert snap.complete and snap.changed == {"main": _at(10), "moved": _at(10), "gone": None}
+    assert all(ev.epoch == 7 for ev in _drain_copy(queue))
     odds_calls = [p for path, p in rest.calls if path.endswith("/odds")]
     assert all(("odds_format", "DECIMAL") in p and ("market", "Moneyline") in p for p in odds_calls)
     rows = [r for ev in _drain(queue) for r in ev.odds]
     kinds = {r.id: (r.kind.label, r.is_main) for r in rows}
     assert kinds == {"main": ("odds", True), "moved": ("odds", False), "gone": ("locked", None)}
     assert snapshot_params(group) == [("market", "Moneyline"), ("odds_format", "DECIMAL")]
+
+
+async def _nothing() -> None:
+    """The writer's flushed(): nothing to wait for here."""
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _drain_copy(queue: EventQueue) -> list[Any]:
+    """What the queue holds, left in it."""
+    items = _drain(queue)
+    for item in items:
+        queue.put_nowait(item)
+    return items
 
 
 def _drain(queue: EventQueue) -> list[Any]:

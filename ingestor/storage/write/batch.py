@@ -213,7 +213,7 @@ def _stubs(current: Iterable[_Current]) -> dict[str, FixtureStub]:
         r = c.priced or c.settled or c.latest  # an inferred lock carries no identity
         if r.fixture_id is not None and r.fixture_id not in stubs:
             stubs[r.fixture_id] = FixtureStub(
-                r.fixture_id, r.game_id, r.sport, r.league, r.source_ts, r.entry_id, r.stream
+                r.fixture_id, r.game_id, r.sport, r.league, r.source_ts, r.entry_id or "", r.stream
             )
     return stubs
 

@@ -24,10 +24,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ingestor.domain.events import SNAPSHOT_EVENT_ID, DecodedEvent, Kind, OddRow
+from ingestor.domain.events import (
+    REPAIR_EVENT_ID,
+    SNAPSHOT_EVENT_ID,
+    DecodedEvent,
+    Kind,
+    OddRow,
+)
 from ingestor.storage.write.state import HistoryContext
 
-SNAPSHOT_KIND = 3  # change_events.kind of a REST snapshot row
+# change_events.kind of rows made from REST: a snapshot row, a row repaired from the vendor's
+# history. Such rows carry no entry id (entry key 0).
+FROM_REST_KIND = {SNAPSHOT_EVENT_ID: 3, REPAIR_EVENT_ID: 4}
+STREAMED = 0  # the staged ``source`` of a streamed row
 Record = tuple[Any, ...]
 
 
@@ -44,6 +53,9 @@ class HistoryBatch:
     marks: dict[int, int] = field(default_factory=dict)  # group_no -> highest entry key
     # Rows whose settlement text has no code yet: (record, text); the flush fills the code.
     unsettled: list[tuple[list[Any], str]] = field(default_factory=list)
+    # Odd keys of the rows made from REST: the stream's rows of those odds are checked for a
+    # while, so that the stream's row of the same change replaces them (one change, one row).
+    from_rest: list[int] = field(default_factory=list)
 
 
 def encode(
@@ -55,8 +67,8 @@ def encode(
     for e in events:
         if not e.odds:
             continue
-        if e.event_id == SNAPSHOT_EVENT_ID:
-            _snapshot(ctx, e, out)
+        if e.event_id in FROM_REST_KIND:
+            _from_rest(ctx, e, out)
             continue
         group = ctx.group_numbers[e.group_key]
         key, text = entry_key(e.entry_id)
@@ -64,7 +76,14 @@ def encode(
         mark = out.marks.get(group, ctx.marks.get(group, -1))
         repeat = (group, key, e.entry_id, kind) in seen
         seen.add((group, key, e.entry_id, kind))
-        checked = check_all or repeat or text is not None or key <= mark or group in ctx.checked
+        checked = (
+            check_all
+            or repeat
+            or text is not None
+            or key <= mark
+            or group in ctx.checked
+            or (bool(ctx.from_rest) and _twin_possible(ctx, e))
+        )
         if text is None and key > mark:
             out.marks[group] = key
         sse_key, sse_text = entry_key(e.event_id) if e.event_id else (None, "")
@@ -80,9 +99,15 @@ def encode(
         )
         (out.checked_events if checked else out.events).append(record)
         rows = out.checked_changes if checked else out.changes
+        staged = (key, text, STREAMED) if checked else None
         for r in e.odds:
-            rows.append(_row(ctx, r, event, out, (key, text) if checked else None))
+            rows.append(_row(ctx, r, event, out, staged))
     return out
+
+
+def _twin_possible(ctx: HistoryContext, e: DecodedEvent) -> bool:
+    """Whether a row made from REST lately may be this streamed change already."""
+    return any(ctx.from_rest.get(odd_key(r.id), 0.0) > ctx.now for r in e.odds)
 
 
 def _next_us(out: HistoryBatch, e: DecodedEvent) -> int:
@@ -91,14 +116,15 @@ def _next_us(out: HistoryBatch, e: DecodedEvent) -> int:
     return out.last_us
 
 
-def _snapshot(ctx: HistoryContext, e: DecodedEvent, out: HistoryBatch) -> None:
-    """One event row per snapshot row: each carries its own entry id (its own time)."""
+def _from_rest(ctx: HistoryContext, e: DecodedEvent, out: HistoryBatch) -> None:
+    """Rows made from REST: one event row each (kind 3 or 4, no entry id), all checked."""
     group = ctx.group_numbers[e.group_key]
+    kind = FROM_REST_KIND[e.event_id]
     for r in e.odds:
-        key, text = entry_key(r.entry_id)
         event = event_id(_next_us(out, e), ctx.slot)
-        out.checked_events.append((event, key, None, group, SNAPSHOT_KIND, text, None))
-        out.checked_changes.append(_row(ctx, r, event, out, (key, text), snapshot=True))
+        out.checked_events.append((event, 0, None, group, kind, None, None))
+        out.checked_changes.append(_row(ctx, r, event, out, (0, None, kind)))
+        out.from_rest.append(out.checked_changes[-1][0])
 
 
 def _row(
@@ -106,12 +132,10 @@ def _row(
     r: OddRow,
     event: int,
     out: HistoryBatch,
-    checked: tuple[int, str | None] | None,
-    *,
-    snapshot: bool = False,
+    staged: tuple[int, str | None, int] | None,
 ) -> Any:
-    """One odds_changes record; ``checked`` (entry key and text): staged with what the check
-    compares."""
+    """One odds_changes record; ``staged`` (entry key, entry text, source): a record for the
+    staging table, with what the check compares."""
     exact = None if float4_exact(r.price) and float4_exact(r.points) else [r.price, r.points]
     code = None
     if r.settlement is not None:
@@ -126,8 +150,11 @@ def _row(
         r.settled_at,
         exact,
     )
-    if checked is not None:
-        record = (*record, *checked, int(r.kind), snapshot, r.entry_id)
+    if staged is not None:
+        # An inferred lock (a snapshot's lock) holds only while `odds` still has the open row
+        # it replaces: that row's order key, same time and entry, the open rank.
+        held = r.order_key[:-1] + b"\x00" if staged[2] == 3 and r.kind == Kind.LOCKED else None
+        record = (*record, *staged, int(r.kind), held)
     if r.settlement is not None and code is None:
         record = list(record)
         out.unsettled.append((record, r.settlement))
@@ -145,7 +172,7 @@ CHANGE_COLUMNS = (
     "settled_at",
     "exact",
 )
-CHECKED_COLUMNS = (*CHANGE_COLUMNS, "entry_key", "entry_text", "kind", "snapshot", "entry_id")
+CHECKED_COLUMNS = (*CHANGE_COLUMNS, "entry_key", "entry_text", "source", "kind", "held_key")
 EVENT_COLUMNS = ("id", "entry_key", "sse_key", "group_no", "kind", "entry_text", "sse_text")
 
 

@@ -21,6 +21,11 @@ from ingestor.domain.cursors import Cursor
 HANDOVER_S = 60.0
 # Fixture ids known to have a row; past this many the set starts again (a probe each).
 FIXTURES_KNOWN_MAX = 200_000
+# After a row made from REST (a snapshot's, a repair's), how long the stream's rows of that
+# odd are checked, so that the stream's row of the same change replaces it: longer than a
+# replay after a reconnect or a snapshot racing the live stream takes.
+FROM_REST_S = 120.0
+FROM_REST_MAX = 500_000  # odds remembered so; past this the oldest window is forgotten
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +40,9 @@ class HistoryContext:
     # hands without a clean handover (another process may still write them).
     checked: AbstractSet[int]
     last_us: int
+    # Odd keys with a row made from REST lately -> until when their streamed rows are checked.
+    from_rest: Mapping[int, float]
+    now: float
 
 
 class WriteState:
@@ -55,6 +63,7 @@ class WriteState:
         self._stale: set[int] = set()  # marks to read again (a takeover)
         self._careful: dict[int, float] = {}  # group -> monotonic deadline
         self._fixtures_known: set[str] = set()
+        self._from_rest: dict[int, float] = {}
         self._last_us = 0
         self._cursors = dict(cursors)
 
@@ -72,6 +81,10 @@ class WriteState:
     def committed_groups(self) -> int:
         """How many groups have a committed cursor."""
         return len(self._cursors)
+
+    def cursors(self) -> dict[str, Cursor]:
+        """Every committed cursor this process knows of (a copy)."""
+        return dict(self._cursors)
 
     def numbered(self, group_keys: Iterable[str]) -> bool:
         """Whether every one of these groups has its number."""
@@ -116,6 +129,8 @@ class WriteState:
             MappingProxyType(self._marks),
             frozenset(self._stale | careful),
             self._last_us,
+            MappingProxyType(self._from_rest),
+            now,
         )
 
     # --- learning ---------------------------------------------------------------------------
@@ -124,8 +139,10 @@ class WriteState:
         """A new history connection: its slot, and what the database knows."""
         self._slot = slot
         self._adopt(known.marks, set(self._stale))
-        self._settlements.update(known.settlements)
-        self._group_numbers.update(known.group_numbers)
+        # What the database says, not what we remembered: after a failover to a standby that
+        # lagged, a code or number we learnt may be gone (it is asked for again).
+        self._settlements = dict(known.settlements)
+        self._group_numbers = dict(known.group_numbers)
 
     def marks_read(self, marks: Iterable[tuple[int, int]], read_for: AbstractSet[int]) -> None:
         """The marks ``history_marks`` held when read for the stale groups ``read_for``."""
@@ -146,12 +163,21 @@ class WriteState:
         """Codes given to settlement texts that had none."""
         self._settlements.update(codes)
 
-    def encoded(self, marks: Mapping[int, int], last_us: int) -> None:
-        """A batch's history was encoded: the marks it raised, the clock it reached."""
+    def encoded(self, marks: Mapping[int, int], last_us: int, from_rest: Iterable[int]) -> None:
+        """A batch's history was encoded: the marks it raised, the clock it reached, the odds
+        it wrote rows made from REST for."""
         for group, key in marks.items():
             if key > self._marks.get(group, -1):
                 self._marks[group] = key
         self._last_us = max(self._last_us, last_us)
+        until = self._clock() + FROM_REST_S
+        remembered = self._from_rest
+        for key in from_rest:
+            remembered[key] = until
+        if len(remembered) > FROM_REST_MAX:
+            now = self._clock()
+            for key in [k for k, u in remembered.items() if u <= now]:
+                del remembered[key]
 
     def committed(self, cursors: Iterable[tuple[str, Cursor]], fixtures: Iterable[str]) -> None:
         """A flush committed: the cursors the database now holds, fixtures that have a row."""
@@ -161,12 +187,20 @@ class WriteState:
             self._fixtures_known.clear()  # forgetting costs one ON CONFLICT probe each
         self._fixtures_known.update(fixtures)
 
-    def taken_over(self, group_key: str, cursor: Cursor | None) -> None:
-        """This process took the group: resume from the cursor another process committed
-        (none: keep what we know), and read its mark again before writing it."""
-        if cursor is not None:
+    def taken_over(self, group_key: str, cursor: Cursor | None, *, careful: bool) -> None:
+        """This process took the group: resume from the cursor the database holds, and read
+        its mark again before writing it; ``careful``: another process streamed it until
+        now, so its rows are checked for a while (a replay may repeat what it stored)."""
+        self.rewound(group_key, cursor)
+        self.handed_over(group_key, careful=careful)
+
+    def rewound(self, group_key: str, cursor: Cursor | None) -> None:
+        """The group's cursor is what the database holds (a claim, or a failover that lost
+        commits)."""
+        if cursor is None:
+            self._cursors.pop(group_key, None)
+        else:
             self._cursors[group_key] = cursor
-        self.handed_over(group_key, careful=False)
 
     def handed_over(self, group_key: str, *, careful: bool) -> None:
         """The group changed hands: read its mark again; ``careful``: another process may
@@ -180,6 +214,11 @@ class WriteState:
     def connection_lost(self) -> None:
         """The history connection (and its slot) is gone."""
         self._slot = None
+
+    def flush_failed(self) -> None:
+        """The connections are gone: what they knew to exist is asked again (after a failover
+        a fixture row we made may be gone)."""
+        self._fixtures_known.clear()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -31,6 +32,15 @@ SLOT_NS = 0x1C0E  # advisory lock "class" of writer slots (two-int form)
 
 class NoWriterSlot(StartupError):
     """Every writer slot of the database is taken."""
+
+
+class Fenced(Exception):
+    """Groups whose epoch moved on since their events were read: another process owns them
+    now, so this transaction must not commit a row of theirs. (group key, stale epoch)."""
+
+    def __init__(self, stale: set[tuple[str, int]]) -> None:
+        super().__init__(", ".join(f"{g} (epoch {e})" for g, e in sorted(stale)))
+        self.stale = stale
 
 
 @dataclass(slots=True)
@@ -87,6 +97,30 @@ async def ensure_settlements(conn: asyncpg.Connection, texts: set[str]) -> dict[
     return {r[0]: r[1] for r in await conn.fetch(sql.ADD_SETTLEMENTS, sorted(texts))}
 
 
+async def fence(conn: asyncpg.Connection, epochs: set[tuple[str, int]]) -> None:
+    """In an open transaction: raise ``Fenced`` unless every (group, epoch) is the group's
+    epoch now; the rows read stay locked until the commit, so no claim slips in between."""
+    if not epochs:
+        return
+    now = {r[0]: r[1] for r in await conn.fetch(sql.FENCE, sorted({g for g, _ in epochs}))}
+    stale = {(g, e) for g, e in epochs if now.get(g, 0) != e}
+    if stale:
+        raise Fenced(stale)
+
+
+async def read_cursors(conn: asyncpg.Connection, group_keys: list[str]) -> dict[str, Cursor]:
+    """The cursors the database holds for these groups."""
+    rows = await conn.fetch(sql.READ_CURSORS, group_keys)
+    return {r[0]: Cursor(r[1], r[2]) for r in rows if r[1]}
+
+
+async def open_gap(
+    conn: asyncpg.Connection, group_key: str, cause: str, bounds: tuple[datetime, datetime]
+) -> int:
+    """A gap in the ledger (autocommitted: it must outlive whatever fails next)."""
+    return int(await conn.fetchval(sql.OPEN_GAP, group_key, cause, *bounds, None))
+
+
 async def write(
     conn: asyncpg.Connection,
     batch: FlushBatch,
@@ -94,8 +128,9 @@ async def write(
     fixtures_known: AbstractSet[str],
     in_database: Callable[[], None],
 ) -> Written:
-    """This connection's share of the flush, in its open transaction. ``in_database`` is
-    called while PostgreSQL merges (no Python needed there: the next batch may be built)."""
+    """This connection's share of the flush, in its open transaction (fenced already).
+    ``in_database`` is called while PostgreSQL merges (no Python needed there: the next batch
+    may be built)."""
     written = Written({}, [], [], [])
     if history is not None:
         written.rows["odds_changes"], written.history_checked = await _history(conn, history)

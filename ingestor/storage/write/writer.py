@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import asyncpg
@@ -21,16 +21,24 @@ import structlog
 
 from ingestor.config import WriterSettings
 from ingestor.domain.cursors import Cursor
-from ingestor.domain.events import Barrier, DecodedEvent, EventQueue
+from ingestor.domain.events import (
+    FAR_PAST,
+    Barrier,
+    DecodedEvent,
+    EventQueue,
+    cursor_key,
+    entry_time,
+)
 from ingestor.metrics import Metrics
-from ingestor.ports import WriterHealth
+from ingestor.ports import LostGroups, WriterHealth
 from ingestor.storage import sql
+from ingestor.storage.db import Registered
 from ingestor.storage.failures import CONNECTION_FAILURES, close_bounded
 from ingestor.storage.write import statements
 from ingestor.storage.write.batch import FlushBatch, build_batches
 from ingestor.storage.write.history import HistoryBatch, encode
 from ingestor.storage.write.state import WriteState
-from ingestor.storage.write.statements import Written
+from ingestor.storage.write.statements import Fenced, Written
 
 log = structlog.get_logger("ingestor.writer")
 
@@ -67,9 +75,9 @@ class Writer:
         metrics: Metrics,
         settings: WriterSettings,
         *,
-        committed: Mapping[str, Cursor] | None = None,
-        group_numbers: Mapping[str, int] | None = None,
+        registered: Registered | None = None,
         on_new_fixtures: NewFixtures | None = None,
+        lost: LostGroups | None = None,
     ) -> None:
         self._dsn = dsn
         self._queue = queue
@@ -80,8 +88,15 @@ class Writer:
         # one, the current state (sharded by odd id) on the others.
         self._conns: list[asyncpg.Connection | None] = [None] * settings.writer_connections
         self._history_conn = settings.writer_connections - 1  # the last (the only one, with one)
-        self._state = WriteState(group_numbers or {}, committed or {})
+        registered = registered or Registered({}, {})
+        self._state = WriteState(registered.group_numbers, registered.cursors)
         self._on_new_fixtures = on_new_fixtures
+        # Groups a flush found fenced out (another process owns them now): told to whoever
+        # gives them up (the coordinator).
+        self._lost = lost
+        # After a failure, the database may be another (a promoted standby): its cursors are
+        # compared with what we committed before anything else is written.
+        self._check_cursors = False
         # Set while a flush waits on a long statement: the next batch may be built then.
         self._in_database = asyncio.Event()
         self._flushes = 0
@@ -100,10 +115,11 @@ class Writer:
         """The group's committed cursor: what its worker resumes from."""
         return self._state.cursor(group_key)
 
-    def take_over(self, group_key: str, cursor: Cursor | None) -> None:
-        """This process now streams the group, from ``cursor`` (another process may have moved
-        it; none: keep what we know); its mark is read again before it is written."""
-        self._state.taken_over(group_key, cursor)
+    def take_over(self, group_key: str, cursor: Cursor | None, *, careful: bool = False) -> None:
+        """This process now streams the group, from ``cursor`` (what the database holds); its
+        mark is read again before it is written; ``careful``: another process streamed it
+        until now, so its rows are checked for a while."""
+        self._state.taken_over(group_key, cursor, careful=careful)
 
     async def give_back(self, group_key: str, *, drain_s: float | None) -> bool:
         """The group's worker stopped. ``drain_s``: wait that long at most until everything
@@ -227,7 +243,7 @@ class Writer:
 
     def _encode(self, events: list[DecodedEvent], *, check_all: bool) -> HistoryBatch:
         h = encode(self._state.history_context(), events, check_all=check_all)
-        self._state.encoded(h.marks, h.last_us)
+        self._state.encoded(h.marks, h.last_us, h.from_rest)
         return h
 
     def _take_more(
@@ -300,8 +316,9 @@ class Writer:
         self, events: list[DecodedEvent], batches: list[FlushBatch] | None, barriers: list[Barrier]
     ) -> None:
         """Commit these events (bisecting a bad one out), then stop holding them."""
+        held = len(events)
         await self._flush_until_committed(events, batches)
-        self._held -= len(events)
+        self._held -= held
         for barrier in barriers:
             barrier.done.set()
 
@@ -314,12 +331,22 @@ class Writer:
             try:
                 if batches is None:
                     batches = build_batches(events, len(self._conns))
+                # Every (group, epoch) the events were read under: fenced in each transaction.
+                epochs = {(e.group_key, e.epoch) for e in events if e.epoch}
                 async with asyncio.timeout(self._s.flush_timeout_s):
-                    written = await self._write_shards(batches, attempt)
+                    written = await self._write_shards(batches, attempt, epochs)
             except POISON as exc:
                 # Checked before RETRYABLE: DataError is a PostgresError too.
                 await self._split(events, exc)
                 return
+            except Fenced as exc:
+                # Rolled back: the rest goes in without the fenced events (the group's owner
+                # has them: it resumes from the cursor we did not move, and records the gap).
+                self._fenced(events, exc.stale)
+                attempt, batches = attempt + 1, None  # its marks were raised: check all
+                if not events:
+                    return
+                continue
             except RETRYABLE as exc:
                 attempt += 1
                 await self._failed(exc, attempt, len(events))
@@ -341,7 +368,46 @@ class Writer:
             events=events,
         )
         await self._close()
+        self._state.flush_failed()
+        self._check_cursors = True
         await asyncio.sleep(delay)
+
+    def _fenced(self, events: list[DecodedEvent], stale: set[tuple[str, int]]) -> None:
+        """Drop the events read under an epoch that is gone; tell who gives their groups up."""
+        dropped = [e for e in events if (e.group_key, e.epoch) in stale]
+        events[:] = [e for e in events if (e.group_key, e.epoch) not in stale]
+        for group, epoch in sorted(stale):
+            n = sum(1 for e in dropped if e.group_key == group)
+            self._metrics.events_fenced.labels(group).inc(n)
+            log.warning("group_fenced", group=group, epoch=epoch, events_dropped=n)
+            if self._lost is not None:
+                self._lost.report(group, epoch)
+
+    async def _verify_cursors(self, conn: asyncpg.Connection) -> None:
+        """After a failure: a group whose cursor the database holds behind what we committed
+        lost commits (a failover to a standby that lagged). The stretch becomes a gap in the
+        ledger (before anything moves the cursor again) and the group resumes from there."""
+        ours = self._state.cursors()
+        if not ours:
+            return
+        theirs = await statements.read_cursors(conn, sorted(ours))
+        for group, cursor in sorted(ours.items()):
+            held = theirs.get(group)
+            if held is not None and cursor_key(held.entry_id) >= cursor_key(cursor.entry_id):
+                continue
+            start = entry_time(held.entry_id) if held is not None else FAR_PAST
+            gap = await statements.open_gap(
+                conn, group, "failover", (start, entry_time(cursor.entry_id))
+            )
+            self._state.rewound(group, held)
+            self._metrics.gaps_opened.labels("failover").inc()
+            log.warning(
+                "commits_lost",
+                group=group,
+                committed=cursor.entry_id,
+                database_has=held.entry_id if held else None,
+                gap_id=gap,
+            )
 
     async def _split(self, events: list[DecodedEvent], exc: BaseException) -> None:
         """Bisect a batch that cannot be written, so that one bad event costs only itself."""
@@ -417,18 +483,22 @@ class Writer:
         if stale:
             state.marks_read(await statements.read_marks(conn), stale)
 
-    async def _write_shards(self, batches: list[FlushBatch], attempt: int) -> dict[str, int]:
+    async def _write_shards(
+        self, batches: list[FlushBatch], attempt: int, epochs: set[tuple[str, int]]
+    ) -> dict[str, int]:
         """One transaction per shard; the first (with the cursors) commits last, so a
         committed cursor never covers rows that are not committed. A failure after some
         shards committed is retried whole: every write is idempotent (history checks every
         row of a retry)."""
         busy = [i for i, b in enumerate(batches) if i == 0 or b.history_events or b.odds]
         conns = [await self._connect(i) for i in busy]
+        if self._check_cursors:
+            await self._verify_cursors(conns[0])
+            self._check_cursors = False
         history: HistoryBatch | None = None
         if batches[-1].history_events:
             await self._learn(conns[-1], batches[-1])
             history = self._history(batches[-1], attempt)
-        known = self._state.fixtures_known()
         txs = [conn.transaction() for conn in conns]
         try:
             for tx in txs:
@@ -436,13 +506,7 @@ class Writer:
             # gather without cancelling: every statement ends before any rollback starts.
             results = await asyncio.gather(
                 *(
-                    statements.write(
-                        c,
-                        batches[i],
-                        history if i == len(batches) - 1 else None,
-                        known,
-                        self._in_database.set,
-                    )
+                    self._shard(c, batches[i], history if i == len(batches) - 1 else None, epochs)
                     for c, i in zip(conns, busy, strict=True)
                 ),
                 return_exceptions=True,
@@ -461,6 +525,19 @@ class Writer:
                     await asyncio.wait_for(tx.rollback(), timeout=2)
             raise
         return self._committed([r for r in results if not isinstance(r, BaseException)])
+
+    async def _shard(
+        self,
+        conn: asyncpg.Connection,
+        batch: FlushBatch,
+        history: HistoryBatch | None,
+        epochs: set[tuple[str, int]],
+    ) -> Written:
+        """One connection's transaction: fenced first, then its statements."""
+        await statements.fence(conn, epochs)
+        return await statements.write(
+            conn, batch, history, self._state.fixtures_known(), self._in_database.set
+        )
 
     def _committed(self, results: list[Written]) -> dict[str, int]:
         """Every shard committed: publish what they wrote; rows written by table."""

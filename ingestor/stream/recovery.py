@@ -1,0 +1,193 @@
+"""What one group's connections may have missed, and getting it back.
+
+Every connection of a group after the first of an ownership (and the first, when the group
+resumes from a committed cursor) leaves a stretch the vendor may not replay: it becomes a gap
+in the ledger (``stream_gaps``), from the last event received before (the committed cursor,
+at the start of an ownership) to the moment the stream was back. After every connect a REST
+snapshot brings ``odds`` up to date (again and again while it fails) and, on the copilot
+stream, scopes the group's open gaps: the odds whose snapshot time is past a gap's start, and
+those the database held open that the snapshot no longer returns, are the ones whose history
+may lack changes; the repair (``repair.py``) asks the vendor's history for those alone.
+
+A gap the vendor visibly replays across (the new connection's first event is one we had
+received already) is closed as replayed. The regular stream has no documented history
+source: its gaps are recorded unrepairable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import structlog
+
+from ingestor.domain.cursors import Cursor
+from ingestor.domain.events import entry_time
+from ingestor.domain.groups import Group
+from ingestor.lifecycle import sleep_or_stop
+from ingestor.metrics import Metrics
+from ingestor.ports import GapLedger, LedgerError
+from ingestor.stream.rehydrate import Rehydrator
+
+log = structlog.get_logger("ingestor.recovery")
+
+# A snapshot that failed (the vendor's REST down) is taken again after this, doubling, up to
+# the cap, while the connection lasts: the gap stays open until one comes back whole.
+RESNAPSHOT_S = (30.0, 600.0)
+# How long the ledger is retried when recording a gap fails (the database is down): the
+# gap is recorded once it answers, whatever else fails meanwhile.
+LEDGER_RETRY_S = (1.0, 30.0)
+UNREPAIRABLE = "the regular stream has no documented source of history"
+NO_SNAPSHOT = "rehydrate = false: no snapshot tells which odds changed"
+REPLAYED = (
+    "the vendor replayed across it (the first event after the reconnect was one received before)"
+)
+
+
+class Recovery:
+    """One group's gap tracking and its snapshots; the worker calls ``begin`` (a new
+    ownership), ``connected`` (each connection), ``received`` (each data event), ``stop``."""
+
+    def __init__(
+        self,
+        group: Group,
+        rehydrator: Rehydrator | None,
+        ledger: GapLedger | None,
+        metrics: Metrics,
+        stop: asyncio.Event,
+    ) -> None:
+        self._group = group
+        self._rehydrator = rehydrator
+        self._ledger = ledger
+        self._metrics = metrics
+        self._stop = stop
+        self._task: asyncio.Task[None] | None = None
+        self.epoch = 0
+        self._resume: Cursor | None = None
+        self._high: tuple[int, int] | None = None  # newest entry received this ownership
+        self._before: tuple[int, int] | None = None  # ... when this connection opened
+        self._first = True  # no data event yet on this connection
+        self._replayed = False
+        self._gap: int | None = None  # this connection's gap, once recorded and scoped
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def begin(self, epoch: int, resume: Cursor | None) -> None:
+        """A new ownership of the group: its epoch, and the cursor it resumes from."""
+        self.epoch = epoch
+        self._resume = resume
+        self._high = None
+
+    def connected(self) -> None:
+        """A connection is open: record what may be missing, and snapshot the group."""
+        self._before, self._first, self._replayed, self._gap = self._high, True, False, None
+        if self._high is not None:
+            gap = ("reconnect", datetime.fromtimestamp(self._high[0] / 1000, UTC))
+        elif self._resume is not None:
+            gap = ("start", entry_time(self._resume.entry_id))
+        else:
+            gap = None  # a group never committed: history starts now
+        if self._task is not None:
+            self._task.cancel()  # a newer connection's snapshot supersedes it
+        self._task = asyncio.create_task(
+            self._recover(gap, datetime.now(UTC)), name=f"rehydrate:{self._group.key}"
+        )
+
+    def received(self, entry: tuple[int, int]) -> None:
+        """A data event with this entry id (ms, seq) arrived on the current connection."""
+        if self._first:
+            self._first = False
+            if self._before is not None and entry <= self._before:
+                self._replayed = True  # the vendor resent what we had: it replays
+                if self._gap is not None and self._ledger is not None:
+                    task = asyncio.create_task(self._close_replayed(self._gap))
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
+        if self._high is None or entry > self._high:
+            self._high = entry
+
+    async def stop(self) -> None:
+        """The worker stops: its snapshot goes with it (an unscoped gap stays open, and the
+        group's next snapshot, here or in its next owner, scopes it)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    # --- the connection's recovery ----------------------------------------------------------
+
+    async def _recover(self, gap: tuple[str, datetime] | None, until: datetime) -> None:
+        key = self._group.key
+        try:
+            gap_id = await self._open(gap, until) if gap is not None else None
+            await self._snapshots(gap_id)
+        except Exception:
+            # Never fatal to the stream: the next connect tries again.
+            self._metrics.rehydrations.labels(key, "crashed").inc()
+            log.exception("rehydrate_crashed", group=key)
+
+    async def _open(self, gap: tuple[str, datetime], until: datetime) -> int | None:
+        if self._ledger is None:
+            return None
+        cause, start = gap
+        why = None
+        if self._group.stream.kind != "copilot":
+            why = UNREPAIRABLE
+        elif self._rehydrator is None:
+            why = NO_SNAPSHOT
+        delay = LEDGER_RETRY_S[0]
+        while True:
+            try:
+                gap_id = await self._ledger.open(
+                    self._group.key, cause, start, until, unrepairable=why
+                )
+                break
+            except LedgerError as exc:
+                log.warning("gap_record_failed", group=self._group.key, error=str(exc)[:200])
+                if await sleep_or_stop(self._stop, delay):
+                    return None
+                delay = min(delay * 2, LEDGER_RETRY_S[1])
+        self._metrics.gaps_opened.labels(cause).inc()
+        log.info(
+            "gap_opened",
+            group=self._group.key,
+            gap_id=gap_id,
+            cause=cause,
+            from_ts=start.isoformat(),
+            until_ts=until.isoformat(),
+            unrepairable=why,
+        )
+        return gap_id
+
+    async def _snapshots(self, gap_id: int | None) -> None:
+        """Snapshot until one comes back whole, then scope the group's open gaps with it."""
+        if self._rehydrator is None:
+            return
+        delay = RESNAPSHOT_S[0]
+        while True:
+            snapshot = await self._rehydrator.run(self._group, self.epoch)
+            if snapshot.complete:
+                break
+            log.info("rehydrate_again", group=self._group.key, in_s=delay)
+            if await sleep_or_stop(self._stop, delay):
+                return
+            delay = min(delay * 2, RESNAPSHOT_S[1])
+        if self._ledger is None or self._group.stream.kind != "copilot":
+            return
+        if self._replayed and gap_id is not None:
+            await self._close_replayed(gap_id)
+            return
+        queued = await self._ledger.scope(self._group.key, snapshot.changed, gap_id)
+        self._gap = gap_id
+        if self._replayed and gap_id is not None:  # the first event came while we scoped
+            await self._close_replayed(gap_id)
+        elif queued:
+            log.info("gap_scoped", group=self._group.key, gap_id=gap_id, odds_to_repair=queued)
+
+    async def _close_replayed(self, gap_id: int) -> None:
+        assert self._ledger is not None
+        try:
+            await self._ledger.close([gap_id], "repaired", REPLAYED)
+        except LedgerError as exc:  # the repair then does it the long way: nothing is lost
+            log.warning("gap_close_failed", group=self._group.key, error=str(exc)[:200])
+            return
+        log.info("gap_replayed", group=self._group.key, gap_id=gap_id)
