@@ -13,12 +13,17 @@ from typing import Any, Protocol
 from ingestor.domain.cursors import Cursor
 
 
-class LeaseError(Exception):
-    """The lease store failed (connection lost, database down): every lease is void."""
+class StoreError(Exception):
+    """A port backed by the database failed (connection lost, database down); the callers
+    retry. The message says what failed, without the URL."""
 
 
-class LedgerError(Exception):
-    """The gap ledger could not be read or written (the database failed); retried."""
+class LeaseError(StoreError):
+    """The lease store failed: every lease is void."""
+
+
+class LedgerError(StoreError):
+    """The gap ledger could not be read or written; retried."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +89,7 @@ class HeldOdd:
 
 
 class OddsReader(Protocol):
-    """What gap recovery reads from the database."""
+    """What gap recovery reads from the database (``StoreError`` when it cannot)."""
 
     async def odds_of_fixtures(
         self,
@@ -182,11 +187,12 @@ class GapLedger(Protocol):
         """Record a gap; ``unrepairable``: why no repair is possible (closed at once)."""
 
     async def scope(
-        self, group_key: str, changed: Mapping[str, datetime | None], upto_gap: int | None
+        self, group_key: str, changed: Mapping[str, datetime | None], taken_at: datetime
     ) -> int:
-        """A whole snapshot of the group came back: its open gaps (up to ``upto_gap``) get the
-        odds that may have changed during them (odd id -> its snapshot time, None: no longer
-        returned). Returns how many odds were queued for repair."""
+        """A whole snapshot of the group, begun at ``taken_at``, came back: the gaps not
+        closed that ended before it get the odds that may have changed during them (odd id ->
+        its snapshot time, None: no longer returned). Returns how many (gap, odd) pairs were
+        queued for repair."""
 
     async def close(self, gap_ids: Sequence[int], state: str, detail: str) -> None:
         """Close gaps without repair (replayed by the vendor, or unrepairable)."""

@@ -44,7 +44,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _pg_bin() -> Path | None:
+def pg_bin() -> Path | None:
     for root in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
         if (root / "initdb").exists():
             return root
@@ -54,7 +54,7 @@ def _pg_bin() -> Path | None:
 
 def start_throwaway_cluster(workdir: Path) -> tuple[str, Path, Path]:
     """initdb + pg_ctl start on a free port; returns (url, bin dir, data dir)."""
-    bindir = _pg_bin()
+    bindir = pg_bin()
     if bindir is None:
         raise RuntimeError("no PostgreSQL binaries (initdb) installed")
     data = workdir / "data"

@@ -153,6 +153,9 @@ class SimServer:
         fixture_updates = q.get("include_fixture_updates") == "true"
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
+        # Where the stream starts is decided before the connection counts as open: an event
+        # emitted once it is open is sent on it.
+        start = self._start_index(conn.last_entry_id)
         self.open.append(conn)
         self.connections_total += 1
         # Counted by transport state, not by handler: a handler learns of a dead client only
@@ -161,9 +164,7 @@ class SimServer:
         self.max_concurrent[group] = max(self.max_concurrent[group], live)
         try:
             await resp.write(_frame("connected", b"ok go", None, self.faults.retry_ms))
-            await self._pump(
-                request, resp, conn, self._start_index(conn.last_entry_id), fixture_updates
-            )
+            await self._pump(request, resp, conn, start, fixture_updates)
         except ConnectionResetError:
             pass  # the client went away: nothing to finish
         finally:

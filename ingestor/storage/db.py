@@ -41,7 +41,10 @@ async def connect_with_wait(dsn: str, wait_s: float) -> asyncpg.Connection:
             raise DatabaseUnavailable(
                 f"PostgreSQL refused the connection: {describe(exc)}"
             ) from None
-        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+        except asyncpg.ClientConfigurationError as exc:  # the URL itself is wrong
+            raise DatabaseUnavailable(f"database URL: {describe(exc)}") from None
+        except CONNECTION_FAILURES as exc:
+            # A standby not yet promoted (target_session_attrs=read-write) is waited for too.
             if time.monotonic() >= deadline:
                 raise DatabaseUnavailable(
                     f"PostgreSQL not reachable after {wait_s:.0f} s ({attempt} attempts): "

@@ -56,5 +56,5 @@ def run_once(coro: Coroutine[Any, Any, T], what: str) -> T:
         return asyncio.run(coro)
     except asyncpg.UndefinedTableError as exc:
         raise SchemaError(f"{what}: {describe(exc)}: run `ingestor migrate` first") from None
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except CONNECTION_FAILURES as exc:
         raise DatabaseUnavailable(f"{what}: cannot use the database: {describe(exc)}") from None

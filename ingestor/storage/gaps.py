@@ -55,14 +55,15 @@ class PgGapLedger:
         return gap_id
 
     async def scope(
-        self, group_key: str, changed: Mapping[str, datetime | None], upto_gap: int | None
+        self, group_key: str, changed: Mapping[str, datetime | None], taken_at: datetime
     ) -> int:
-        """The group's open gaps get the odds that may have changed during them."""
+        """The group's gaps that ended before the snapshot get the odds that may have changed
+        during them."""
         ids = list(changed)
         times = [changed[i] for i in ids]
         async with self._conn() as conn:
-            rows = await conn.fetch(sql.SCOPE_GAPS, group_key, ids, times, upto_gap or 2**62)
-        return sum(r["odds_to_repair"] for r in rows)
+            rows = await conn.fetch(sql.SCOPE_GAPS, group_key, ids, times, taken_at)
+        return sum(r["queued"] for r in rows)
 
     async def close(self, gap_ids: Sequence[int], state: str, detail: str) -> None:
         """Close gaps without repair."""
@@ -92,12 +93,14 @@ class PgGapLedger:
     ) -> bool:
         """A call's work is stored: its odds leave the queue, its gaps count it (and close
         when nothing is left). Only while the group is still at ``epoch``."""
-        gaps = sorted({g for w in work for g in w.gaps})
-        odds = [w.odd_id for w in work]
+        pairs = sorted((g, w.odd_id) for w in work for g in w.gaps)
+        first = pairs[0][0]  # the call and what it added are counted on the oldest gap
         async with self._conn() as conn, conn.transaction():
             if not await conn.fetchval(sql.STILL_OWNED, group_key, epoch):
                 return False
-            await conn.execute(sql.REPAIRED, gaps, odds, gaps[0], added)
+            await conn.execute(
+                sql.REPAIRED, [g for g, _ in pairs], [o for _, o in pairs], first, added
+            )
         return True
 
     async def summary(self) -> dict[str, tuple[int, datetime | None]]:

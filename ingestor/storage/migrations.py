@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ingestor.config import ConfigError
 from ingestor.errors import SchemaError, StartupError
 from ingestor.storage import sql
-from ingestor.storage.failures import describe, run_once
+from ingestor.storage.failures import CONNECTION_FAILURES, describe, run_once
 
 
 def alembic_dir() -> Path:
@@ -106,7 +106,7 @@ def migrate(database_url: str, target: str) -> str:
             done, verb = downgrade(database_url, target), "undid"
     except SQLAlchemyError as exc:  # a statement of a migration failed (as a non-owner, say)
         raise StartupError(f"migrate: {describe(getattr(exc, 'orig', None) or exc)}") from None
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except CONNECTION_FAILURES as exc:
         raise StartupError(f"migrate: cannot use the database: {describe(exc)}") from None
     if done:
         return f"{verb} {', '.join(done)}; the schema is at {wanted or 'base'}"

@@ -136,9 +136,7 @@ BUCKET = "date_bin('00:30:00'::interval, {ts}, '2000-01-01 00:00:00+00'::timesta
 # the same change (it carries the entry id). Events go in only when a row uses them.
 # REST snapshot rows are history only when they tell something new: `odds` has nothing as
 # recent (this runs before the merge commits, so `odds` still holds the state before the
-# batch); an inferred lock only while `odds` still holds the open row it replaces. A repair
-# that stores a later change of an odd ends the inferred lock a snapshot guessed for it (no
-# streamed row between the two).
+# batch); an inferred lock only while `odds` still holds the open row it replaces.
 SAME_CHANGE = f"""h.odd_key = s.odd_key
           AND {BUCKET.format(ts="h.source_ts")} = {BUCKET.format(ts="s.source_ts")}
           AND h.source_ts = s.source_ts
@@ -174,25 +172,31 @@ WITH twins AS (
                                AND o.source_ts >= s.source_ts)))
     END
     ORDER BY s.odd_key, s.source_ts, s.kind, s.entry_key, s.entry_text, s.ev
-    RETURNING odd_key, source_ts, ev
-), superseded AS (
-    DELETE FROM odds_changes h
-    USING fresh f JOIN {STAGE_EVENTS} r ON r.id = (f.ev >> 4) AND r.kind = 4
-    WHERE h.odd_key = f.odd_key AND h.source_ts < f.source_ts AND ((h.ev >> 2) & 3) = 1
-      AND EXISTS (SELECT 1 FROM change_events e WHERE e.id = (h.ev >> 4) AND e.kind = 3)
-      AND NOT EXISTS (
-          SELECT 1 FROM odds_changes x JOIN change_events xe ON xe.id = (x.ev >> 4)
-          WHERE x.odd_key = h.odd_key AND x.source_ts > h.source_ts
-            AND x.source_ts < f.source_ts AND xe.kind < 3)
-    RETURNING h.ev
+    RETURNING ev
 ), gone AS (
-    DELETE FROM change_events
-    WHERE id IN (SELECT ev >> 4 FROM twins UNION ALL SELECT ev >> 4 FROM superseded)
+    DELETE FROM change_events WHERE id IN (SELECT ev >> 4 FROM twins)
 ), used AS (
     INSERT INTO change_events
     SELECT * FROM {STAGE_EVENTS} WHERE id IN (SELECT ev >> 4 FROM fresh)
 )
 SELECT count(*) FROM fresh
+"""
+
+# Before a repair's rows are checked: the locks a snapshot inferred for its odds (an odd it
+# no longer returned, "suspended" at the time of the open row it replaced) were guesses; the
+# vendor's history now says what happened, so each guess the repair has a change at or after
+# goes, with its event (the repair stores the real lock, when there was one).
+DROP_GUESSES = f"""
+WITH repaired AS (
+    SELECT odd_key, max(source_ts) AS upto FROM {STAGE_CHANGES} WHERE source = 4
+    GROUP BY odd_key
+), guessed AS (
+    DELETE FROM odds_changes h USING repaired r
+    WHERE h.odd_key = r.odd_key AND h.source_ts <= r.upto AND ((h.ev >> 2) & 3) = 1
+      AND EXISTS (SELECT 1 FROM change_events e WHERE e.id = (h.ev >> 4) AND e.kind = 3)
+    RETURNING h.ev
+)
+DELETE FROM change_events WHERE id IN (SELECT ev >> 4 FROM guessed)
 """
 
 # The replay guard's marks, kept in the history transaction (never in the cursor's: a crash
@@ -449,34 +453,39 @@ INSERT INTO stream_gaps (group_key, cause, from_ts, until_ts, detail)
 VALUES ($1, $2, $3, $4, $5)
 RETURNING gap_id
 """
-# Scoping: a snapshot of the group came back whole. Every gap of the group still open gets
-# the odds that may have changed since its start ($2 ids, $3 their snapshot times; null: an
-# odd the snapshot no longer returns, which changed at some unknown time) and is repairing,
-# or repaired at once when none may have.
+# Scoping: a snapshot of the group came back whole. Every gap of the group not closed that
+# ended before the snapshot began ($4) gets the odds that may have changed since its start
+# ($2 ids, $3 their snapshot times; null: an odd the snapshot no longer returns, which
+# changed at some unknown time): a gap scoped before may lack an odd that appeared after its
+# own snapshot. An open gap is then repairing, or repaired at once when no odd may have
+# changed in it.
 SCOPE_GAPS = """
-WITH open AS (
-    SELECT gap_id, from_ts FROM stream_gaps
-    WHERE group_key = $1 AND state = 'open' AND gap_id <= $4
+WITH pending AS (
+    SELECT gap_id, from_ts, state FROM stream_gaps
+    WHERE group_key = $1 AND state IN ('open', 'repairing') AND until_ts <= $4
     FOR UPDATE
 ), work AS (
     INSERT INTO stream_gap_odds (gap_id, odd_id)
-    SELECT o.gap_id, c.id
-    FROM open o CROSS JOIN unnest($2::text[], $3::timestamptz[]) AS c(id, ts)
-    WHERE c.ts IS NULL OR c.ts > o.from_ts
+    SELECT p.gap_id, c.id
+    FROM pending p CROSS JOIN unnest($2::text[], $3::timestamptz[]) AS c(id, ts)
+    WHERE c.ts IS NULL OR c.ts > p.from_ts
     ON CONFLICT DO NOTHING
     RETURNING gap_id
 ), counted AS (
-    SELECT o.gap_id, count(w.gap_id) AS n FROM open o LEFT JOIN work w USING (gap_id)
-    GROUP BY o.gap_id
+    SELECT p.gap_id, p.state, count(w.gap_id) AS n,
+           EXISTS (SELECT 1 FROM stream_gap_odds q WHERE q.gap_id = p.gap_id) AS had_work
+    FROM pending p LEFT JOIN work w USING (gap_id)
+    GROUP BY p.gap_id, p.state
 )
 UPDATE stream_gaps g
-SET state = CASE WHEN c.n = 0 THEN 'repaired' ELSE 'repairing' END,
-    odds_to_repair = c.n,
-    detail = CASE WHEN c.n = 0 THEN 'no odd changed during it' ELSE g.detail END,
-    closed_at = CASE WHEN c.n = 0 THEN now() END,
+SET state = CASE WHEN c.n = 0 AND NOT c.had_work THEN 'repaired' ELSE 'repairing' END,
+    odds_to_repair = g.odds_to_repair + c.n,
+    detail = CASE WHEN c.n = 0 AND NOT c.had_work THEN 'no odd changed during it'
+                  ELSE g.detail END,
+    closed_at = CASE WHEN c.n = 0 AND NOT c.had_work THEN now() END,
     updated_at = now()
 FROM counted c WHERE g.gap_id = c.gap_id
-RETURNING g.gap_id, g.state, g.odds_to_repair
+RETURNING g.gap_id, g.state, c.n AS queued
 """
 # Gaps closed without repair: the vendor replayed across them (repaired), or no source of
 # history exists for their stream (unrepairable).
@@ -511,27 +520,31 @@ REPAIRED_ROWS = """
 SELECT count(*) FROM odds_changes c JOIN change_events e ON e.id = (c.ev >> 4)
 WHERE c.odd_key = ANY($1::bigint[]) AND e.kind = 4
 """
-# A call's work done: its odds leave the queue, the gaps count what was done and close when
-# nothing is left.
+# A call's work done: exactly the (gap, odd) pairs it fetched ($1, $2) leave the queue (a
+# pair queued meanwhile stays), the gaps count what was done and close when nothing is left.
 REPAIRED = """
 WITH done AS (
-    DELETE FROM stream_gap_odds WHERE gap_id = ANY($1::bigint[]) AND odd_id = ANY($2::text[])
-    RETURNING gap_id
+    DELETE FROM stream_gap_odds w USING unnest($1::bigint[], $2::text[]) AS d(gap_id, odd_id)
+    WHERE w.gap_id = d.gap_id AND w.odd_id = d.odd_id
+    RETURNING w.gap_id, w.odd_id
 ), per_gap AS (
     SELECT gap_id, count(*) AS n FROM done GROUP BY gap_id
+), left_over AS (
+    SELECT p.gap_id, EXISTS (
+        SELECT 1 FROM stream_gap_odds w
+        WHERE w.gap_id = p.gap_id
+          AND NOT EXISTS (SELECT 1 FROM done d WHERE d.gap_id = w.gap_id
+                          AND d.odd_id = w.odd_id)) AS more
+    FROM per_gap p
 )
 UPDATE stream_gaps g
 SET odds_repaired = g.odds_repaired + p.n,
     changes_added = g.changes_added + CASE WHEN g.gap_id = $3 THEN $4 ELSE 0 END,
     historical_calls = g.historical_calls + CASE WHEN g.gap_id = $3 THEN 1 ELSE 0 END,
-    state = CASE WHEN EXISTS (SELECT 1 FROM stream_gap_odds w
-                              WHERE w.gap_id = g.gap_id AND NOT w.odd_id = ANY($2::text[]))
-                 THEN g.state ELSE 'repaired' END,
-    closed_at = CASE WHEN EXISTS (SELECT 1 FROM stream_gap_odds w
-                                  WHERE w.gap_id = g.gap_id AND NOT w.odd_id = ANY($2::text[]))
-                     THEN NULL ELSE now() END,
+    state = CASE WHEN l.more THEN g.state ELSE 'repaired' END,
+    closed_at = CASE WHEN l.more THEN NULL ELSE now() END,
     updated_at = now()
-FROM per_gap p WHERE g.gap_id = p.gap_id
+FROM per_gap p JOIN left_over l USING (gap_id) WHERE g.gap_id = p.gap_id
 """
 STILL_OWNED = "SELECT epoch = $2 FROM stream_cursors WHERE group_key = $1"
 GAP_SUMMARY = """

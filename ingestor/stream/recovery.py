@@ -27,7 +27,7 @@ from ingestor.domain.groups import Group
 from ingestor.lifecycle import sleep_or_stop
 from ingestor.metrics import Metrics
 from ingestor.ports import GapLedger, LedgerError
-from ingestor.stream.rehydrate import Rehydrator
+from ingestor.stream.rehydrate import Rehydrator, Snapshot
 
 log = structlog.get_logger("ingestor.recovery")
 
@@ -65,31 +65,48 @@ class Recovery:
         self.epoch = 0
         self._resume: Cursor | None = None
         self._high: tuple[int, int] | None = None  # newest entry received this ownership
+        self._opened: datetime | None = None  # when this ownership's last connection opened
         self._before: tuple[int, int] | None = None  # ... when this connection opened
         self._first = True  # no data event yet on this connection
         self._replayed = False
         self._gap: int | None = None  # this connection's gap, once recorded and scoped
+        # The newest whole snapshot: a gap recorded late (the database was down) is scoped
+        # with it when it began after the gap ended.
+        self._snapshot: Snapshot | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        # Gaps being recorded: a newer connection supersedes a snapshot, never a record.
+        self._recording: set[asyncio.Task[int | None]] = set()
 
     def begin(self, epoch: int, resume: Cursor | None) -> None:
         """A new ownership of the group: its epoch, and the cursor it resumes from."""
         self.epoch = epoch
         self._resume = resume
         self._high = None
+        self._opened = None
+        self._snapshot = None
 
     def connected(self) -> None:
         """A connection is open: record what may be missing, and snapshot the group."""
         self._before, self._first, self._replayed, self._gap = self._high, True, False, None
-        if self._high is not None:
+        now = datetime.now(UTC)
+        if self._high is not None:  # complete up to the newest event received
             gap = ("reconnect", datetime.fromtimestamp(self._high[0] / 1000, UTC))
+        elif self._opened is not None:  # connected before and received nothing: since then
+            gap = ("reconnect", self._opened)
         elif self._resume is not None:
             gap = ("start", entry_time(self._resume.entry_id))
         else:
             gap = None  # a group never committed: history starts now
+        self._opened = now
+        opening = None
+        if gap is not None:
+            opening = asyncio.create_task(self._open(gap, now), name=f"gap:{self._group.key}")
+            self._recording.add(opening)
+            opening.add_done_callback(self._recording.discard)
         if self._task is not None:
             self._task.cancel()  # a newer connection's snapshot supersedes it
         self._task = asyncio.create_task(
-            self._recover(gap, datetime.now(UTC)), name=f"rehydrate:{self._group.key}"
+            self._recover(opening), name=f"rehydrate:{self._group.key}"
         )
 
     def received(self, entry: tuple[int, int]) -> None:
@@ -107,19 +124,20 @@ class Recovery:
 
     async def stop(self) -> None:
         """The worker stops: its snapshot goes with it (an unscoped gap stays open, and the
-        group's next snapshot, here or in its next owner, scopes it)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        group's next snapshot, here or in its next owner, scopes it), and so does a gap not
+        yet recorded (the next owner starts from the committed cursor: its own gap covers)."""
+        tasks = [t for t in (self._task, *self._recording) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
 
     # --- the connection's recovery ----------------------------------------------------------
 
-    async def _recover(self, gap: tuple[str, datetime] | None, until: datetime) -> None:
+    async def _recover(self, opening: asyncio.Task[int | None] | None) -> None:
         key = self._group.key
         try:
-            gap_id = await self._open(gap, until) if gap is not None else None
-            await self._snapshots(gap_id)
+            await self._snapshots(opening)
         except Exception:
             # Never fatal to the stream: the next connect tries again.
             self._metrics.rehydrations.labels(key, "crashed").inc()
@@ -147,6 +165,9 @@ class Recovery:
                     return None
                 delay = min(delay * 2, LEDGER_RETRY_S[1])
         self._metrics.gaps_opened.labels(cause).inc()
+        snapshot = self._snapshot
+        if why is None and snapshot is not None and snapshot.taken_at >= until:
+            await self._scope(snapshot)  # its own snapshot has come and gone
         log.info(
             "gap_opened",
             group=self._group.key,
@@ -158,8 +179,9 @@ class Recovery:
         )
         return gap_id
 
-    async def _snapshots(self, gap_id: int | None) -> None:
-        """Snapshot until one comes back whole, then scope the group's open gaps with it."""
+    async def _snapshots(self, opening: asyncio.Task[int | None] | None) -> None:
+        """Snapshot until one comes back whole, then scope the group's open gaps with it (this
+        connection's once it is recorded)."""
         if self._rehydrator is None:
             return
         delay = RESNAPSHOT_S[0]
@@ -171,17 +193,35 @@ class Recovery:
             if await sleep_or_stop(self._stop, delay):
                 return
             delay = min(delay * 2, RESNAPSHOT_S[1])
+        self._snapshot = snapshot
         if self._ledger is None or self._group.stream.kind != "copilot":
             return
+        gap_id = await asyncio.shield(opening) if opening is not None else None
         if self._replayed and gap_id is not None:
             await self._close_replayed(gap_id)
             return
-        queued = await self._ledger.scope(self._group.key, snapshot.changed, gap_id)
+        await self._scope(snapshot)
         self._gap = gap_id
         if self._replayed and gap_id is not None:  # the first event came while we scoped
             await self._close_replayed(gap_id)
-        elif queued:
-            log.info("gap_scoped", group=self._group.key, gap_id=gap_id, odds_to_repair=queued)
+
+    async def _scope(self, snapshot: Snapshot) -> None:
+        """The group's gaps that ended before the snapshot began get their odds to repair."""
+        assert self._ledger is not None
+        delay = LEDGER_RETRY_S[0]
+        while True:
+            try:
+                queued = await self._ledger.scope(
+                    self._group.key, snapshot.changed, snapshot.taken_at
+                )
+                break
+            except LedgerError as exc:
+                log.warning("gap_scope_failed", group=self._group.key, error=str(exc)[:200])
+                if await sleep_or_stop(self._stop, delay):
+                    return
+                delay = min(delay * 2, LEDGER_RETRY_S[1])
+        if queued:
+            log.info("gap_scoped", group=self._group.key, odds_to_repair=queued)
 
     async def _close_replayed(self, gap_id: int) -> None:
         assert self._ledger is not None

@@ -26,7 +26,7 @@ from ingestor.domain.events import (
 )
 from ingestor.domain.groups import Group
 from ingestor.metrics import Metrics
-from ingestor.ports import OddsReader
+from ingestor.ports import OddsReader, StoreError
 from ingestor.stream.rest import RestClient, RestError
 
 log = structlog.get_logger("ingestor.rehydrate")
@@ -109,6 +109,7 @@ class Snapshot:
     changed lately: odd id -> its time in the snapshot, None for one the database held that
     the snapshot no longer returns (it changed at some unknown time)."""
 
+    taken_at: datetime  # when it began: it shows every change made before
     complete: bool = True
     rows: int = 0
     changed: dict[str, datetime | None] = field(default_factory=dict)
@@ -137,7 +138,7 @@ class Rehydrator:
         """Queue the snapshot of every relevant fixture (its events carry ``epoch``, the
         group's ownership); once it is whole, wait until it is committed."""
         started = time.monotonic()
-        snap = Snapshot()
+        snap = Snapshot(datetime.now(UTC))
         fixture_ids = await self._fixture_ids(group, snap, epoch)
         log.info("rehydrate_started", group=group.key, fixtures=len(fixture_ids))
         done = 0
@@ -145,7 +146,7 @@ class Rehydrator:
         for chunk in _chunks(fixture_ids, FIXTURE_IDS_PER_CALL):
             try:
                 await self._chunk(group, chunk, snap, epoch)
-            except RestError as exc:
+            except (RestError, StoreError) as exc:
                 snap.complete = False
                 log.warning("rehydrate_failed", group=group.key, fixtures=chunk, error=str(exc))
             done += len(chunk)
@@ -183,7 +184,11 @@ class Rehydrator:
             # Not whole: a fixture that appeared meanwhile is not among those we know.
             snap.complete = False
             log.warning("rehydrate_fixtures_fallback", group=group.key, error=str(exc))
-            known = await self._reader.known_fixtures(s.kind, group.leagues, self._window_h)
+            try:
+                known = await self._reader.known_fixtures(s.kind, group.leagues, self._window_h)
+            except StoreError as err:
+                log.warning("rehydrate_failed", group=group.key, error=str(err))
+                return []
             return [f for f in known if s.fixture_ids is None or f in s.fixture_ids]
         cutoff = at - timedelta(hours=self._window_h)
         fixtures: list[FixtureRow] = []

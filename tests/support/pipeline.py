@@ -26,7 +26,8 @@ from ingestor.storage.reader import PgOddsReader
 from ingestor.storage.write import Writer
 from ingestor.stream.fixtures import FixtureDetails
 from ingestor.stream.rehydrate import Rehydrator
-from ingestor.stream.rest import RequestLimiter, RestClient
+from ingestor.stream.repair import GapRepair, RepairParts
+from ingestor.stream.rest import WINDOW_S, RequestLimiter, RestClient
 from ingestor.stream.worker import Shared, StreamWorker
 from ingestor.supervisor import Supervisor
 from tests.support.fakefeed import API_KEY
@@ -46,6 +47,7 @@ class Pipeline:
     task: asyncio.Task[int] | None = None
     reader: PgOddsReader | None = None
     ledger: PgGapLedger | None = None
+    repair_rest: RestClient | None = None  # the historical budget's client
     gate: RequestLimiter | None = None
     shutdown_timeout_s: float = 10
     details: FixtureDetails | None = None
@@ -160,9 +162,23 @@ async def build_pipeline(
         session,
         reader=reader,
         ledger=ledger,
+        repair_rest=RestClient(
+            session,
+            rest_settings,
+            RequestLimiter(_budget(feed), window_s=WINDOW_S + 1),
+            metrics,
+        ),
         gate=gate,
         details=details,
     )
+
+
+def _budget(feed: Any) -> int:
+    """The historical budget the feed grants (the simulator's may be raised by a test), as
+    a user sets ``historical_requests_per_15s`` to their vendor's."""
+    server = getattr(feed, "server", None)
+    faults = getattr(server, "faults", None)
+    return int(getattr(faults, "historical_calls_per_window", 10))
 
 
 def supervise(p: Pipeline, **kw: Any) -> Supervisor:
@@ -174,6 +190,10 @@ def supervise(p: Pipeline, **kw: Any) -> Supervisor:
     sup = Supervisor(p.writer, p.workers, p.metrics, p.stop, settings)
     if p.details is not None:
         sup.watch("fixture-details", p.details.run)
+    if p.ledger is not None and p.repair_rest is not None:  # as the composition root does
+        copilot = frozenset(w.group.key for w in p.workers if w.group.stream.kind == "copilot")
+        parts = RepairParts(p.repair_rest, p.ledger, p.queue, p.writer, sup.owned, copilot)
+        sup.watch("gap-repair", GapRepair(parts, p.metrics, p.stop).run)
     p.start(sup)
     return sup
 

@@ -86,7 +86,7 @@ async def start_sim(seed: int = 7, **faults: Any) -> RunningSim:
     return await RunningSim(SimServer(world, f)).start()
 
 
-async def ledger_diff(pg: Any, world: World) -> list[str]:
+async def ledger_diff(pg: Any, world: World, ignore: frozenset[str] = frozenset()) -> list[str]:
     """What differs between ``odds``/``fixtures`` and the world's true state (empty: equal).
 
     A locked odd may be absent and its price is not compared: a lock missed during a gap is
@@ -97,7 +97,7 @@ async def ledger_diff(pg: Any, world: World) -> list[str]:
     # An odd first locked while the daemon was away is invisible: REST returns open and
     # settled odds only. Absent is then right; any other odd must be there.
     diff = [f"missing {i}" for i in truth.keys() - rows.keys() if truth[i].status != "locked"]
-    diff += [f"unexpected {i}" for i in rows.keys() - truth.keys()]
+    diff += [f"unexpected {i}" for i in rows.keys() - truth.keys() - ignore]
     for uid in truth.keys() & rows.keys():
         o, r = truth[uid], rows[uid]
         want: tuple[Any, ...] = (o.status, o.settlement)
@@ -134,7 +134,7 @@ async def history_diff(
                 if complete_from is not None and i >= complete_from and e.key <= last:
                     must.add((item["id"], e.entry_id, kinds[e.event]))
     rows = await pg.fetch(
-        "SELECT id, entry_id, kind FROM odds_history WHERE event_id <> 'snapshot'"
+        "SELECT id, entry_id, kind FROM odds_history WHERE event_id NOT IN ('snapshot', 'repair')"
     )
     got = Counter((r["id"], r["entry_id"], r["kind"]) for r in rows)
     diff = [f"duplicate {g}" for g, n in got.items() if n > 1][:5]
@@ -143,7 +143,13 @@ async def history_diff(
     return diff
 
 
-async def settle(pg: Any, sim: RunningSim, timeout_s: float = 30, context: str = "") -> None:
+async def settle(
+    pg: Any,
+    sim: RunningSim,
+    timeout_s: float = 30,
+    context: str = "",
+    ignore: frozenset[str] = frozenset(),
+) -> None:
     """Wait until the database equals the world; fail with the difference otherwise."""
     from tests.conftest import wait_until
 
@@ -151,7 +157,7 @@ async def settle(pg: Any, sim: RunningSim, timeout_s: float = 30, context: str =
 
     async def equal() -> bool:
         nonlocal last
-        last = await ledger_diff(pg, sim.server.world)
+        last = await ledger_diff(pg, sim.server.world, ignore)
         return not last
 
     try:
@@ -169,29 +175,35 @@ KINDS = {
 
 async def history_invariants(pg: Any) -> list[str]:
     """What must always hold of history, whatever happened: every ``odds`` row has a history
-    row and its newest one is the state ``odds`` holds; no change is stored twice (a streamed
-    row twice under its entry id, or a row made from REST beside another row of the same odd,
-    time and kind)."""
+    row, and its newest is the state ``odds`` holds (no row is newer than the odd's time; at
+    that time a row of the odd's status, the latest entry of those, carries its price); no
+    change is stored twice (a streamed row twice under its entry id, or a row made from REST
+    beside another row of the same odd, time and kind)."""
     problems: list[str] = []
     rows = await pg.fetch(
         """
         SELECT o.id, o.status, o.price, o.source_ts, h.kind, h.price AS h_price,
-               h.source_ts AS h_ts
-        FROM odds o LEFT JOIN LATERAL (
-            SELECT kind, price, source_ts FROM odds_history h WHERE h.odd_key = o.odd_key
-            ORDER BY h.source_ts DESC,
-                     array_position(ARRAY['odds', 'locked', 'settled'], h.kind) DESC
+               h.source_ts AS h_ts, newest.ts AS newest_ts
+        FROM odds o
+        LEFT JOIN LATERAL (SELECT max(source_ts) AS ts FROM odds_history h
+                           WHERE h.odd_key = o.odd_key) newest ON true
+        LEFT JOIN LATERAL (
+            SELECT kind, price, source_ts FROM odds_history h
+            WHERE h.odd_key = o.odd_key AND h.source_ts = newest.ts
+              AND h.kind = (ARRAY['odds', 'locked', 'settled'])[
+                  array_position(ARRAY['open', 'locked', 'settled'], o.status)]
+            ORDER BY split_part(h.entry_id, '-', 1)::numeric DESC NULLS LAST,
+                     split_part(h.entry_id, '-', 2)::numeric DESC NULLS LAST
             LIMIT 1) h ON true
         """
     )
-    status = {"odds": "open", "locked": "locked", "settled": "settled"}
     for r in rows:
-        if r["kind"] is None:
+        if r["newest_ts"] is None:
             problems.append(f"{r['id']}: in odds, no history row")
-        elif (r["h_ts"], status[r["kind"]]) != (r["source_ts"], r["status"]):
+        elif r["newest_ts"] != r["source_ts"] or r["kind"] is None:
             problems.append(
-                f"{r['id']}: odds {r['status']} at {r['source_ts']}, newest history "
-                f"{r['kind']} at {r['h_ts']}"
+                f"{r['id']}: odds {r['status']} at {r['source_ts']}, newest history at "
+                f"{r['newest_ts']} has no {r['status']} row"
             )
         elif r["status"] != "settled" and r["h_price"] is not None and r["h_price"] != r["price"]:
             problems.append(f"{r['id']}: odds price {r['price']}, newest history {r['h_price']}")
@@ -235,3 +247,34 @@ async def missing_changes(pg: Any, world: World, *, since: int = 0) -> list[str]
             ) not in by_time:
                 missing.append(f"{item['id']} {kind} {e.entry_id}")
     return missing
+
+
+async def gaps_closed(pg: Any) -> bool:
+    """No gap is waiting for a snapshot or a repair (unrepairable ones count as closed)."""
+    left = await pg.fetchval(
+        "SELECT count(*) FROM stream_gaps WHERE state IN ('open', 'repairing')"
+    )
+    return bool(left == 0)
+
+
+async def history_holds(
+    pg: Any, sim: RunningSim, *, since: int | None = None, timeout_s: float = 120
+) -> None:
+    """How every fault test ends: once the gaps are repaired, no change the feed sent (from
+    log position ``since`` on) of an odd the database holds is missing from history, none is
+    stored twice, and every ``odds`` row is explained by its newest history row."""
+    from tests.conftest import wait_until
+
+    await wait_until(lambda: gaps_closed(pg), timeout_s=timeout_s, interval_s=0.2)
+    twice = await history_diff(pg, sim.server.world)
+    assert twice == [], twice
+    if since is not None:
+        missing = await missing_changes(pg, sim.server.world, since=since)
+        if missing:
+            gaps = await pg.fetch(
+                "SELECT gap_id, cause, state, detail, from_ts, until_ts, odds_to_repair, "
+                "changes_added FROM stream_gaps ORDER BY gap_id"
+            )
+            ledger = [tuple(g) for g in gaps]
+            raise AssertionError(f"{len(missing)} changes missing: {missing[:10]}; gaps {ledger}")
+    assert await history_invariants(pg) == []

@@ -11,7 +11,16 @@ import pytest
 from loopback.tcpproxy import TcpProxy
 from tests.conftest import free_port, wait_until
 from tests.support.daemon import Daemon, start_daemon, write_config
-from tests.support.sim import RunningSim, connected, emitting, history_diff, settle, start_sim
+from tests.support.sim import (
+    RunningSim,
+    connected,
+    emitting,
+    history_diff,
+    history_holds,
+    history_invariants,
+    settle,
+    start_sim,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -54,6 +63,7 @@ async def test_sigkill_mid_batch_resumes_from_the_committed_cursor(
         await settle(pg, sim)
         # Replay from the cursor means every event since the first connect is stored once.
         assert await history_diff(pg, sim.server.world, complete_from=first) == []
+        await history_holds(pg, sim, since=first)
     finally:
         code = await daemon.stop()
         await sim.stop()
@@ -70,6 +80,7 @@ async def test_database_outage_of_30_s(database_url: str, pg: Any, tmp_path: Pat
     daemon = await _daemon(tmp_path, sim, via_proxy, flush_retry_max_s=2.0)
     try:
         await connected(sim, timeout_s=20)
+        first = len(sim.server.world.log)
         async with emitting(sim):
             await settle(pg, sim)
             await proxy.cut()
@@ -87,7 +98,7 @@ async def test_database_outage_of_30_s(database_url: str, pg: Any, tmp_path: Pat
             peak = daemon.peak_rss_mb()
             await proxy.restore()
         await settle(pg, sim, timeout_s=60)
-        assert await history_diff(pg, sim.server.world) == []
+        await history_holds(pg, sim, since=first)
         assert (await daemon.readyz())[0] == 200
         assert daemon.peak_rss_mb() < RSS_BOUND_MB
         print(
@@ -126,6 +137,7 @@ async def test_sigterm_under_load_loses_nothing_accepted(
     # Every event up to the committed cursor is stored; the cursor moved past all of them.
     cursor = await _cursor(pg)
     assert await history_diff(pg, sim.server.world, complete_from=first, upto=cursor) == []
+    assert await history_invariants(pg) == []
 
 
 async def test_rehydrate_false_in_the_config_asks_rest_nothing_across_reconnects(

@@ -56,6 +56,7 @@ class HistoryBatch:
     # Odd keys of the rows made from REST: the stream's rows of those odds are checked for a
     # while, so that the stream's row of the same change replaces them (one change, one row).
     from_rest: list[int] = field(default_factory=list)
+    repaired: bool = False  # it holds rows of a repair
 
 
 def encode(
@@ -120,6 +121,7 @@ def _from_rest(ctx: HistoryContext, e: DecodedEvent, out: HistoryBatch) -> None:
     """Rows made from REST: one event row each (kind 3 or 4, no entry id), all checked."""
     group = ctx.group_numbers[e.group_key]
     kind = FROM_REST_KIND[e.event_id]
+    out.repaired = out.repaired or e.event_id == REPAIR_EVENT_ID
     for r in e.odds:
         event = event_id(_next_us(out, e), ctx.slot)
         out.checked_events.append((event, 0, None, group, kind, None, None))

@@ -194,6 +194,8 @@ async def _history(conn: asyncpg.Connection, h: HistoryBatch) -> tuple[int, int]
         await conn.copy_records_to_table(
             sql.STAGE_EVENTS, records=h.checked_events, columns=EVENT_COLUMNS
         )
+        if h.repaired:
+            await conn.execute(sql.DROP_GUESSES)
         added += int(await conn.fetchval(sql.INSERT_CHECKED))
     if h.marks:
         await conn.execute(sql.ADVANCE_MARKS, list(h.marks), list(h.marks.values()))
