@@ -161,6 +161,8 @@ class RestSettings(FeedSettings):
 
     rehydrate: bool = True
     rehydrate_window_h: float = Field(default=48.0, gt=0)
+    # A snapshot that failed (REST down) is taken again after this, doubling up to 20 times it.
+    rehydrate_retry_s: float = Field(default=30.0, gt=0)
     rest_requests_per_15s: int = Field(default=2000, ge=1, le=2500)
     # The vendor's separate budget of its historical odds endpoint (gap repair): 10 per 15 s.
     historical_requests_per_15s: int = Field(default=10, ge=1, le=10)

@@ -31,9 +31,10 @@ from ingestor.stream.rehydrate import Rehydrator, Snapshot
 
 log = structlog.get_logger("ingestor.recovery")
 
-# A snapshot that failed (the vendor's REST down) is taken again after this, doubling, up to
-# the cap, while the connection lasts: the gap stays open until one comes back whole.
-RESNAPSHOT_S = (30.0, 600.0)
+# A snapshot that failed (the vendor's REST down) is taken again after rehydrate_retry_s,
+# doubling up to this many times it, while the connection lasts: the gap stays open (and the
+# odds the snapshot would have fixed stay as they were) until one comes back whole.
+RESNAPSHOT_CAP = 20
 # How long the ledger is retried when recording a gap fails (the database is down): the
 # gap is recorded once it answers, whatever else fails meanwhile.
 LEDGER_RETRY_S = (1.0, 30.0)
@@ -184,7 +185,7 @@ class Recovery:
         connection's once it is recorded)."""
         if self._rehydrator is None:
             return
-        delay = RESNAPSHOT_S[0]
+        first = delay = self._rehydrator.retry_s
         while True:
             snapshot = await self._rehydrator.run(self._group, self.epoch)
             if snapshot.complete:
@@ -192,7 +193,7 @@ class Recovery:
             log.info("rehydrate_again", group=self._group.key, in_s=delay)
             if await sleep_or_stop(self._stop, delay):
                 return
-            delay = min(delay * 2, RESNAPSHOT_S[1])
+            delay = min(delay * 2, first * RESNAPSHOT_CAP)
         self._snapshot = snapshot
         if self._ledger is None or self._group.stream.kind != "copilot":
             return

@@ -133,6 +133,7 @@ class Rehydrator:
         self._metrics = metrics
         self._window_h = settings.rehydrate_window_h
         self._flushed = flushed
+        self.retry_s = settings.rehydrate_retry_s  # after a snapshot that was not whole
 
     async def run(self, group: Group, epoch: int = 0) -> Snapshot:
         """Queue the snapshot of every relevant fixture (its events carry ``epoch``, the

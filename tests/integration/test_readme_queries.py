@@ -79,7 +79,7 @@ async def test_readme_queries_answer_their_questions(database_url: str, pg: Any)
 
 
 async def test_the_analyst_queries_answer_theirs(database_url: str, pg: Any) -> None:
-    _, _, _, movement, best, settled = readme_queries()
+    *_, movement, best, settled = readme_queries()
     now = time.time()
     a = {"fixture_id": "FIX-A", "market": "Moneyline"}
     b = {"fixture_id": "FIX-B", "market": "Moneyline", "name": "Celtics"}
@@ -134,3 +134,31 @@ async def test_the_analyst_queries_answer_theirs(database_url: str, pg: Any) -> 
         ("draftkings", "Won", -110),
         ("fanduel", "Won", -110),
     ]
+
+
+async def test_the_gap_queries_say_where_history_is_incomplete(
+    database_url: str, pg: Any
+) -> None:
+    _, _, _, complete, ledger, *_ = readme_queries()
+    now = time.time()
+    await write_batches(
+        database_url,
+        [event("copilot-odds", "1-0", [odd("g1", ts=now - 60, fixture_id="FIX-G")])],
+    )
+    assert [(r["fixture_id"], r["history_complete"]) for r in await pg.fetch(complete)] == [
+        ("FIX-G", True)
+    ]
+    group = await pg.fetchval("SELECT group_key FROM stream_cursors")
+    await pg.execute(
+        "UPDATE stream_cursors SET stream = 'copilot', sport = 'basketball', leagues = '{NBA}'"
+    )
+    await pg.execute(
+        "INSERT INTO stream_gaps (group_key, cause, from_ts, until_ts) "
+        "VALUES ($1, 'reconnect', now() - interval '5 minutes', now() - interval '4 minutes')",
+        group,
+    )
+    assert [r["history_complete"] for r in await pg.fetch(complete)] == [False]
+    (gap,) = await pg.fetch(ledger)
+    assert (gap["group_key"], gap["cause"], gap["state"]) == (group, "reconnect", "open")
+    await pg.execute("UPDATE stream_gaps SET state = 'repaired'")
+    assert [r["history_complete"] for r in await pg.fetch(complete)] == [True]

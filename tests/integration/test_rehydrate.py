@@ -181,3 +181,19 @@ async def test_a_fixture_first_seen_after_the_connect_gets_its_row_then_its_deta
         )
         == 0
     )
+
+
+async def test_a_failed_snapshot_is_taken_again_without_a_reconnect(
+    running: SimPipelineFactory, pg: Any
+) -> None:
+    """REST down at the connect: the snapshot is retried on its own (every
+    rehydrate_retry_s, 0.2 s here), not only at the next connect."""
+    sim, p = await running(
+        honour_last_entry_id=False, rest_fail_paths={"/api/v3/copilot/fixtures/odds"}
+    )
+    await wait_until(lambda: p.rehydrations("partial") >= 2, timeout_s=20)  # and again
+    assert p.rehydrations("complete") == 0
+    sim.server.faults.rest_fail_paths.clear()  # the vendor's REST is back
+    await wait_until(lambda: p.rehydrations("complete") >= 1, timeout_s=20)
+    await wait_until(lambda: _equal(pg, sim), timeout_s=20)
+    assert sim.server.connections_total == 1  # no reconnect was needed

@@ -132,7 +132,10 @@ async def build_pipeline(
     reader = None
     rehydrator = details = None
     rest_settings = RestSettings(
-        api_base_url=feed.base_url, api_key=knobs["api_key"], rest_timeout_s=10
+        api_base_url=feed.base_url,
+        api_key=knobs["api_key"],
+        rest_timeout_s=10,
+        rehydrate_retry_s=0.2,
     )
     rest = RestClient(session, rest_settings, RequestLimiter(2000), metrics)
     if rehydrate:

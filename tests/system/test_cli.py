@@ -287,3 +287,33 @@ async def test_starting_the_daemon_imports_no_alembic() -> None:
     )
     out, _ = await proc.communicate()
     assert out.decode().strip() == "False"
+
+
+async def test_every_command_takes_a_url_naming_several_hosts(
+    admin_url: str, empty_database_url: str, tmp_path: Path
+) -> None:
+    """host1:port1,host2:port2 with target_session_attrs (Patroni, managed services): the
+    first host down, the second the primary; and every host down: one line, no traceback."""
+    dbname = empty_database_url.rpartition("/")[2]
+    host_port = admin_url.rpartition("@")[2].rpartition("/")[0]
+    two = (
+        f"postgresql://postgres@127.0.0.1:{free_port()},{host_port}/{dbname}"
+        "?target_session_attrs=read-write"
+    )
+    for command in (("migrate",), ("partitions", "--config", str(_config(tmp_path)))):
+        code, out = await run_cli(*command, env={"INGESTOR_DATABASE_URL": two})
+        assert code == 0, out
+    none = (
+        f"postgresql://postgres@127.0.0.1:{free_port()},127.0.0.1:{free_port()}/{dbname}"
+        "?target_session_attrs=read-write"
+    )
+    for command in (("migrate",), ("partitions", "--config", str(_config(tmp_path)))):
+        code, out = await run_cli(*command, env={"INGESTOR_DATABASE_URL": none})
+        assert code == 1 and "Traceback" not in out
+        assert "cannot use the database" in one_line(out), out
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text('[[streams]]\nkind = "copilot"\nsport = "basketball"\nleagues = ["NBA"]\n')
+    return path
