@@ -69,6 +69,7 @@ class SimServer:
         self.requests: list[tuple[str, list[tuple[str, str]]]] = []
         self.last_event_ids: list[str | None] = []  # Last-Event-ID header of each stream
         self.historical_calls = 0  # answered with 200
+        self.historical_at: list[float] = []  # when each was answered (loop time)
         self.historical_refused = 0  # answered with 429
         self._window: tuple[float, int] = (0.0, 0)  # (window start, calls in it)
         self._changed = asyncio.Condition()
@@ -304,6 +305,7 @@ class SimServer:
             return web.json_response({"error": "Rate limit exceeded"}, status=429)
         self._window = (start, calls + 1)
         self.historical_calls += 1
+        self.historical_at.append(now)
         odds = {o.id: o for o in self.world.odds(COPILOT) if o.id in ids}
         data = [
             {"id": uid, "entries": list(reversed(odds[uid].history))} for uid in ids if uid in odds

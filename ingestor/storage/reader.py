@@ -25,9 +25,7 @@ class PgOddsReader:
         """The pool (opened on first use); a database failure is a ``StoreError``."""
         try:
             if self._pool is None:
-                self._pool = await asyncpg.create_pool(
-                    self._dsn, min_size=0, max_size=self._max
-                )
+                self._pool = await asyncpg.create_pool(self._dsn, min_size=0, max_size=self._max)
             yield self._pool
         except CONNECTION_FAILURES as exc:
             raise StoreError(f"reading the odds failed: {describe(exc)}") from exc

@@ -136,9 +136,7 @@ async def test_the_analyst_queries_answer_theirs(database_url: str, pg: Any) -> 
     ]
 
 
-async def test_the_gap_queries_say_where_history_is_incomplete(
-    database_url: str, pg: Any
-) -> None:
+async def test_the_gap_queries_say_where_history_is_incomplete(database_url: str, pg: Any) -> None:
     _, _, _, complete, ledger, *_ = readme_queries()
     now = time.time()
     await write_batches(

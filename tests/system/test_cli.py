@@ -312,8 +312,3 @@ async def test_every_command_takes_a_url_naming_several_hosts(
         assert code == 1 and "Traceback" not in out
         assert "cannot use the database" in one_line(out), out
 
-
-def _config(tmp_path: Path) -> Path:
-    path = tmp_path / "c.toml"
-    path.write_text('[[streams]]\nkind = "copilot"\nsport = "basketball"\nleagues = ["NBA"]\n')
-    return path

@@ -3,9 +3,12 @@ endpoint with the vendor's limits beside it; the gap ledger, repair, and the inv
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.conftest import free_port, wait_until
@@ -24,6 +27,8 @@ pytestmark = pytest.mark.e2e
 
 CUT_EVERY_EVENTS = 200  # "every few hundred events"
 CUTS = 5
+# scripts/soak-gaps: stream this long instead of until CUTS cuts, then report.
+SOAK_S = float(os.environ.get("GAPS_SOAK_SECONDS", "0"))
 
 
 async def _daemon(tmp_path: Path, sim: RunningSim, database_url: str, **extra: Any) -> Daemon:
@@ -56,10 +61,18 @@ async def test_a_feed_that_never_replays_loses_no_change_once_its_gaps_are_repai
     daemon = await _daemon(tmp_path, sim, database_url)
     try:
         await connected(sim, timeout_s=20)
+        started = time.monotonic()
         async with emitting(sim, per_tick=1):  # about 100 events/s, a cut every 2 s or so
             await wait_until(
-                lambda: sim.server.connections_total > CUTS, timeout_s=90, interval_s=0.2
+                lambda: (
+                    time.monotonic() - started >= SOAK_S
+                    if SOAK_S
+                    else sim.server.connections_total > CUTS
+                ),
+                timeout_s=SOAK_S + 90,
+                interval_s=0.2,
             )
+        streamed_s = time.monotonic() - started
         # The stream has ended; the repair drains within the vendor's budget.
         await wait_until(lambda: _repaired(pg), timeout_s=150, interval_s=0.5)
         await settle(pg, sim)
@@ -73,13 +86,33 @@ async def test_a_feed_that_never_replays_loses_no_change_once_its_gaps_are_repai
         assert all(g["historical_calls"] >= 0 and g["closed_at"] for g in gaps)
         # Within the vendor's limits: never refused, never more than 10 ids a call.
         assert sim.server.historical_calls > 0 and sim.server.historical_refused == 0
-        repaired = await pg.fetchval("SELECT count(*) FROM odds_history WHERE event_id = 'repair'")
-        sent = sum(1 for e in sim.server.world.log[first:] if e.event != "fixture-status")
-        print(
-            f"events sent {sent}, gaps {len(gaps)}, rows repaired {repaired}, historical calls "
-            f"{sim.server.historical_calls}"
-        )
+        print(await _report(pg, sim, first, streamed_s, time.monotonic() - started))
     finally:
         code = await daemon.stop()
         await sim.stop()
     assert code == 0
+
+
+async def _report(pg: Any, sim: RunningSim, first: int, streamed_s: float, total_s: float) -> str:
+    """What the feed sent, what history holds and how, and the historical budget spent."""
+    sent = sum(
+        len(orjson.loads(e.data)["data"])
+        for e in sim.server.world.log[first:]
+        if e.stream == "copilot"
+    )
+    rows = {
+        r["source"]: r["n"]
+        for r in await pg.fetch(
+            "SELECT CASE WHEN event_id IN ('snapshot', 'repair') THEN event_id "
+            "ELSE 'stream' END AS source, count(*) AS n FROM odds_history GROUP BY 1"
+        )
+    }
+    at = sim.server.historical_at
+    busiest = max((sum(1 for t in at if s <= t < s + 15) for s in at), default=0)
+    gaps = await pg.fetchval("SELECT count(*) FROM stream_gaps")
+    return (
+        f"streamed {streamed_s:.0f} s, drained after {total_s:.0f} s: changes sent {sent}, "
+        f"history rows {rows}, gaps {gaps}, historical calls {sim.server.historical_calls} "
+        f"(refused {sim.server.historical_refused}; busiest 15 s: {busiest} calls; budget "
+        f"{total_s / 15 * 10:.0f} calls over the run)"
+    )
