@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from pathlib import Path
@@ -261,8 +262,35 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory, not a TOML file") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} cannot be read: permission denied") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}): TOML files are UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+# INGESTOR_ variables that are not settings: where the config file and the migrations are, and
+# the compose roles' names (.env.example sets them for the postgres container).
+OTHER_VARIABLES = frozenset(
+    {"INGESTOR_CONFIG", "INGESTOR_ALEMBIC_DIR", "INGESTOR_DB_USER", "INGESTOR_DB_PASSWORD"}
+)
+
+
+def _unknown_variables() -> list[str]:
+    """``INGESTOR_*`` variables that name no setting: refused like an unknown TOML key (a
+    misspelled one would otherwise be silently ignored)."""
+    known = {f"INGESTOR_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    lines = []
+    for name in sorted(v for v in os.environ if v.startswith("INGESTOR_") and v not in known):
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"  {name}: unknown environment variable, no such setting{hint}")
+    return lines
 
 
 def _key_name(loc: tuple[int | str, ...]) -> str:
@@ -288,6 +316,9 @@ def _describe(exc: ValidationError, path: Path) -> str:
 def load_settings(path: Path | None = None) -> Settings:
     """Read the TOML file (``INGESTOR_CONFIG`` or the default path) and apply env overrides."""
     path = path or Path(os.environ.get("INGESTOR_CONFIG", DEFAULT_CONFIG_PATH))
+    unknown = _unknown_variables()
+    if unknown:
+        raise ConfigError("\n".join(["invalid configuration in the environment:", *unknown]))
     data = _read_toml(path)
     _read_api_key_file(data)
     try:

@@ -78,6 +78,7 @@ def _partitions(settings: Settings) -> int:
 def _check_config(settings: Settings) -> int:
     from ingestor.domain.groups import make_groups
 
+    _require_key(settings)
     groups = make_groups(settings.streams, settings.leagues_per_connection)
     print(
         f"configuration OK: {len(settings.streams)} stream(s), {len(groups)} connection(s) "
@@ -90,12 +91,17 @@ def _check_config(settings: Settings) -> int:
     return 0
 
 
-def _run(settings: Settings) -> int:
+def _require_key(settings: Settings) -> None:
+    """The vendor's API needs a key: what ``run`` would refuse, ``check-config`` refuses."""
     if settings.api_key is None and not settings.in_demo and settings.api_base_url == VENDOR_URL:
         raise ConfigError(
             "OPTICODDS_API_KEY (or OPTICODDS_API_KEY_FILE) is not set: the vendor's API "
             "needs a key; set demo_api_base_url to read a simulator instead"
         )
+
+
+def _run(settings: Settings) -> int:
+    _require_key(settings)
     logs.configure(settings.log_format, settings.log_level)
     from ingestor.cli.app import run_daemon  # imported late: check-config needs none of it
 

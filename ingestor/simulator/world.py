@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 
-SETTLEMENTS = ("Won", "Lost", "Refunded", "Half Won", "Half Lost")
 COPILOT = "copilot"
 REGULAR = "odds"
 EVENT_TYPES = {
@@ -46,6 +45,31 @@ TEAMS = (
 )
 
 
+def settlement(odd: SimOdd, home: int, away: int) -> str:
+    """How a bet settles on the final score, as a bettor would have it: one side of a two-way
+    market wins and the other loses, every line of a fixture agrees with its one score, a
+    whole line landed on is refunded, half results only on quarter lines (x.25, x.75)."""
+    f = odd.fixture
+    if odd.market == "Moneyline":
+        return "Won" if (home > away) == (odd.selection == f.home) else "Lost"
+    if odd.market == "Point Spread":
+        margin = home - away if odd.selection == f.home else away - home
+        return _against(margin + (odd.points or 0.0))
+    if odd.market == "Total Points":
+        over = home + away - (odd.points or 0.0)
+        return _against(over if odd.selection_line == "over" else -over)
+    raise ValueError(f"no settlement rule for market {odd.market!r}")
+
+
+def _against(edge: float) -> str:
+    """A line's result from how far the score beat it: a quarter line is two half bets."""
+    if edge == 0:
+        return "Refunded"
+    if abs(edge) == 0.25:
+        return "Half Won" if edge > 0 else "Half Lost"
+    return "Won" if edge > 0 else "Lost"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
@@ -63,6 +87,7 @@ class SimFixture:
     start_date: datetime
     status: str = "unplayed"
     odds: list[SimOdd] = field(default_factory=list)
+    score: tuple[int, int] | None = None  # (home, away) once completed
 
     def rest(self) -> dict[str, Any]:
         """The fixture as REST listings show it."""
@@ -320,6 +345,10 @@ class World:
         if new is None:
             return False
         old, f.status = f.status, new
+        if new == "completed":
+            home = self.rng.randint(88, 132)
+            away = self.rng.choice([p for p in range(88, 133) if p != home])  # no draw
+            f.score = (home, away)
         key = self._next_key()
         body = {
             "fixture": {
@@ -362,9 +391,10 @@ class World:
         f = self.rng.choice(done)
         todo = [o for o in f.odds if o.stream == COPILOT and o.status != "settled"]
         batch = todo[: self.rng.randint(1, 8)]
+        assert f.score is not None  # completed fixtures have their final score
         for o in batch:
             o.status = "settled"
-            o.settlement = self.rng.choice(SETTLEMENTS)
+            o.settlement = settlement(o, *f.score)
             o.settled_at = datetime.now(UTC).replace(microsecond=0).isoformat()
         self._publish(f, batch, "settled")
         if len(batch) == len(todo):

@@ -64,12 +64,16 @@ class SSEParser:
         # The spec's "last event ID string": set only when an event is dispatched, so an event
         # cut off by a dropped connection never lends its id to the next one.
         self.last_event_id: str = ""
+        # Whether a dispatched event carried an id field (even an empty one, which clears
+        # the id: the spec's way for a server to say "send no Last-Event-ID").
+        self.id_dispatched = False
         self.retry_ms: int | None = None
         self.reset()
 
     def reset(self) -> None:
         """Drop any partial line/event (e.g. on reconnect); keep last_event_id and retry_ms."""
         self._id_buffer = self.last_event_id  # the spec's "last event ID buffer"
+        self._id_field = False  # the event being read has an id field
         self._bom_check = True
         self._bom_buf = b""
         self._cr_pending = False
@@ -187,6 +191,7 @@ class SSEParser:
         elif name == b"id":
             if b"\x00" not in value:
                 self._id_buffer = value.decode("utf-8", "replace")
+                self._id_field = True
         elif name == b"retry" and value.isdigit():
             with contextlib.suppress(ValueError):  # beyond Python's int digit limit
                 self.retry_ms = int(value)
@@ -194,6 +199,8 @@ class SSEParser:
     def _dispatch(self, out: list[SSEEvent]) -> None:
         """Handle a blank line: emit the buffered event, if any, and reset the buffers."""
         self.last_event_id = self._id_buffer  # also for an event without data (spec step 1)
+        if self._id_field:
+            self.id_dispatched, self._id_field = True, False
         if self._data and not self._skip_event:
             out.append(
                 SSEEvent(self._event_type or "message", b"\n".join(self._data), self.last_event_id)

@@ -146,8 +146,12 @@ class StreamWorker:
         key = self.group.key
         cursor = self._cursors.committed(key)
         last_entry_id = cursor.entry_id if cursor else None
-        # The id of the last event this worker saw, else the one committed before a restart.
-        last_event_id = self._parser.last_event_id or (cursor.event_id if cursor else None)
+        # The id of the last event this worker saw (an empty id: none is sent, as the server
+        # asked), else the one committed before a restart.
+        if self._parser.id_dispatched:
+            last_event_id: str | None = self._parser.last_event_id
+        else:
+            last_event_id = cursor.event_id if cursor else None
         self._data_events = 0
         self._parser.reset()
         if self._gate is not None:

@@ -43,6 +43,29 @@ async def test_reconnect_sends_last_event_id_of_the_last_dispatched_event(
     assert await p.shutdown() == 0
 
 
+async def test_an_empty_id_clears_the_last_event_id_sent_on_reconnect(
+    make_pipeline: PipelineFactory,
+) -> None:
+    """A server's empty ``id:`` clears the id (the spec): the reconnect sends none, even though
+    a committed cursor carries one."""
+    cursors = {"copilot:basketball:NBA": Cursor("900-0", "sse-900")}
+    p = await make_pipeline(cursors=cursors)
+    supervise(p)
+    await p.feed.wait_connections(1)
+    assert p.feed.requests[0].headers["Last-Event-ID"] == "sse-900"  # after a restart
+    p.feed.send(odds_frame("copilot-odds", "1000-0", [odd("a", ts=1)]))
+    await wait_until(lambda: p.cursor() == "1000-0")  # committed with its SSE id 1000-0
+    p.feed.send(b"event: ping\nid\ndata: now\n\n")  # moves no cursor, clears the id
+    pings = {"group": p.group.key, "event_type": "ping"}
+    await wait_until(lambda: p.sample("ingestor_events_received_total", **pings) >= 1)
+    p.feed.drop()
+    await p.feed.wait_connections(2)
+    again = p.feed.requests[1]
+    assert "Last-Event-ID" not in again.headers  # not the committed event's 1000-0
+    assert ("last_entry_id", "1000-0") in again.query  # the vendor's own cursor still goes
+    assert await p.shutdown() == 0
+
+
 async def test_last_event_id_after_a_restart_is_the_committed_one(
     make_pipeline: PipelineFactory,
 ) -> None:

@@ -117,9 +117,7 @@ async def test_a_taken_port_is_one_line_for_run_and_simulate(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config = write_config(
-            tmp_path / "c.toml", "http://127.0.0.1:9/api/v3", port, manage_partitions=False
-        )
+        config = write_config(tmp_path / "c.toml", "http://127.0.0.1:9/api/v3", port)
         code, out = await run_cli(
             "run",
             "--config",
@@ -128,6 +126,21 @@ async def test_a_taken_port_is_one_line_for_run_and_simulate(
         )
         assert code == 1
         assert f"metrics port 127.0.0.1:{port} cannot be opened" in one_line(out), out
+        # The port is the first thing start-up opens: before the database, its partitions.
+        unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/odds"
+        started = time.monotonic()
+        code, out = await run_cli(
+            "run",
+            "--config",
+            str(
+                write_config(
+                    tmp_path / "w.toml", "http://127.0.0.1:9/api/v3", port, database_wait_s=30
+                )
+            ),
+            env={"INGESTOR_DATABASE_URL": unreachable, "OPTICODDS_API_KEY": API_KEY},
+        )
+        assert code == 1 and f"metrics port 127.0.0.1:{port}" in one_line(out), out
+        assert time.monotonic() - started < 10  # not after waiting for the database
         code, out = await run_cli("simulate", "--host", "127.0.0.1", "--port", str(port))
         assert code == 1 and f"port 127.0.0.1:{port} cannot be opened" in out, out
         assert "Traceback" not in out
@@ -311,4 +324,3 @@ async def test_every_command_takes_a_url_naming_several_hosts(
         code, out = await run_cli(*command, env={"INGESTOR_DATABASE_URL": none})
         assert code == 1 and "Traceback" not in out
         assert "cannot use the database" in one_line(out), out
-

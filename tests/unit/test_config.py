@@ -170,3 +170,41 @@ def test_missing_key_for_the_vendor_is_named(
     monkeypatch.delenv("OPTICODDS_API_KEY_FILE", raising=False)
     assert main(["run", "--config", str(_write(tmp_path, STREAM))]) == 2
     assert "OPTICODDS_API_KEY (or OPTICODDS_API_KEY_FILE) is not set" in capsys.readouterr().err
+
+
+def test_a_directory_or_a_file_that_is_not_utf8_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check-config", "--config", str(tmp_path)]) == 2
+    assert f"config file {tmp_path} is a directory" in capsys.readouterr().err
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(STREAM.encode() + b"# caf\xe9\n")
+    assert main(["check-config", "--config", str(latin)]) == 2
+    err = capsys.readouterr().err
+    assert "is not UTF-8 text" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_check_config_refuses_what_run_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("OPTICODDS_API_KEY", raising=False)
+    monkeypatch.delenv("OPTICODDS_API_KEY_FILE", raising=False)
+    path = _write(tmp_path, STREAM)  # the vendor's URL, no key, no demo switch
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert "OPTICODDS_API_KEY (or OPTICODDS_API_KEY_FILE) is not set" in capsys.readouterr().err
+    monkeypatch.setenv("OPTICODDS_API_KEY", "k-1")
+    assert main(["check-config", "--config", str(path)]) == 0
+
+
+def test_a_misspelled_environment_variable_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INGESTOR_STALL_TIMOUT_S", "3")
+    with pytest.raises(ConfigError) as err:
+        load_settings(_write(tmp_path, STREAM))
+    assert "INGESTOR_STALL_TIMOUT_S: unknown environment variable" in str(err.value)
+    assert "did you mean INGESTOR_STALL_TIMEOUT_S?" in str(err.value)
+    monkeypatch.delenv("INGESTOR_STALL_TIMOUT_S")
+    for name in ("INGESTOR_CONFIG", "INGESTOR_DB_USER", "INGESTOR_ALEMBIC_DIR"):
+        monkeypatch.setenv(name, "x" if name != "INGESTOR_CONFIG" else str(tmp_path / "c.toml"))
+    assert load_settings(_write(tmp_path, STREAM)).stall_timeout_s == 15.0  # not settings
