@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ingestor.simulator.world import COPILOT
 from tests.conftest import wait_until
 from tests.support.pipeline import SimPipelineFactory, copilot_stream
 from tests.support.sim import RunningSim, history_diff, history_holds, settle
@@ -80,7 +81,8 @@ async def test_feed_honours_last_entry_id_and_replays(running: SimPipelineFactor
 
 
 def _last_odds_entry(sim: RunningSim) -> str:
-    return sim.server.world.log[-1].entry_id
+    """The newest event the copilot stream carries (the world also feeds the regular stream)."""
+    return next(e.entry_id for e in reversed(sim.server.world.log) if e.stream in (None, COPILOT))
 
 
 async def test_duplicated_and_reordered_entry_ids(running: SimPipelineFactory, pg: Any) -> None:
