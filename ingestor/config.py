@@ -212,6 +212,9 @@ class ServiceSettings(_Component):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     progress_log_s: float = Field(default=60.0, gt=0)
     ready_max_failures: int = Field(default=10, ge=1)
+    # /readyz fails while a group this process streams has been without a connection this
+    # long (a reconnect takes at most reconnect_max_s, 60 s, plus connect_timeout_s).
+    ready_connect_s: float = Field(default=90.0, gt=0)
     ready_commit_wait_s: float = Field(default=30.0, gt=0)
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
     worker_restart_max_s: float = Field(default=30.0, gt=0)

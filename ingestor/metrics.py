@@ -147,7 +147,18 @@ class Metrics:
             registry=r,
         )
         self.stream_connected = Gauge(
-            "ingestor_stream_connected", "1 while the group's stream is open", ["group"], registry=r
+            "ingestor_stream_connected",
+            "1 while the group's stream is open, 0 while it is being reconnected; only the"
+            " process that owns the group has the series",
+            ["group"],
+            registry=r,
+        )
+        self.stream_wanted = Gauge(
+            "ingestor_stream_wanted",
+            "1 for every group this process is configured to stream (whoever owns it): the"
+            " alert IngestorGroupDisconnected compares it with ingestor_stream_connected",
+            ["group"],
+            registry=r,
         )
         self.stream_consecutive_failures = Gauge(
             "ingestor_stream_consecutive_failures",

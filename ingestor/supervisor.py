@@ -81,8 +81,7 @@ class Supervisor:
         self._writer.take_over(key, claim.cursor, careful=takeover)
         self._epochs[key] = claim.epoch
         worker = self._workers[key]
-        worker.reset_failures()  # readiness counts this ownership's failures only
-        worker.begin(claim.epoch, claim.cursor)
+        worker.begin(claim.epoch, claim.cursor)  # and forgets an earlier ownership's failures
         self._tasks[key] = asyncio.create_task(self._guard(worker), name=f"worker:{key}")
 
     def owned(self) -> dict[str, int]:
@@ -100,7 +99,7 @@ class Supervisor:
         drained = False
         if task is not None or drain:
             drained = await self._writer.give_back(key, drain_s=DRAIN_S if drain else None)
-        self._workers[key].reset_failures()
+        self._workers[key].end()
         return drained
 
     def running(self) -> list[StreamWorker]:

@@ -196,7 +196,21 @@ def panels() -> list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]]
     return out
 
 
+# Grafana's SQL macros, as its PostgreSQL data source expands them for "last 15 minutes".
+SQL_MACROS = {"__timeFilter": "{0} BETWEEN now() - interval '15 minutes' AND now()"}
+
+
 def substitute(text: str, variables: dict[str, str]) -> str:
+    """A panel's query as Grafana sends it: its macros and variables filled in."""
+
+    def macro(m: re.Match[str]) -> str:
+        name, column = m.group(1), m.group(2).strip()
+        if name not in SQL_MACROS:
+            raise SystemExit(f"unknown Grafana macro ${name} in {text!r}")
+        return SQL_MACROS[name].format(column)
+
+    text = re.sub(r"\$(__\w+)\(([^)]*)\)", macro, text)
+
     def one(m: re.Match[str]) -> str:
         name = m.group(1) or m.group(2)
         if name not in variables:

@@ -49,6 +49,30 @@ def request_headers(api_key: str | None, last_event_id: str | None = None) -> di
     return headers
 
 
+def connect_failure(exc: BaseException, timeout_s: float) -> str:
+    """Why a connection could not be opened, in words an operator acts on: the name did not
+    resolve, the port refused, TLS failed (and how), no answer in time. Never the URL's query
+    or the key: the caller names the host and port."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"DNS: the host name does not resolve ({exc.os_error.strerror or exc.os_error})"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS: the server's certificate is refused ({exc.certificate_error})"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        reason = getattr(exc.os_error, "reason", None) or exc.os_error
+        hint = " (is it plain HTTP? use http:// then)" if "WRONG_VERSION" in str(reason) else ""
+        return f"TLS: the handshake failed: {reason}{hint}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return "refused: nothing listens on that port"
+        return f"cannot connect: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, TimeoutError):
+        return f"timeout: no answer (response headers) within {timeout_s:g} s"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection before answering"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
 

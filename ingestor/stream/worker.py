@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from typing import Any
 
 import aiohttp
 import structlog
+from prometheus_client import Gauge
+from yarl import URL
 
 from ingestor.config import StreamSettings
 from ingestor.domain.cursors import Cursor
@@ -21,7 +24,7 @@ from ingestor.domain.groups import Group
 from ingestor.lifecycle import LogLimit, sleep_or_stop
 from ingestor.metrics import Metrics
 from ingestor.ports import CommittedCursors, GapLedger
-from ingestor.stream.client import StreamHTTPError, open_stream
+from ingestor.stream.client import StreamHTTPError, connect_failure, open_stream
 from ingestor.stream.recovery import Recovery
 from ingestor.stream.rehydrate import Rehydrator
 from ingestor.stream.rest import RequestLimiter, retry_after_s
@@ -34,8 +37,22 @@ RECONNECT_REASONS = ("eof", "stall", "connect_error", "read_error", "payload_err
 # seconds will not heal that, so these retry slowly.
 REFUSED_REASONS = frozenset({"http_401", "http_403", "http_204", "redirect_refused"})
 MAX_EVENT_TYPES = 32
+# What the series of a group this worker does not own are bound to: set, they say nothing.
+_DETACHED = Gauge("ingestor_detached", "never registered", registry=None)
 # Events decoded between two yields to the event loop (see _read).
 YIELD_EVERY_EVENTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """One group's link at a moment: connected (for how long), or trying (since when), and
+    the server's refusal if it refuses us (a rejected key, say)."""
+
+    group_key: str
+    connected: bool
+    for_s: float  # seconds connected, or seconds since the link was lost (or the group taken)
+    refused: str | None
+    failures: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +84,8 @@ class StreamWorker:
         self._session = shared.session
         self._s = shared.settings
         self._key = shared.settings.key
+        where = URL(self._s.effective_api_base_url)
+        self._where = (where.host or "", where.port)  # named in connection errors (never the key)
         self._queue = shared.queue
         self._metrics = metrics = shared.metrics
         self._cursors = shared.cursors
@@ -80,18 +99,36 @@ class StreamWorker:
             metrics.events_rejected.labels(group.key, reason)
         for reason in RECONNECT_REASONS:
             metrics.stream_reconnects.labels(group.key, reason)
-        metrics.stream_connected.labels(group.key).set(0)
-        metrics.stream_consecutive_failures.labels(group.key).set(0)
+        # Every process says which groups it wants; only the owner says how its stream is
+        # (a standby's 0 would look like a group streamed nowhere: the alert aggregates).
+        metrics.stream_wanted.labels(group.key).set(1)
         self._received = metrics.events_received
         self._counters: dict[str, Any] = {}
         self._log_limit = LogLimit()
-        self._last_data = metrics.last_data_event.labels(group.key)
-        self._no_data = metrics.stream_no_data.labels(group.key)
+        # The link as readiness sees it: since when connected (or trying to), and why the
+        # server refuses us, if it does.
+        self._connected = False
+        self._since = time.monotonic()
+        self._refused: str | None = None
+        # The owned group's series (made by begin, removed by end): kept, since looking a
+        # labelled series up costs more than setting it, and it is set on every event.
+        self._last_data = self._no_data = _DETACHED
 
-    def reset_failures(self) -> None:
+    def state(self) -> LinkState:
+        """A frozen snapshot of the group's link, for readiness."""
+        return LinkState(
+            self.group.key,
+            self._connected,
+            time.monotonic() - self._since,
+            self._refused,
+            self.failures,
+        )
+
+    def _reset(self) -> None:
         """Forget the failures of an earlier ownership of the group (readiness counts them)."""
         self.failures = 0
-        self._metrics.stream_consecutive_failures.labels(self.group.key).set(0)
+        self._refused = None
+        self._since = time.monotonic()
 
     def _retry_floor_s(self) -> float:
         retry = self._parser.retry_ms
@@ -113,8 +150,31 @@ class StreamWorker:
 
     def begin(self, epoch: int, resume: Cursor | None) -> None:
         """A new ownership of the group: the epoch its events are read under, and the cursor
-        it resumes from (the stretch after it is a gap unless the vendor replays)."""
+        it resumes from (the stretch after it is a gap unless the vendor replays). Its
+        connection metrics exist while it is owned."""
         self._recovery.begin(epoch, resume)
+        self._reset()
+        key, m = self.group.key, self._metrics
+        m.stream_connected.labels(key).set(0)
+        m.stream_consecutive_failures.labels(key).set(0)
+        self._no_data = m.stream_no_data.labels(key)
+        self._no_data.set(0)
+        self._last_data = m.last_data_event.labels(key)
+
+    def end(self) -> None:
+        """The ownership ended (the worker stopped): its connection metrics go, so that a
+        process no longer says anything of a group another process streams."""
+        key, m = self.group.key, self._metrics
+        self._connected = False
+        self._reset()
+        for gauge in (
+            m.stream_connected,
+            m.stream_consecutive_failures,
+            m.stream_no_data,
+            m.last_data_event,
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(key)
 
     async def run(self) -> None:
         """Until ``stop`` is set (or the task is cancelled)."""
@@ -130,6 +190,7 @@ class StreamWorker:
             if self._stop.is_set():
                 return
             self.failures = 0 if self._data_events else self.failures + 1
+            self._refused = None if reason not in REFUSED_REASONS else self._refused
             self._metrics.stream_consecutive_failures.labels(key).set(self.failures)
             self._metrics.stream_reconnects.labels(key, reason).inc()
             delay = self._backoff_s()
@@ -169,16 +230,34 @@ class StreamWorker:
         except StreamHTTPError as exc:
             if exc.reason == "redirect_refused":
                 self._metrics.stream_redirects.labels(key, "refused").inc()
-            log.error("stream_http_error", group=key, status=exc.status, vendor_message=exc.message)
+            host, port = self._where
+            log.error(
+                "stream_http_error",
+                group=key,
+                host=host,
+                port=port,
+                status=exc.status,
+                vendor_message=exc.message,
+            )
+            if exc.reason in REFUSED_REASONS:
+                self._refused = f"HTTP {exc.status}: {exc.message}"
             if exc.status == 429 and self._gate is not None:
                 self._gate.close_for(retry_after_s(exc.retry_after))
             return exc.reason
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            log.warning("stream_connect_failed", group=key, error=type(exc).__name__)
+            host, port = self._where
+            log.warning(
+                "stream_connect_failed",
+                group=key,
+                host=host,
+                port=port,
+                reason=connect_failure(exc, self._s.connect_timeout_s),
+            )
             return "connect_error"
         if redirects:
             self._metrics.stream_redirects.labels(key, "followed").inc(redirects)
         self._metrics.stream_connected.labels(key).set(1)
+        self._connected, self._since, self._refused = True, time.monotonic(), None
         log.info("stream_connected", group=key, last_entry_id=last_entry_id)
         self._recovery.connected()
         try:
@@ -190,6 +269,7 @@ class StreamWorker:
             return "read_error"
         finally:
             self._metrics.stream_connected.labels(key).set(0)
+            self._connected, self._since = False, time.monotonic()
             resp.release()
 
     async def _read(self, resp: aiohttp.ClientResponse) -> str:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import pytest
+import structlog.testing
+from yarl import URL
 
 from ingestor.domain.cursors import Cursor
-from tests.conftest import wait_until
-from tests.support.fakefeed import API_KEY, FakeFeed, odd, odds_frame
+from tests.conftest import free_port, wait_until
+from tests.support.fakefeed import API_KEY, FakeFeed, Unreachable, odd, odds_frame
 from tests.support.pipeline import PipelineFactory, supervise
 
 
@@ -181,3 +185,75 @@ async def test_http_answers_name_the_problem(
     await wait_until(lambda: p.reconnects(reason) >= 1)
     assert logged in capsys.readouterr().out
     assert p.sample("ingestor_stream_consecutive_failures", group=p.group.key) >= 1
+
+
+class SilentListener:
+    """A port that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.accepted: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.accepted.append(writer)
+
+        self.server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def close(self) -> None:
+        for writer in self.accepted:
+            writer.close()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("refused", "refused: nothing listens on that port"),
+        ("dns", "DNS: the host name does not resolve"),
+        ("tls", "TLS: the handshake failed"),
+        ("timeout", "timeout: no answer (response headers) within 0.3 s"),
+    ],
+)
+async def test_a_feed_that_cannot_be_reached_is_named_with_the_reason(
+    make_pipeline: PipelineFactory, where: str, reason: str
+) -> None:
+    """One line says which host and port failed and why, in words; the key is never in it."""
+    listener = SilentListener()
+    if where == "refused":
+        host, port = "127.0.0.1", free_port()
+        feed: Any = Unreachable(f"http://{host}:{port}/api/v3")
+    elif where == "dns":
+        host, port = "no-such-host.invalid", 8443
+        feed = Unreachable(f"https://{host}:{port}/api/v3")
+    elif where == "tls":  # https:// to a plain HTTP server
+        plain = FakeFeed()
+        await plain.start()
+        url = URL(plain.base_url)
+        host, port = url.host or "", url.port or 0
+        feed = Unreachable(str(url.with_scheme("https")))
+        feed.stop = plain.stop
+    else:
+        port = await listener.start()
+        host = "127.0.0.1"
+        feed = Unreachable(f"http://{host}:{port}/api/v3")
+    try:
+        p = await make_pipeline(feed=feed, connect_timeout_s=0.3)
+        with structlog.testing.capture_logs() as logged:
+            supervise(p)
+            await wait_until(lambda: p.reconnects("connect_error") >= 1)
+        lines = [e for e in logged if e["event"] == "stream_connect_failed"]
+        assert lines, "no stream_connect_failed line"
+        line = lines[0]
+        assert (line["host"], line["port"]) == (host, port), line
+        assert line["reason"].startswith(reason), line
+        if where == "tls":
+            assert "is it plain HTTP?" in line["reason"], line
+        assert API_KEY not in json.dumps(lines, default=str)
+        assert await p.shutdown() == 0
+    finally:
+        await listener.close()

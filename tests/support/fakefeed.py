@@ -117,6 +117,7 @@ class FakeFeed:
     answer: tuple[int, dict[str, str], str] | None = None  # (status, headers, body) instead
     redirect: tuple[int, str] | None = None  # (status, Location) for the next stream request
     redirect_always: bool = False
+    port: int = 0  # where to listen (0: a free port)
 
     async def start(self) -> str:
         """Listen on a free loopback port; returns the API base URL."""
@@ -126,7 +127,7 @@ class FakeFeed:
         app.router.add_get("/moved/{tail:.*}", self._stream)  # a redirect's same-origin target
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        self._sock = loopback_socket()
+        self._sock = loopback_socket(self.port)
         await web.SockSite(self._runner, self._sock).start()
         port = self._sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{port}/api/v3"
@@ -191,3 +192,15 @@ class FakeFeed:
         if self.write_started is None:
             return 0.0
         return asyncio.get_running_loop().time() - self.write_started
+
+
+class Unreachable:
+    """A feed address where no feed answers (the pipeline factory's ``feed=``)."""
+
+    answer = None
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    async def stop(self) -> None:
+        return None

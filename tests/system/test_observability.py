@@ -175,10 +175,38 @@ async def test_odds_dashboard_queries_run(database_url: str, pg: Any) -> None:
         ],
     )
     panels = json.loads((DASHBOARDS / "odds.json").read_text())["panels"]
-    results = {p["title"]: await pg.fetch(p["targets"][0]["rawSql"]) for p in panels}
+    check = compose_check()
+
+    async def tables() -> dict[str, list[Any]]:
+        return {
+            p["title"]: await pg.fetch(check.substitute(p["targets"][0]["rawSql"], {}))
+            for p in panels
+        }
+
+    results = await tables()
     by_league = {
-        r["league"]: (r["open"], r["locked"]) for r in results["Odds by league and status"]
+        r["league"]: (r["open"], r["locked"])
+        for r in results["Odds updated in the time range, by league and status"]
     }
     assert by_league == {"NBA": (0, 1), "NCAAB": (1, 0)}
-    moves = results["Latest price moves"]
+    moves = results["Latest price moves in the time range"]
     assert [(r["kind"], r["price"]) for r in moves][:1] == [("locked", -120)]
+    # The tables follow the time picker: what changed before the range is not shown.
+    await pg.execute("UPDATE odds SET updated_at = now() - interval '1 day' WHERE league = 'NBA'")
+    results = await tables()
+    assert {
+        r["league"] for r in results["Odds updated in the time range, by league and status"]
+    } == {"NCAAB"}
+
+
+def compose_check() -> Any:
+    """scripts/compose_check.py as a module: its substitute() fills Grafana's macros."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "compose_check", ROOT / "scripts/compose_check.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
