@@ -1,4 +1,4 @@
-"""``ingestor`` command line: run, migrate, check-config, partitions, simulate.
+"""``ingestor`` command line: run, migrate, check-config, partitions, simulate, demo.
 
 Every failure an operator can meet is one line on stderr, never a traceback: exit code 2 for
 a configuration problem, 1 for a runtime one (database, port, schema)."""
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ingestor import logs
+from ingestor.cli.demo import add_arguments as add_demo_arguments
 from ingestor.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
 from ingestor.errors import StartupError
 from ingestor.simulator.run import add_arguments as add_simulator_arguments
@@ -26,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="ingestor",
         description="Keep PostgreSQL in step with the OpticOdds v3 odds streams.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     config_help = f"TOML config file (default: $INGESTOR_CONFIG or {DEFAULT_CONFIG_PATH})"
     commands = {}
@@ -46,7 +48,21 @@ def _parser() -> argparse.ArgumentParser:
     text = "serve a local stand-in for the OpticOdds API (streams and REST) for demos and tests"
     sim = sub.add_parser("simulate", help=text, description=text)
     add_simulator_arguments(sim)
+    text = (
+        "the demo in one command, without containers: a database of its own, migrated, the "
+        "simulator and the daemon reading it; Ctrl-C stops both"
+    )
+    add_demo_arguments(sub.add_parser("demo", help=text, description=text))
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("opticodds-ingestor")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
 
 
 def _database_url(config: Path | None) -> str:
@@ -117,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
 
             logs.configure("auto", "info")
             return simulate(args)
+        if args.command == "demo":
+            from ingestor.cli.demo import main as demo
+
+            return demo(args)
         if args.command == "migrate":
             return _migrate(_database_url(args.config), args.to)
         settings = load_settings(args.config)

@@ -26,22 +26,48 @@ DEFAULT_LEAGUES = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``simulate`` subcommand's options."""
     a = parser.add_argument
-    a("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
-    a("--port", type=int, default=8080, help="listen port (default 8080)")
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter  # every default shown
+    a("--host", default="0.0.0.0", help="listen address")
+    a("--port", type=int, default=8080, help="listen port")
     a("--seed", type=int, default=1, help="random seed: the same seed gives the same world")
-    a("--events-per-s", type=float, default=50.0, help="events emitted per second (default 50)")
+    a(
+        "-r",
+        "--events-per-s",
+        type=float,
+        default=50.0,
+        help="events emitted per second, all leagues and streams together",
+    )
     a("--leagues", default=DEFAULT_LEAGUES, help="comma list of sport:league")
-    a("--fixtures-per-league", type=int, default=4)
-    a("--sportsbooks", default="DraftKings,FanDuel", help="books of the regular stream")
-    a("--api-key", default=None, help="accept only this key (default: any key)")
-    a("--ping-interval-s", type=float, default=5.0)
+    a(
+        "--fixtures-per-league",
+        type=int,
+        default=4,
+        help="fixtures each league starts with (finished ones are replaced)",
+    )
+    a(
+        "--sportsbooks",
+        default="DraftKings,FanDuel",
+        help="comma list of the regular stream's books",
+    )
+    a("--api-key", default=None, help="accept only this key; none: any key")
+    a(
+        "--ping-interval-s",
+        type=float,
+        default=5.0,
+        help="seconds between ping events on an idle stream",
+    )
     a("--retry-ms", type=int, default=5000, help="the retry: value sent on every event")
     a("--ignore-last-entry-id", action="store_true", help="never replay: restart at 'now'")
     a("--duplicate-rate", type=float, default=0.0, help="share of events sent twice")
     a("--reorder-rate", type=float, default=0.0, help="share of events sent one step late")
     a("--drop-every-s", type=float, default=0.0, help="cut every stream this often (0: never)")
     a("--stall-every-s", type=float, default=0.0, help="go silent this often (0: never)")
-    a("--stall-for-s", type=float, default=20.0, help="how long a stall lasts")
+    a(
+        "--stall-for-s",
+        type=float,
+        default=20.0,
+        help="how long each stall lasts (with --stall-every-s)",
+    )
 
 
 def parse_leagues(text: str) -> list[tuple[str, str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import structlog
@@ -176,3 +177,27 @@ async def check_privileges(conn: asyncpg.Connection) -> None:
             f"database role {role} lacks privileges the daemon needs: {'; '.join(grants)} "
             "(run them as the tables' owner; deploy/postgres/init-roles.sh grants them all)"
         )
+
+
+async def create_database(dsn: str, wait_s: float) -> bool:
+    """Create the URL's database when it does not exist (through the server's ``postgres``
+    database, as ``createdb`` does); True when it was created. For ``ingestor demo``."""
+    try:
+        conn = await connect_with_wait(dsn, wait_s)
+    except DatabaseUnavailable as exc:
+        if "does not exist" not in str(exc) or "database" not in str(exc):
+            raise
+    else:
+        await close_bounded(conn)
+        return False
+    name = unquote(urlsplit(dsn).path.lstrip("/"))
+    if not name:
+        raise DatabaseUnavailable("database URL: it names no database to create")
+    conn = await asyncpg.connect(dsn, database="postgres", timeout=10)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name.replace(chr(34), chr(34) * 2)}"')
+    except asyncpg.InsufficientPrivilegeError as exc:
+        raise PermissionProblem(f"cannot create database {name}: {describe(exc)}") from None
+    finally:
+        await close_bounded(conn)
+    return True

@@ -20,8 +20,16 @@ def readme_queries() -> list[str]:
     return re.findall(r"```sql\n(.*?)```", README.read_text(), flags=re.S)
 
 
+def readme_query(question: str) -> str:
+    """The README's one SQL block whose first comment line starts with ``question``."""
+    (found,) = [q for q in readme_queries() if q.startswith(f"-- {question}")]
+    return found
+
+
 async def test_readme_queries_answer_their_questions(database_url: str, pg: Any) -> None:
-    spread, locked_at, moves, *_ = readme_queries()
+    spread = readme_query("current main-line spread")
+    locked_at = readme_query("when was this line locked")
+    moves = readme_query("how did this price move today")
     # Just after midnight "today" is short: keep every timestamp inside the server's today.
     midnight = await pg.fetchval("SELECT extract(epoch FROM date_trunc('day', now()))")
     now = max(time.time(), float(midnight) + 101)
@@ -64,22 +72,27 @@ async def test_readme_queries_answer_their_questions(database_url: str, pg: Any)
             event(
                 "copilot-locked-odds",
                 "4-0",
-                [odd(LOCKED, price=-103, ts=now - 10), odd("s3", price=-110, ts=now - 10, **home)],
+                [odd(LOCKED, price=-103, ts=now - 10), odd("s3", price=-110, ts=now - 12, **home)],
             ),
         ],
     )
     rows = await pg.fetch(spread)
-    assert [(r["name"], r["points"], r["home_team_display"]) for r in rows] == [
-        ("Celtics -3.5", -3.5, "Celtics")  # the alternate and the locked line are left out
+    assert [(r["name"], r["points"], r["home_team_display"], r["stream"]) for r in rows] == [
+        ("Celtics -3.5", -3.5, "Celtics", "copilot")  # the alternate and the locked line are out
     ]
-    rows = await pg.fetch(locked_at)
-    assert [r["price"] for r in rows] == [-103]
-    rows = await pg.fetch(moves)
-    assert [(r["kind"], r["price"]) for r in rows] == [("odds", -150), ("odds", -160)]
+    rows = await pg.fetch(locked_at)  # the odd locked last: LOCKED (s3 was locked before it)
+    assert [(r["id"], r["price"]) for r in rows] == [(LOCKED, -103)]
+    rows = await pg.fetch(moves)  # MOVING and LOCKED changed twice each: the first id wins
+    assert [(r["id"], r["kind"], r["price"]) for r in rows] == [
+        (MOVING, "odds", -150),
+        (MOVING, "odds", -160),
+    ]
 
 
 async def test_the_analyst_queries_answer_theirs(database_url: str, pg: Any) -> None:
-    *_, movement, best, settled = readme_queries()
+    movement = readme_query("(a) the line movement")
+    best = readme_query("(b) the best current price")
+    settled = readme_query("(c) all settled odds")
     now = time.time()
     a = {"fixture_id": "FIX-A", "market": "Moneyline"}
     b = {"fixture_id": "FIX-B", "market": "Moneyline", "name": "Celtics"}
@@ -96,6 +109,9 @@ async def test_the_analyst_queries_answer_theirs(database_url: str, pg: Any) -> 
                 [
                     odd("a1", price=-115, ts=now - 600, **a),
                     odd("a2", price=1.91, ts=now - 500, **a),
+                    # FIX-A has the most odds updated in the hour: the query picks it
+                    odd("a3", price=-105, ts=now - 450, **a),
+                    odd("a4", price=2.05, ts=now - 400, **a),
                 ],
             ),
             event(
@@ -124,6 +140,8 @@ async def test_the_analyst_queries_answer_theirs(database_url: str, pg: Any) -> 
     assert [(r["id"], r["kind"], r["price"]) for r in rows] == [
         ("a1", "odds", -115),
         ("a2", "odds", 1.91),
+        ("a3", "odds", -105),
+        ("a4", "odds", 2.05),
     ]  # the change two hours ago is outside the window; 1.91 comes back exact
     rows = await pg.fetch(best)
     assert [(r["name"], r["sportsbook"], r["price"]) for r in rows] == [
@@ -137,7 +155,8 @@ async def test_the_analyst_queries_answer_theirs(database_url: str, pg: Any) -> 
 
 
 async def test_the_gap_queries_say_where_history_is_incomplete(database_url: str, pg: Any) -> None:
-    _, _, _, complete, ledger, *_ = readme_queries()
+    complete = readme_query("fixtures whose history over the last hour is complete")
+    ledger = readme_query("the gap ledger")
     now = time.time()
     await write_batches(
         database_url,

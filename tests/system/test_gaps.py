@@ -49,7 +49,7 @@ async def _repaired(pg: Any) -> bool:
     return bool(gaps) and set(gaps) == {"repaired"}
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(300 + 2 * SOAK_S)  # scripts/soak-gaps runs it for SOAK_S seconds
 async def test_a_feed_that_never_replays_loses_no_change_once_its_gaps_are_repaired(
     database_url: str, pg: Any, tmp_path: Path
 ) -> None:
