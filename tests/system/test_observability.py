@@ -210,3 +210,21 @@ def compose_check() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_the_health_dashboard_reads_right_at_a_glance() -> None:
+    """A coloured stat has a red state; no feed is claimed without a daemon; a series that
+    several processes export is drawn per instance."""
+    panels = json.loads((DASHBOARDS / "ingestor.json").read_text())["panels"]
+    aggregated = re.compile(r"^\s*(sum|max|min|avg|count|histogram_quantile|topk)\b")
+    for panel in panels:
+        defaults = panel.get("fieldConfig", {}).get("defaults", {})
+        if panel["type"] == "stat" and panel["options"].get("colorMode") == "background":
+            colours = [s["color"] for s in defaults["thresholds"]["steps"]]
+            assert "red" in colours, f"{panel['title']}: green whatever the value"
+        for target in panel["targets"] if panel["type"] == "timeseries" else []:
+            if not aggregated.match(target["expr"]):
+                assert "{{instance}}" in target.get("legendFormat", ""), panel["title"]
+    (feed,) = [p for p in panels if p["title"] == "Feed source"]
+    assert "vector(" not in feed["targets"][0]["expr"]  # no daemon: no value, never "REAL FEED"
+    assert feed["fieldConfig"]["defaults"]["noValue"] == "NO DAEMON REPORTING"

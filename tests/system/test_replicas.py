@@ -124,6 +124,12 @@ async def test_a_second_process_with_the_default_configuration_waits_as_a_standb
         assert await _owned(first) == 2 and await _owned(second) == 0
         status, text = await second.readyz()
         assert status == 200 and "standby for 2 group(s)" in text, text
+        # The standby says which groups it wants and nothing of their streams (the owner does):
+        # the disconnected alert sees every group connected somewhere.
+        exported = await second.metrics()
+        assert exported.count("ingestor_stream_wanted{") == 2, exported
+        assert "ingestor_stream_connected{" not in exported
+        assert (await first.metrics()).count("ingestor_stream_connected{") == 2
         await sim.server.emit(80)
         await settle(pg, sim)
         started = time.monotonic()
