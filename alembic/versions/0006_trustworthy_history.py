@@ -133,6 +133,7 @@ COMMENTS = {
     "TABLE stream_gap_odds": "internal: the repair's work queue, an odd whose history a gap still needs",
     "COLUMN stream_gap_odds.gap_id": "stream_gaps.gap_id",
     "COLUMN stream_gap_odds.odd_id": "odds.id",
+    "COLUMN stream_gap_odds.done": "its history was fetched: a later snapshot does not queue it again",
     "COLUMN stream_cursors.epoch": "the group's ownership: every takeover increases it, and a flush commits only under the epoch it was read with (fencing)",
     "COLUMN odds.entry_id": "entry id of the newest event applied; null when it came from REST (a snapshot or a repair)",
     "COLUMN change_events.kind": "0 odds, 1 locked, 2 settled event; 3 a REST snapshot row; 4 a row repaired from the vendor's history",
@@ -214,6 +215,7 @@ def upgrade() -> None:
         "stream_gap_odds",
         sa.Column("gap_id", sa.BigInteger(), nullable=False),
         sa.Column("odd_id", sa.Text(), nullable=False),
+        sa.Column("done", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.PrimaryKeyConstraint("gap_id", "odd_id", name="pk_stream_gap_odds"),
     )
     op.execute(f"CREATE OR REPLACE VIEW odds_history AS {ODDS_HISTORY}")

@@ -98,9 +98,9 @@ class PgGapLedger:
         async with self._conn() as conn, conn.transaction():
             if not await conn.fetchval(sql.STILL_OWNED, group_key, epoch):
                 return False
-            await conn.execute(
-                sql.REPAIRED, [g for g, _ in pairs], [o for _, o in pairs], first, added
-            )
+            gaps = [g for g, _ in pairs]
+            await conn.execute(sql.REPAIRED, gaps, [o for _, o in pairs], first, added)
+            await conn.execute(sql.PRUNE_DONE, sorted(set(gaps)))
         return True
 
     async def summary(self) -> dict[str, tuple[int, datetime | None]]:

@@ -350,6 +350,13 @@ stream_gap_odds = Table(
     metadata,
     Column("gap_id", BigInteger, primary_key=True, comment="stream_gaps.gap_id"),
     Column("odd_id", Text, primary_key=True, comment="odds.id"),
+    Column(
+        "done",
+        Boolean,
+        nullable=False,
+        server_default=text("false"),
+        comment="its history was fetched: a later snapshot does not queue it again",
+    ),
     comment="internal: the repair's work queue, an odd whose history a gap still needs",
 )
 

@@ -507,7 +507,7 @@ RETURNING gap_id
 REPAIR_WORK = """
 SELECT w.odd_id, g.group_key, min(g.from_ts) AS from_ts, array_agg(w.gap_id) AS gaps
 FROM stream_gap_odds w JOIN stream_gaps g USING (gap_id)
-WHERE g.group_key = ANY($1::text[]) AND g.state = 'repairing'
+WHERE g.group_key = ANY($1::text[]) AND g.state = 'repairing' AND NOT w.done
 GROUP BY w.odd_id, g.group_key
 ORDER BY min(w.gap_id), w.odd_id
 LIMIT $2
@@ -520,19 +520,25 @@ REPAIRED_ROWS = """
 SELECT count(*) FROM odds_changes c JOIN change_events e ON e.id = (c.ev >> 4)
 WHERE c.odd_key = ANY($1::bigint[]) AND e.kind = 4
 """
-# A call's work done: exactly the (gap, odd) pairs it fetched ($1, $2) leave the queue (a
-# pair queued meanwhile stays), the gaps count what was done and close when nothing is left.
+# A call's work done: exactly the (gap, odd) pairs it fetched ($1, $2) are done (a pair
+# queued meanwhile stays to do), the gaps count what was done and close when nothing is left.
+# Done pairs stay while their gap is repairing: a later snapshot, which scopes the gap again
+# (it may show an odd the gap's first snapshot could not), must not queue them again. In a
+# 10-minute run with a cut every 2 s, deleting them made each snapshot queue every odd
+# changed since the oldest repairing gap began (1,112 odds in one scope) and the repair
+# never caught up; PRUNE_DONE drops them once the gap is repaired.
 REPAIRED = """
 WITH done AS (
-    DELETE FROM stream_gap_odds w USING unnest($1::bigint[], $2::text[]) AS d(gap_id, odd_id)
-    WHERE w.gap_id = d.gap_id AND w.odd_id = d.odd_id
+    UPDATE stream_gap_odds w SET done = true
+    FROM unnest($1::bigint[], $2::text[]) AS d(gap_id, odd_id)
+    WHERE w.gap_id = d.gap_id AND w.odd_id = d.odd_id AND NOT w.done
     RETURNING w.gap_id, w.odd_id
 ), per_gap AS (
     SELECT gap_id, count(*) AS n FROM done GROUP BY gap_id
 ), left_over AS (
     SELECT p.gap_id, EXISTS (
         SELECT 1 FROM stream_gap_odds w
-        WHERE w.gap_id = p.gap_id
+        WHERE w.gap_id = p.gap_id AND NOT w.done
           AND NOT EXISTS (SELECT 1 FROM done d WHERE d.gap_id = w.gap_id
                           AND d.odd_id = w.odd_id)) AS more
     FROM per_gap p
@@ -545,6 +551,10 @@ SET odds_repaired = g.odds_repaired + p.n,
     closed_at = CASE WHEN l.more THEN NULL ELSE now() END,
     updated_at = now()
 FROM per_gap p JOIN left_over l USING (gap_id) WHERE g.gap_id = p.gap_id
+"""
+PRUNE_DONE = """
+DELETE FROM stream_gap_odds w USING stream_gaps g
+WHERE w.gap_id = g.gap_id AND g.gap_id = ANY($1::bigint[]) AND g.state = 'repaired'
 """
 STILL_OWNED = "SELECT epoch = $2 FROM stream_cursors WHERE group_key = $1"
 GAP_SUMMARY = """

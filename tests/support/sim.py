@@ -225,18 +225,26 @@ async def history_invariants(pg: Any) -> list[str]:
 async def missing_changes(pg: Any, world: World, *, since: int = 0) -> list[str]:
     """Changes the feed sent (from log position ``since`` on) of odds the database holds that
     history lacks: by entry id for streamed rows, by odd, time and kind for rows made from
-    REST (a repair's). An odd the database never held (posted and suspended inside a gap:
-    no snapshot returns it, so nothing can ask for its history) is not counted."""
+    REST (a repair's). Not counted, as the README's "What does not hold" says: the changes of
+    an odd posted and suspended inside a gap (no snapshot returns a suspended odd and the
+    database never held it, so nothing can ask for its history), up to the gap's end."""
     held = {r["id"] for r in await pg.fetch("SELECT id FROM odds")}
     rows = await pg.fetch("SELECT id, entry_id, kind, source_ts FROM odds_history")
     by_entry = {(r["id"], r["entry_id"], r["kind"]) for r in rows if r["entry_id"]}
     by_time = {(r["id"], r["source_ts"], r["kind"]) for r in rows}
+    earliest: dict[str, datetime] = {}
+    for r in rows:
+        if r["id"] not in earliest or r["source_ts"] < earliest[r["id"]]:
+            earliest[r["id"]] = r["source_ts"]
+    unseen = _posted_and_suspended_in_gaps(
+        world, await pg.fetch("SELECT from_ts, until_ts FROM stream_gaps"), earliest
+    )
     missing = []
     for e in world.log[since:]:
         if e.event not in KINDS:
             continue
         for item in orjson.loads(e.data)["data"]:
-            if item["id"] not in held:
+            if item["id"] not in held or entry_ms(e.entry_id) <= unseen.get(item["id"], -1):
                 continue
             kind = KINDS[e.event]
             at = datetime.fromtimestamp(item["timestamp"], UTC)
@@ -247,6 +255,40 @@ async def missing_changes(pg: Any, world: World, *, since: int = 0) -> list[str]
             ) not in by_time:
                 missing.append(f"{item['id']} {kind} {e.entry_id}")
     return missing
+
+
+def entry_ms(entry_id: str) -> int:
+    """The milliseconds of an entry id (the simulator's clock)."""
+    return parse_entry_id(entry_id)[0]
+
+
+def _posted_and_suspended_in_gaps(
+    world: World, gaps: list[Any], earliest: dict[str, datetime]
+) -> dict[str, int]:
+    """Odd id -> the end (ms) of the gap it was first posted in and was still locked at the
+    end of, when history has nothing of it before that end: the database could not know of
+    it before it re-opened."""
+    spans = [(g["from_ts"].timestamp() * 1000, g["until_ts"].timestamp() * 1000) for g in gaps]
+    gap_of: dict[str, int | None] = {}
+    last_kind: dict[str, str] = {}
+    for e in world.log:
+        if e.event not in KINDS:
+            continue
+        ms = entry_ms(e.entry_id)
+        for item in orjson.loads(e.data)["data"]:
+            odd = item["id"]
+            if odd not in gap_of:
+                gap_of[odd] = next((i for i, (lo, hi) in enumerate(spans) if lo <= ms <= hi), None)
+            i = gap_of[odd]
+            if i is not None and ms <= spans[i][1]:
+                last_kind[odd] = KINDS[e.event]
+    out = {}
+    for odd, kind in last_kind.items():
+        end = spans[gap_of[odd] or 0][1]
+        known = earliest.get(odd)
+        if kind == "locked" and (known is None or known.timestamp() * 1000 > end):
+            out[odd] = int(end)
+    return out
 
 
 async def gaps_closed(pg: Any) -> bool:
