@@ -106,32 +106,44 @@ async def _stop(proc: asyncio.subprocess.Process, within_s: float) -> int:
 
 
 async def _run(args: argparse.Namespace, url: str) -> int:
+    stop = asyncio.Event()  # Ctrl-C or SIGTERM, from the start: no child is ever left behind
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    children: list[asyncio.subprocess.Process] = []  # the daemon first: it stops first
+    try:
+        return await _serve(args, url, stop, children)
+    finally:
+        for proc, within_s in zip(children, (DAEMON_STOP_S, SIMULATOR_STOP_S), strict=False):
+            await _stop(proc, within_s)
+
+
+async def _serve(
+    args: argparse.Namespace,
+    url: str,
+    stop: asyncio.Event,
+    children: list[asyncio.subprocess.Process],
+) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPTICODDS_API_KEY")}
     port = free_port()
     base = f"http://127.0.0.1:{port}/api/v3"
     rate = str(args.events_per_s)
     sim = await _spawn("simulate", "--host", "127.0.0.1", "--port", str(port), "-r", rate, env=env)
-    try:
-        await _simulator_answers(base, sim)
-    except SystemExit:
-        await _stop(sim, SIMULATOR_STOP_S)
-        raise
+    children.append(sim)
+    await _simulator_answers(base, sim)
     env |= {"INGESTOR_DEMO": "true", "INGESTOR_DEMO_API_BASE_URL": base}
     env["INGESTOR_DATABASE_URL"] = url
     if args.metrics_port is not None:
         env["INGESTOR_METRICS_PORT"] = str(args.metrics_port)
     run = ["run", *(["--config", str(args.config)] if args.config else [])]
     daemon = await _spawn(*run, env=env)
+    children.insert(0, daemon)
     print(
-        f"demo: simulator {base}, daemon pid {daemon.pid}; in another shell:\n"
+        f"demo: simulator {base} (pid {sim.pid}), daemon pid {daemon.pid}; in another shell:\n"
         f"  psql '{masked(url)}' -c 'SELECT league, status, count(*) FROM odds GROUP BY 1, 2'\n"
         f"Ctrl-C stops both.",
         file=sys.stderr,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     waits = {asyncio.ensure_future(w) for w in (stop.wait(), daemon.wait(), sim.wait())}
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for w in waits:

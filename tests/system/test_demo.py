@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -74,9 +76,15 @@ class Demo:
         return await asyncio.wait_for(self.proc.wait(), 45)
 
     async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            await self.proc.wait()
+        """After a failure: the demo and its children (each in a session of its own, so that
+        killing the demo's group would leave them running)."""
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        children = [int(p) for p in re.findall(r"pid (\d+)", self.err.read_text())]
+        for pid in (self.proc.pid, *children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await self.proc.wait()
 
 
 async def test_the_demo_is_one_command_and_ctrl_c_stops_both_processes(
