@@ -89,7 +89,7 @@ def test_rows_made_from_rest_are_checked_each_with_an_event_of_its_own_and_no_en
     # (entry key, kind, entry text): kind 3 a snapshot's row, 4 a repair's; no entry id.
     assert [(e[1], e[4], e[5]) for e in h.checked_events] == [(0, 3, None)] * 2 + [(0, 4, None)]
     assert [r[CHECKED_COLUMNS.index("source")] for r in h.checked_changes] == [3, 3, 4]
-    assert h.from_rest == [odd_key("a"), odd_key("b"), odd_key("c")]
+    assert h.from_rest == ["a", "b", "c"]
 
 
 def test_the_stream_row_of_an_odd_with_a_row_made_from_rest_is_checked_for_a_while() -> None:

@@ -41,7 +41,7 @@ class HistoryContext:
     checked: AbstractSet[int]
     last_us: int
     # Odd keys with a row made from REST lately -> until when their streamed rows are checked.
-    from_rest: Mapping[int, float]
+    from_rest: Mapping[str, float]  # odd id -> until when its stream rows are checked
     now: float
 
 
@@ -63,7 +63,7 @@ class WriteState:
         self._stale: set[int] = set()  # marks to read again (a takeover)
         self._careful: dict[int, float] = {}  # group -> monotonic deadline
         self._fixtures_known: set[str] = set()
-        self._from_rest: dict[int, float] = {}
+        self._from_rest: dict[str, float] = {}
         self._last_us = 0
         self._cursors = dict(cursors)
 
@@ -163,7 +163,7 @@ class WriteState:
         """Codes given to settlement texts that had none."""
         self._settlements.update(codes)
 
-    def encoded(self, marks: Mapping[int, int], last_us: int, from_rest: Iterable[int]) -> None:
+    def encoded(self, marks: Mapping[int, int], last_us: int, from_rest: Iterable[str]) -> None:
         """A batch's history was encoded: the marks it raised, the clock it reached, the odds
         it wrote rows made from REST for."""
         for group, key in marks.items():
@@ -172,12 +172,12 @@ class WriteState:
         self._last_us = max(self._last_us, last_us)
         until = self._clock() + FROM_REST_S
         remembered = self._from_rest
-        for key in from_rest:
-            remembered[key] = until
+        for odd in from_rest:
+            remembered[odd] = until
         if len(remembered) > FROM_REST_MAX:
             now = self._clock()
-            for key in [k for k, u in remembered.items() if u <= now]:
-                del remembered[key]
+            for gone in [k for k, u in remembered.items() if u <= now]:
+                del remembered[gone]
 
     def committed(self, cursors: Iterable[tuple[str, Cursor]], fixtures: Iterable[str]) -> None:
         """A flush committed: the cursors the database now holds, fixtures that have a row."""
