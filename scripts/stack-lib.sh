@@ -21,7 +21,7 @@ OPTIONAL_SERVICES=(grafana)
 
 log() { printf '[%s %3ds] %s\n' "$LOG_NAME" "$((SECONDS - T0))" "$*"; }
 fail() {
-  log "FAIL: $*"
+  log "FAIL: $*" >&2
   exit 1
 }
 stage() {
@@ -40,7 +40,7 @@ apt_install() {
   apt-get install -y -qq --no-install-recommends "$@" >"$STATE/logs/apt.log" 2>&1 || {
     apt-get update -qq >>"$STATE/logs/apt.log" 2>&1 &&
       apt-get install -y -qq --no-install-recommends "$@" >>"$STATE/logs/apt.log" 2>&1
-  } || { tail -20 "$STATE/logs/apt.log"; fail "apt-get install $*"; }
+  } || { tail -20 "$STATE/logs/apt.log" >&2; fail "apt-get install $*"; }
 }
 
 # -- the engine ---------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ EOF
     rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes -r "$lock" \
-      >"$STATE/logs/pip.log" 2>&1 || { tail -20 "$STATE/logs/pip.log"; fail "pip install"; }
+      >"$STATE/logs/pip.log" 2>&1 || { tail -20 "$STATE/logs/pip.log" >&2; fail "pip install"; }
     echo "$want" >"$venv/.lock"
   fi
   COMPOSE=("$venv/bin/podman-compose")
@@ -116,23 +116,25 @@ setup_engine() {
   # The helpers below run in the project's venv (PyYAML), built as scripts/test builds it.
   PY="$ROOT/.venv/bin/python"
   "$ROOT/scripts/venv" >"$STATE/logs/venv.log" 2>&1 ||
-    { tail -20 "$STATE/logs/venv.log"; fail "building .venv"; }
+    { tail -20 "$STATE/logs/venv.log" >&2; fail "building .venv"; }
 }
 
 # teardown [--volumes]: the project's containers and network (and its volumes: the data).
 teardown() {
   local volumes="" ids label="label=com.docker.compose.project=$PROJECT"
   [ "${1:-}" = --volumes ] && volumes=-v
-  timeout 180 "${COMPOSE[@]}" down $volumes >>"$STATE/logs/compose.log" 2>&1
+  # shellcheck disable=SC2086 # $volumes is empty or one flag
+  timeout 180 "${COMPOSE[@]}" down $volumes >>"$STATE/logs/compose.log" 2>&1 ||
+    log "compose down failed (see $STATE/logs/compose.log); removing what is left directly"
   # Whatever the tool left: containers, networks (and volumes) of this project.
-  mapfile -t ids < <("$ENGINE" ps -aq --filter "$label")
-  [ ${#ids[@]} = 0 ] || "$ENGINE" rm -f "${ids[@]}" >/dev/null 2>&1
+  mapfile -t ids < <("$ENGINE" ps -aq --filter "$label" || true)
+  [ ${#ids[@]} = 0 ] || "$ENGINE" rm -f "${ids[@]}" >/dev/null 2>&1 || true
   if [ -n "$volumes" ]; then
-    mapfile -t ids < <("$ENGINE" volume ls -q | grep "^${PROJECT}_")
-    [ ${#ids[@]} = 0 ] || "$ENGINE" volume rm -f "${ids[@]}" >/dev/null 2>&1
+    mapfile -t ids < <("$ENGINE" volume ls -q | grep "^${PROJECT}_" || true)
+    [ ${#ids[@]} = 0 ] || "$ENGINE" volume rm -f "${ids[@]}" >/dev/null 2>&1 || true
   fi
-  mapfile -t ids < <("$ENGINE" network ls -q --filter "$label")
-  [ ${#ids[@]} = 0 ] || "$ENGINE" network rm "${ids[@]}" >/dev/null 2>&1
+  mapfile -t ids < <("$ENGINE" network ls -q --filter "$label" || true)
+  [ ${#ids[@]} = 0 ] || "$ENGINE" network rm "${ids[@]}" >/dev/null 2>&1 || true
   return 0
 }
 

@@ -11,12 +11,12 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import socket
 import sys
 import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/odds_demo"
 # The daemon's own bound (shutdown_timeout_s, 10 s by default) and a margin for its exit.
@@ -39,8 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def masked(url: str) -> str:
-    """The URL with its password hidden, for the banner."""
-    return re.sub(r"(://[^:@/]+):[^@/]*@", r"\1:***@", url)
+    """The URL with any password hidden (in the authority or as a query parameter)."""
+    parts = urlsplit(url)
+    user, at, hosts = parts.netloc.rpartition("@")
+    if at and ":" in user:
+        user = user.split(":", 1)[0] + ":***"
+    query = "&".join(
+        f"{k}=***" if k == "password" else f"{k}={v}" for k, v in parse_qsl(parts.query, True)
+    )
+    return urlunsplit(parts._replace(netloc=f"{user}{at}{hosts}", query=query))
 
 
 def free_port() -> int:
@@ -74,12 +81,15 @@ async def _spawn(*args: str, env: dict[str, str]) -> asyncio.subprocess.Process:
     )
 
 
-async def _simulator_answers(base: str, proc: asyncio.subprocess.Process) -> None:
-    """Wait until the simulator serves its REST listing (or fail if it exited)."""
+async def _simulator_answers(
+    base: str, proc: asyncio.subprocess.Process, stop: asyncio.Event
+) -> None:
+    """Wait until the simulator serves its REST listing (or fail if it exited); returns
+    early when the demo is asked to stop."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30
     probe = f"{base}/copilot/fixtures?league=NBA"
-    while True:
+    while not stop.is_set():
         if proc.returncode is not None:
             raise SystemExit(f"demo: the simulator exited with {proc.returncode}")
         try:
@@ -99,7 +109,8 @@ async def _stop(proc: asyncio.subprocess.Process, within_s: float) -> int:
         try:
             await asyncio.wait_for(proc.wait(), within_s)
         except TimeoutError:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
             await proc.wait()
     assert proc.returncode is not None
     return proc.returncode
@@ -108,7 +119,8 @@ async def _stop(proc: asyncio.subprocess.Process, within_s: float) -> int:
 async def _run(args: argparse.Namespace, url: str) -> int:
     stop = asyncio.Event()  # Ctrl-C or SIGTERM, from the start: no child is ever left behind
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: a closed terminal must not leave the children (sessions of their own) behind.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     children: list[asyncio.subprocess.Process] = []  # the daemon first: it stops first
     try:
@@ -130,7 +142,9 @@ async def _serve(
     rate = str(args.events_per_s)
     sim = await _spawn("simulate", "--host", "127.0.0.1", "--port", str(port), "-r", rate, env=env)
     children.append(sim)
-    await _simulator_answers(base, sim)
+    await _simulator_answers(base, sim, stop)
+    if stop.is_set():
+        return 0
     env |= {"INGESTOR_DEMO": "true", "INGESTOR_DEMO_API_BASE_URL": base}
     env["INGESTOR_DATABASE_URL"] = url
     if args.metrics_port is not None:

@@ -193,9 +193,16 @@ async def create_database(dsn: str, wait_s: float) -> bool:
     name = unquote(urlsplit(dsn).path.lstrip("/"))
     if not name:
         raise DatabaseUnavailable("database URL: it names no database to create")
-    conn = await asyncpg.connect(dsn, database="postgres", timeout=10)
+    try:
+        conn = await asyncpg.connect(dsn, database="postgres", timeout=10)
+    except (*PERMANENT, *CONNECTION_FAILURES) as exc:
+        raise DatabaseUnavailable(
+            f"cannot reach the server's postgres database to create {name}: {describe(exc)}"
+        ) from None
     try:
         await conn.execute(f'CREATE DATABASE "{name.replace(chr(34), chr(34) * 2)}"')
+    except asyncpg.DuplicateDatabaseError:
+        return False  # another demo made it meanwhile
     except asyncpg.InsufficientPrivilegeError as exc:
         raise PermissionProblem(f"cannot create database {name}: {describe(exc)}") from None
     finally:

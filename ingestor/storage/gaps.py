@@ -99,6 +99,7 @@ class PgGapLedger:
             if not await conn.fetchval(sql.STILL_OWNED, group_key, epoch):
                 return False
             gaps = [g for g, _ in pairs]
+            await conn.execute(sql.LOCK_GAPS, sorted(set(gaps)))
             await conn.execute(sql.REPAIRED, gaps, [o for _, o in pairs], first, added)
             await conn.execute(sql.PRUNE_DONE, sorted(set(gaps)))
         return True

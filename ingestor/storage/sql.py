@@ -463,6 +463,7 @@ SCOPE_GAPS = """
 WITH pending AS (
     SELECT gap_id, from_ts, state FROM stream_gaps
     WHERE group_key = $1 AND state IN ('open', 'repairing') AND until_ts <= $4
+    ORDER BY gap_id
     FOR UPDATE
 ), work AS (
     INSERT INTO stream_gap_odds (gap_id, odd_id)
@@ -554,7 +555,13 @@ FROM per_gap p JOIN left_over l USING (gap_id) WHERE g.gap_id = p.gap_id
 """
 PRUNE_DONE = """
 DELETE FROM stream_gap_odds w USING stream_gaps g
-WHERE w.gap_id = g.gap_id AND g.gap_id = ANY($1::bigint[]) AND g.state = 'repaired'
+WHERE w.gap_id = g.gap_id AND g.gap_id = ANY($1::bigint[]) AND g.state = 'repaired' AND w.done
+"""
+# Taken before REPAIRED, in its transaction, in the order SCOPE_GAPS takes them: a scope
+# running meanwhile commits first, and REPAIRED then sees the pairs it queued (without it,
+# REPAIRED could judge a gap finished on a snapshot that missed them).
+LOCK_GAPS = """
+SELECT gap_id FROM stream_gaps WHERE gap_id = ANY($1::bigint[]) ORDER BY gap_id FOR UPDATE
 """
 STILL_OWNED = "SELECT epoch = $2 FROM stream_cursors WHERE group_key = $1"
 GAP_SUMMARY = """
