@@ -183,10 +183,13 @@ async def create_database(dsn: str, wait_s: float) -> bool:
     """Create the URL's database when it does not exist (through the server's ``postgres``
     database, as ``createdb`` does); True when it was created. For ``ingestor demo``."""
     try:
-        conn = await connect_with_wait(dsn, wait_s)
-    except DatabaseUnavailable as exc:
-        if "does not exist" not in str(exc) or "database" not in str(exc):
-            raise
+        conn = await asyncpg.connect(dsn, timeout=10)
+    except asyncpg.InvalidCatalogNameError:
+        pass  # missing: create it below
+    except (*PERMANENT, *CONNECTION_FAILURES):
+        # Anything else: wait for the server as every command does (or say why in one line).
+        await close_bounded(await connect_with_wait(dsn, wait_s))
+        return False
     else:
         await close_bounded(conn)
         return False

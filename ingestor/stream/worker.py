@@ -85,7 +85,8 @@ class StreamWorker:
         self._s = shared.settings
         self._key = shared.settings.key
         where = URL(self._s.effective_api_base_url)
-        self._where = (where.host or "", where.port)  # named in connection errors (never the key)
+        # Named in every connection error (never the key, never the query).
+        self._where: dict[str, object] = {"host": where.host or "", "port": where.port}
         self._queue = shared.queue
         self._metrics = metrics = shared.metrics
         self._cursors = shared.cursors
@@ -190,7 +191,8 @@ class StreamWorker:
             if self._stop.is_set():
                 return
             self.failures = 0 if self._data_events else self.failures + 1
-            self._refused = None if reason not in REFUSED_REASONS else self._refused
+            if reason not in REFUSED_REASONS:
+                self._refused = None
             self._metrics.stream_consecutive_failures.labels(key).set(self.failures)
             self._metrics.stream_reconnects.labels(key, reason).inc()
             delay = self._backoff_s()
@@ -230,12 +232,10 @@ class StreamWorker:
         except StreamHTTPError as exc:
             if exc.reason == "redirect_refused":
                 self._metrics.stream_redirects.labels(key, "refused").inc()
-            host, port = self._where
             log.error(
                 "stream_http_error",
                 group=key,
-                host=host,
-                port=port,
+                **self._where,
                 status=exc.status,
                 vendor_message=exc.message,
             )
@@ -245,12 +245,10 @@ class StreamWorker:
                 self._gate.close_for(retry_after_s(exc.retry_after))
             return exc.reason
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            host, port = self._where
             log.warning(
                 "stream_connect_failed",
                 group=key,
-                host=host,
-                port=port,
+                **self._where,
                 reason=connect_failure(exc, self._s.connect_timeout_s),
             )
             return "connect_error"

@@ -284,7 +284,9 @@ def _posted_and_suspended_in_gaps(
                 last_kind[odd] = KINDS[e.event]
     out = {}
     for odd, kind in last_kind.items():
-        end = spans[gap_of[odd] or 0][1]
+        i = gap_of[odd]
+        assert i is not None  # last_kind holds only odds first posted inside a gap
+        end = spans[i][1]
         known = earliest.get(odd)
         if kind == "locked" and (known is None or known.timestamp() * 1000 > end):
             out[odd] = int(end)
