@@ -1,7 +1,7 @@
 """The benchmark: COPY ceiling, write path, end to end, latency, naive baseline, stall.
 
     .venv/bin/python -m bench.run [--odds 1000000] [--latency-s 10] [--naive-s 15] [--stall-s 30]
-                                  [--groups 3]
+                                  [--groups 3] [--e2e-runs 3]
 
 The daemon runs as in production: several connection groups (``bench/workload.py``: about 100
 fixtures over the groups' leagues, a realistic mix of updates, locks and settlements), and a
@@ -217,10 +217,28 @@ async def end_to_end(
         mb_per_s=round(run.feed_bytes / elapsed / 1e6, 1),
         daemon_cpu=round(run.daemon_cpu_s / elapsed, 2),
         postgres_cpu=round(run.postgres_cpu_s / elapsed, 2),
+        # CPU per streamed odd: the cost the rate hides when a side waits for the other.
+        daemon_us_per_odd=round(run.daemon_cpu_s / w.total_odds * 1e6, 2),
+        postgres_us_per_odd=round(run.postgres_cpu_s / w.total_odds * 1e6, 2),
         feed_cpu=round(run.bench_cpu_s / elapsed, 2),
         peak_rss_mb=round(run.peak_rss_mb),
         **_rehydration(run),
     )
+
+
+async def end_to_ends(url: str, w: Workload, r: Results, tmp: Path, runs: int) -> None:
+    """``runs`` end-to-end runs: the median (by rate) is ``end_to_end``, the spread beside it
+    (machines here differ by 2x from run to run; a target met only on a fast run is not)."""
+    names = [f"end_to_end_{i + 1}" for i in range(runs)]
+    for name in names:
+        await end_to_end(url, url, w, r, name, tmp)
+    ordered = sorted((r.figures.pop(n) for n in names), key=lambda e: e["odds_per_s"])
+    r.figures["end_to_end"] = ordered[len(ordered) // 2]
+    spread = {k: [e[k] for e in ordered] for k in SPREAD}
+    r.add("end_to_end_spread", runs=runs, **{k: f"{min(v)}-{max(v)}" for k, v in spread.items()})
+
+
+SPREAD = ("odds_per_s", "daemon_us_per_odd", "postgres_us_per_odd", "peak_rss_mb")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -332,7 +350,7 @@ async def main(args: argparse.Namespace) -> int:
     await _truncate(url)
     await write_path(url, events, r)
     del events
-    await end_to_end(url, url, w, r, "end_to_end", tmp)
+    await end_to_ends(url, w, r, tmp, args.e2e_runs)
     received = w.total_odds + r.figures["end_to_end"]["rehydrate_rows"]
     await history_size(url, received, r)
     for rate in (1500, 5000, 20000):
@@ -391,14 +409,15 @@ def _targets(f: dict[str, Any], ratios: dict[str, float]) -> list[tuple[str, flo
     at_least = [
         (name, ratios[name], bound)
         for name, bound in (
-            ("end_to_end / copy_ceiling", 0.6),
+            ("end_to_end / copy_ceiling", 0.55),
             ("end_to_end / naive_loopback", 3),
             ("end_to_end_1ms / naive_1ms", 20),
         )
     ]
     at_most = [
+        ("daemon CPU µs per odd (end to end)", f["end_to_end"]["daemon_us_per_odd"], 8),
         ("history bytes per odd received", f["history_size"]["bytes_per_odd_received"], 100),
-        ("p99 ms at 5k odds/s", f["latency_5000"]["p99_ms"], 100),
+        ("p99 ms at 5k odds/s", f["latency_5000"]["p99_ms"], 50),
         ("p99 ms at 20k odds/s", f["latency_20000"]["p99_ms"], 250),
         (
             "peak RSS MB (full load, stall)",
@@ -458,6 +477,7 @@ def cli() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--odds", type=int, default=1_000_000, help="odds in the end-to-end run")
     p.add_argument("--latency-s", type=float, default=10.0, help="seconds per offered rate")
+    p.add_argument("--e2e-runs", type=int, default=3, help="end-to-end runs (median, spread)")
     p.add_argument("--naive-s", type=float, default=15.0, help="seconds per naive run")
     p.add_argument("--stall-s", type=float, default=30.0, help="database outage length")
     p.add_argument(

@@ -146,6 +146,13 @@ class Metrics:
             ["group", "outcome"],
             registry=r,
         )
+        self.build_info = Gauge(
+            "ingestor_build_info",
+            "1, labelled compiled=true when the hot path's C twins were built (setup.py),"
+            " false when the daemon runs their pure-Python fallbacks (slower, same results)",
+            ["compiled"],
+            registry=r,
+        )
         self.stream_connected = Gauge(
             "ingestor_stream_connected",
             "1 while the group's stream is open, 0 while it is being reconnected; only the"

@@ -163,6 +163,16 @@ def check_prometheus(stack: Stack, timeout: float) -> None:
         lambda: [t for t in targets() if t.startswith("ingestor ")],
     )
     print(f"prometheus target up: {up[0]}")
+    # The image built the hot path's C twins (the Dockerfile's build stage), and runs them.
+    built = poll(
+        "ingestor_build_info scraped",
+        timeout,
+        lambda: stack.promql('ingestor_build_info{job="ingestor"} == 1'),
+    )
+    compiled = [b["metric"].get("compiled") for b in built]
+    if compiled != ["true"]:
+        raise SystemExit(f"FAIL: the image runs without its C twins: compiled={compiled}")
+    print("ingestor_build_info: compiled=true (the image built its C twins)")
 
     alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
     expected = {r["alert"] for g in alerts["groups"] for r in g["rules"] if "alert" in r}

@@ -33,7 +33,7 @@ from ingestor.storage.gaps import PgGapLedger
 from ingestor.storage.leases import PgLeases
 from ingestor.storage.partitions import Upkeep
 from ingestor.storage.reader import PgOddsReader
-from ingestor.storage.write import Writer
+from ingestor.storage.write import COMPILED, Writer
 from ingestor.stream.fixtures import FixtureDetails
 from ingestor.stream.rehydrate import Rehydrator
 from ingestor.stream.repair import GapRepair, RepairParts
@@ -202,6 +202,7 @@ def _announce(settings: Settings, groups: list[Group], started: Started) -> None
         coordination=settings.coordination,
         metrics_port=settings.metrics_port,
         resumed_cursors=len(started.registered.cursors),
+        compiled=COMPILED,
     )
 
 
@@ -227,6 +228,7 @@ async def run_daemon(settings: Settings) -> int:
         register_secret(_password(settings.maintenance_database_url.get_secret_value()))
     groups = make_groups(settings.streams, settings.leagues_per_connection)
     metrics = Metrics()
+    metrics.build_info.labels(compiled=str(COMPILED).lower()).set(1)
     stop = asyncio.Event()
     async with contextlib.AsyncExitStack() as stack:
         started = await start_up(settings, groups, metrics, stack)

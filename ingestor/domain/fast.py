@@ -105,7 +105,9 @@ def fast_odds(
     settled = kind is Kind.SETTLED
     event = DecodedEvent(group_key, event_type, entry_id, event_id, received_at)
     rows = event.odds
-    times: dict[int, datetime] = {}  # odds of one event mostly share their timestamp
+    # Odds of one event mostly share their timestamp: its datetime and order key are made
+    # once per event (the kind and the entry are the event's).
+    times: dict[int, tuple[datetime, bytes]] = {}
     for o in payload.data:
         if not o.id:
             return None
@@ -113,9 +115,13 @@ def fast_odds(
         micros = entry[0] * 1000 if ts is None else round(ts * 1_000_000)
         if not 0 <= micros < _MAX_MICROS:
             return None
-        source_ts = times.get(micros)
-        if source_ts is None:
-            source_ts = times[micros] = datetime.fromtimestamp(micros / 1_000_000, UTC)
+        made = times.get(micros)
+        if made is None:
+            made = times[micros] = (
+                datetime.fromtimestamp(micros / 1_000_000, UTC),
+                order_key(micros, entry, kind),
+            )
+        source_ts, key = made
         settled_at = _settled_at(o.settled_at) if settled else None
         if settled_at is False:
             return None
@@ -148,7 +154,7 @@ def fast_odds(
                 source_ts,
                 entry_id,
                 event_id,
-                order_key(micros, entry, kind),
+                key,
                 not settled,
             )
         )

@@ -49,6 +49,58 @@ ODDS_COLUMNS = (
     "odd_key",
 )
 
+# --- binary COPY layouts -------------------------------------------------------------------
+# The column types of the hot COPYs, which the daemon encodes itself (storage/write/pgcopy.py),
+# as format_type() spells them; a test holds each to the migrated schema.
+_TSTZ = "timestamp with time zone"
+ODDS_CHANGES_TYPES = {
+    "odd_key": "bigint",
+    "source_ts": _TSTZ,
+    "ev": "bigint",
+    "price": "real",
+    "points": "real",
+    "settlement": "smallint",
+    "settled_at": _TSTZ,
+    "exact": "double precision[]",
+}
+STAGE_CHANGES_TYPES = {
+    **ODDS_CHANGES_TYPES,
+    "entry_key": "bigint",
+    "entry_text": "text",
+    "source": "smallint",
+    "kind": "smallint",
+    "held_key": "bytea",
+}
+CHANGE_EVENTS_TYPES = {
+    "id": "bigint",
+    "entry_key": "bigint",
+    "sse_key": "bigint",
+    "group_no": "smallint",
+    "kind": "smallint",
+    "entry_text": "text",
+    "sse_text": "text",
+}
+ODDS_TYPES = {
+    **dict.fromkeys(ODDS_DESCRIPTIVE, "text"),
+    "id": "text",
+    "version_id": "bigint",
+    "points": "double precision",
+    "price": "double precision",
+    "is_main": "boolean",
+    "is_live": "boolean",
+    "grouping_key": "text",
+    "selection_line": "text",
+    "settlement": "text",
+    "settled_at": _TSTZ,
+    "status": "text",
+    "source_ts": _TSTZ,
+    "entry_id": "text",
+    "order_key": "bytea",
+    "price_order_key": "bytea",
+    "settle_order_key": "bytea",
+    "odd_key": "bigint",
+}
+
 DEAD_LETTER_COLUMNS = (
     "group_key",
     "event_type",

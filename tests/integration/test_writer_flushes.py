@@ -223,6 +223,26 @@ async def test_a_row_postgres_refuses_is_dropped_alone(database_url: str, pg: An
     assert letter["reason"].startswith("db_") and '"poison"' in letter["payload"]
 
 
+async def test_a_price_beyond_real_is_dropped_alone_not_a_writer_crash(
+    database_url: str, pg: Any
+) -> None:
+    # odds_changes.price is real: 1e39 cannot be stored there. The COPY encoder finds it
+    # before PostgreSQL would, and it is the feed's value, not a bug: the event becomes a dead
+    # letter and the rest of the batch commits (asyncpg's encoder raised a bare ValueError
+    # here, which stopped the writer on every restart).
+    good = [event("copilot-odds", f"{i}-0", [odd(f"o{i}", ts=i)]) for i in range(1, 5)]
+    bad = event("copilot-odds", "2-5", [odd("huge", price=1e39, ts=2)])
+    metrics = Metrics()
+    await write_batches(database_url, [*good[:2], bad, *good[2:]], metrics=metrics)
+    ids = {r["id"] for r in await pg.fetch("SELECT id FROM odds")}
+    assert ids == {f"o{i}" for i in range(1, 5)}
+    assert _samples(metrics, "ingestor_events_dropped_total") == [({"error": "ValueRefused"}, 1.0)]
+    letter = await pg.fetchrow("SELECT * FROM dead_letters")
+    assert letter["reason"] == "db_ValueRefused" and '"huge"' in letter["payload"]
+    assert "out of range for real" in letter["detail"]
+    assert await history_of(pg, "o3") != [] and await history_of(pg, "huge") == []
+
+
 def _samples(metrics: Metrics, name: str) -> list[tuple[dict[str, str], float]]:
     return [
         (s.labels, s.value) for m in metrics.registry.collect() for s in m.samples if s.name == name

@@ -7,7 +7,7 @@ is in ``storage/sql.py``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +17,7 @@ import asyncpg
 from ingestor.domain.cursors import Cursor
 from ingestor.errors import StartupError
 from ingestor.storage import sql
+from ingestor.storage.write import pgcopy
 from ingestor.storage.write.batch import FlushBatch
 from ingestor.storage.write.history import (
     CHANGE_COLUMNS,
@@ -41,6 +42,49 @@ class Fenced(Exception):
     def __init__(self, stale: set[tuple[str, int]]) -> None:
         super().__init__(", ".join(f"{g} (epoch {e})" for g, e in sorted(stale)))
         self.stale = stale
+
+
+class ValueRefused(Exception):
+    """A value PostgreSQL's column cannot hold (a price beyond real, say), found while the
+    COPY was encoded: the writer drops its event alone, as it does a row PostgreSQL refuses."""
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """A binary COPY target: its table, its columns and their type letters (pgcopy.py)."""
+
+    table: str
+    columns: tuple[str, ...]
+    codes: str
+
+    @classmethod
+    def of(cls, table: str, columns: Sequence[str], types: Mapping[str, str]) -> Layout:
+        return cls(table, tuple(columns), pgcopy.codes([types[c] for c in columns]))
+
+
+CHANGES = Layout.of(sql.ODDS_CHANGES, CHANGE_COLUMNS, sql.ODDS_CHANGES_TYPES)
+EVENTS = Layout.of(sql.CHANGE_EVENTS, EVENT_COLUMNS, sql.CHANGE_EVENTS_TYPES)
+CHECKED_CHANGES = Layout.of(sql.STAGE_CHANGES, CHECKED_COLUMNS, sql.STAGE_CHANGES_TYPES)
+CHECKED_EVENTS = Layout.of(sql.STAGE_EVENTS, EVENT_COLUMNS, sql.CHANGE_EVENTS_TYPES)
+ODDS = Layout.of(sql.STAGE_ODDS, sql.ODDS_COLUMNS, sql.ODDS_TYPES)
+LAYOUTS = (CHANGES, EVENTS, CHECKED_CHANGES, CHECKED_EVENTS, ODDS)
+
+
+async def copy(
+    conn: asyncpg.Connection, layout: Layout, records: Sequence[Sequence[object]]
+) -> None:
+    """Binary COPY of ``records``, encoded here (pgcopy.py) instead of by asyncpg's codecs."""
+    try:
+        data = pgcopy.payload(records, layout.codes)
+    except ValueError as exc:
+        raise ValueRefused(f"{layout.table}: {exc}") from exc
+    await conn.copy_to_table(
+        layout.table, source=_once(data), columns=list(layout.columns), format="binary"
+    )
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 @dataclass(slots=True)
@@ -135,9 +179,7 @@ async def write(
     if history is not None:
         written.rows["odds_changes"], written.history_checked = await _history(conn, history)
     if batch.odds:
-        await conn.copy_records_to_table(
-            sql.STAGE_ODDS, records=batch.odds, columns=sql.ODDS_COLUMNS
-        )
+        await copy(conn, ODDS, batch.odds)
         in_database()
         written.rows["odds"] = _count(await conn.execute(sql.MERGE_ODDS))
     if batch.fixture_history:
@@ -182,18 +224,12 @@ async def _history(conn: asyncpg.Connection, h: HistoryBatch) -> tuple[int, int]
     Returns the rows added and the rows checked."""
     added = 0
     if h.changes:
-        await conn.copy_records_to_table(
-            sql.ODDS_CHANGES, records=h.changes, columns=CHANGE_COLUMNS
-        )
-        await conn.copy_records_to_table(sql.CHANGE_EVENTS, records=h.events, columns=EVENT_COLUMNS)
+        await copy(conn, CHANGES, h.changes)
+        await copy(conn, EVENTS, h.events)
         added += len(h.changes)
     if h.checked_changes:
-        await conn.copy_records_to_table(
-            sql.STAGE_CHANGES, records=h.checked_changes, columns=CHECKED_COLUMNS
-        )
-        await conn.copy_records_to_table(
-            sql.STAGE_EVENTS, records=h.checked_events, columns=EVENT_COLUMNS
-        )
+        await copy(conn, CHECKED_CHANGES, h.checked_changes)
+        await copy(conn, CHECKED_EVENTS, h.checked_events)
         if h.repaired:
             await conn.execute(sql.DROP_GUESSES)
         added += int(await conn.fetchval(sql.INSERT_CHECKED))

@@ -47,6 +47,7 @@ log = structlog.get_logger("ingestor.writer")
 # ValueError while building or encoding a batch is a bug of ours, and a bug must stop the
 # writer (and the process) loudly, never file good events as dead letters one by one.
 POISON = (
+    statements.ValueRefused,
     asyncpg.DataError,
     asyncpg.IntegrityConstraintViolationError,
     asyncpg.ProgramLimitExceededError,

@@ -1,0 +1,3 @@
+from collections.abc import Sequence
+
+def payload(records: Sequence[Sequence[object]], codes: str) -> bytes: ...
