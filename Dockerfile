@@ -19,7 +19,7 @@ COPY ingestor ./ingestor
 # -I: the installed package, not the sources in the working directory).
 RUN /build/bin/pip wheel --no-deps --no-build-isolation -w /wheels . \
     && /venv/bin/pip install --no-deps /wheels/*.whl \
-    && /venv/bin/python -I -c "from ingestor.storage.write.pgcopy import COMPILED; assert COMPILED"
+    && /venv/bin/python -I -c "from ingestor.cli.app import COMPILED; assert COMPILED"
 
 # Runtime stage: the virtualenv, the migrations and the example config; no build tools.
 FROM python:3.11-slim

@@ -10,7 +10,13 @@ import os
 
 from setuptools import setup
 
-TWINS = ["ingestor/storage/write/_pgcopy.pyx"]
+TWINS = [
+    "ingestor/domain/_rows.pyx",
+    "ingestor/domain/_fast.pyx",
+    "ingestor/storage/write/_batch.pyx",
+    "ingestor/storage/write/_history.pyx",
+    "ingestor/storage/write/_pgcopy.pyx",
+]
 
 if os.environ.get("INGESTOR_PURE_PYTHON") == "1":
     ext_modules = []

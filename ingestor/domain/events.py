@@ -7,6 +7,7 @@ import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from ingestor.domain.errors import DecodeError, EntryIdError
 
@@ -80,8 +81,11 @@ def order_key(source_us: int, entry: tuple[int, int], kind: int) -> bytes:
 
 
 @dataclass(slots=True)
-class OddRow:
-    """One odd as carried by one odds, locked or settled event."""
+class PyOddRow:
+    """One odd as carried by one odds, locked or settled event.
+
+    The reference: the daemon runs its compiled twin (``_rows.pyx``, ``OddRow`` below) where
+    it was built, whose fields the write path's twins read in C."""
 
     id: str
     kind: Kind
@@ -113,6 +117,16 @@ class OddRow:
     # False for streamed settlements and for locks inferred by re-hydration: no price in them,
     # so the stored price must stay.
     carries_price: bool = True
+
+
+if TYPE_CHECKING:
+    OddRow = PyOddRow
+else:
+    try:
+        from ingestor.domain._rows import OddRow
+    except ImportError:  # built with INGESTOR_PURE_PYTHON=1 (setup.py)
+        OddRow = PyOddRow
+ROWS_COMPILED = OddRow is not PyOddRow
 
 
 @dataclass(slots=True)

@@ -102,19 +102,26 @@ def fast_odds(
     if head is None or not payload.data:
         return None
     entry_id, entry = head
-    settled = kind is Kind.SETTLED
     event = DecodedEvent(group_key, event_type, entry_id, event_id, received_at)
-    rows = event.odds
+    return event if rows(payload.data, event, kind, stream, entry) else None
+
+
+def pure_rows(
+    odds: list[_Odd], event: DecodedEvent, kind: Kind, stream: str, entry: tuple[int, int]
+) -> bool:
+    """Append a row per odd to ``event.odds``; False when the careful path must judge one."""
+    settled = kind is Kind.SETTLED
+    entry_id, event_id, out = event.entry_id, event.event_id, event.odds
     # Odds of one event mostly share their timestamp: its datetime and order key are made
     # once per event (the kind and the entry are the event's).
     times: dict[int, tuple[datetime, bytes]] = {}
-    for o in payload.data:
+    for o in odds:
         if not o.id:
-            return None
+            return False
         ts = o.timestamp
         micros = entry[0] * 1000 if ts is None else round(ts * 1_000_000)
         if not 0 <= micros < _MAX_MICROS:
-            return None
+            return False
         made = times.get(micros)
         if made is None:
             made = times[micros] = (
@@ -124,9 +131,9 @@ def fast_odds(
         source_ts, key = made
         settled_at = _settled_at(o.settled_at) if settled else None
         if settled_at is False:
-            return None
+            return False
         # Positional, as in decode.py: this constructor runs for every odd.
-        rows.append(
+        out.append(
             OddRow(
                 o.id,
                 kind,
@@ -158,4 +165,14 @@ def fast_odds(
                 not settled,
             )
         )
-    return event
+    return True
+
+
+rows = pure_rows
+try:
+    from ingestor.domain._fast import rows as _compiled
+except ImportError:  # built with INGESTOR_PURE_PYTHON=1 (setup.py)
+    COMPILED = False
+else:
+    COMPILED = True
+    rows = _compiled

@@ -9,6 +9,7 @@ from typing import Any
 
 from ingestor.domain.events import (
     SNAPSHOT_EVENT_ID,
+    DeadLetter,
     DecodedEvent,
     FixtureRow,
     Kind,
@@ -158,6 +159,10 @@ def _fixture_records(rows: list[tuple[FixtureRow, str, datetime]]) -> tuple[list
     return history, current
 
 
+def _letter(d: DeadLetter) -> Record:
+    return (d.group_key, d.event_type, d.event_id, d.reason, d.detail, d.payload, d.received_at)
+
+
 def _advance(cursors: dict[str, CursorAdvance], ev: DecodedEvent) -> None:
     key = cursor_key(ev.entry_id)
     seen = cursors.get(ev.group_key)
@@ -170,7 +175,6 @@ def _advance(cursors: dict[str, CursorAdvance], ev: DecodedEvent) -> None:
 def build_batch(events: list[DecodedEvent]) -> FlushBatch:
     """History records for every row, one current record per odd/fixture, one cursor per group."""
     batch = FlushBatch()
-    current: dict[str, _Current] = {}
     fixture_rows: list[tuple[FixtureRow, str, datetime]] = []
     cursors: dict[str, CursorAdvance] = {}
     for ev in events:
@@ -178,13 +182,25 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
             _advance(cursors, ev)
             batch.stream_events += 1
             batch.streamed_odds.extend(ev.odds)
-        fixture_rows.extend((f, ev.group_key, ev.received_at) for f in ev.fixtures)
-        batch.dead_letters.extend(
-            (d.group_key, d.event_type, d.event_id, d.reason, d.detail, d.payload, d.received_at)
-            for d in ev.dead_letters
-        )
+        if ev.fixtures:
+            fixture_rows.extend((f, ev.group_key, ev.received_at) for f in ev.fixtures)
+        if ev.dead_letters:
+            batch.dead_letters.extend(_letter(d) for d in ev.dead_letters)
         if ev.odds:
             batch.history_events.append(ev)
+    batch.odds, batch.fixture_stubs = collapse(batch.history_events)
+    batch.fixture_history, batch.fixtures = _fixture_records(fixture_rows)
+    batch.cursors = list(cursors.values())
+    return batch
+
+
+def pure_collapse(
+    events: list[DecodedEvent],
+) -> tuple[list[Record], dict[str, FixtureStub]]:
+    """One current-state record per odd of ``events`` (the newest row, and the newest of each
+    part by its own order key), and the fixture of every odd."""
+    current: dict[str, _Current] = {}
+    for ev in events:
         for r in ev.odds:
             cur = current.get(r.id)
             if cur is None:
@@ -200,11 +216,7 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
                 cur.settled = r
             if r.carries_price and (cur.priced is None or r.order_key >= cur.priced.order_key):
                 cur.priced = r
-    batch.odds = [_current_record(c) for c in current.values()]
-    batch.fixture_stubs = _stubs(current.values())
-    batch.fixture_history, batch.fixtures = _fixture_records(fixture_rows)
-    batch.cursors = list(cursors.values())
-    return batch
+    return [_current_record(c) for c in current.values()], _stubs(current.values())
 
 
 def _stubs(current: Iterable[_Current]) -> dict[str, FixtureStub]:
@@ -265,3 +277,13 @@ def _part(ev: DecodedEvent, odds: list[OddRow], *, keep_rest: bool) -> DecodedEv
         advances_cursor=ev.advances_cursor and keep_rest,
         dead_letters=ev.dead_letters if keep_rest else [],
     )
+
+
+collapse = pure_collapse
+try:
+    from ingestor.storage.write._batch import collapse as _compiled
+except ImportError:  # built with INGESTOR_PURE_PYTHON=1 (setup.py)
+    COMPILED = False
+else:
+    COMPILED = True
+    collapse = _compiled

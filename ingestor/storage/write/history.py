@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import operator
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import repeat
@@ -110,8 +111,7 @@ def encode(
         (out.checked_events if checked else out.events).append(record)
         rows = out.checked_changes if checked else out.changes
         staged = (key, text, STREAMED) if checked else None
-        for r in e.odds:
-            rows.append(_row(ctx, r, event, out, staged))
+        records(e.odds, event, ctx.settlements, staged, rows, out.unsettled)
     return out
 
 
@@ -136,23 +136,40 @@ def _from_rest(ctx: HistoryContext, e: DecodedEvent, out: HistoryBatch) -> None:
     for r in e.odds:
         event = event_id(_next_us(out, e), ctx.slot)
         out.checked_events.append((event, 0, None, group, kind, None, None))
-        out.checked_changes.append(_row(ctx, r, event, out, (0, None, kind)))
+        out.checked_changes.append(_row(ctx.settlements, r, event, out.unsettled, (0, None, kind)))
         out.from_rest.append(r.id)
 
 
+Staged = tuple[int, str | None, int]  # (entry key, entry text, source) of a checked row
+
+
+def pure_records(
+    odds: list[OddRow],
+    event: int,
+    settlements: Mapping[str, int],
+    staged: Staged | None,
+    rows: list[Any],
+    unsettled: list[tuple[list[Any], str]],
+) -> None:
+    """Append the odds_changes records of one event's odds to ``rows``."""
+    for r in odds:
+        rows.append(_row(settlements, r, event, unsettled, staged))
+
+
 def _row(
-    ctx: HistoryContext,
+    settlements: Mapping[str, int],
     r: OddRow,
     event: int,
-    out: HistoryBatch,
-    staged: tuple[int, str | None, int] | None,
+    unsettled: list[tuple[list[Any], str]],
+    staged: Staged | None,
 ) -> Any:
     """One odds_changes record; ``staged`` (entry key, entry text, source): a record for the
-    staging table, with what the check compares."""
+    staging table, with what the check compares. A record whose settlement text has no code
+    yet is a list, also put in ``unsettled`` (the flush fills the code in)."""
     exact = None if float4_exact(r.price) and float4_exact(r.points) else [r.price, r.points]
     code = None
     if r.settlement is not None:
-        code = ctx.settlements.get(r.settlement)
+        code = settlements.get(r.settlement)
     record: Any = (
         ODD_KEYS.get(r.id) or odd_key(r.id),  # a call less on the usual hit
         r.source_ts,
@@ -170,7 +187,7 @@ def _row(
         record = (*record, *staged, int(r.kind), held)
     if r.settlement is not None and code is None:
         record = list(record)
-        out.unsettled.append((record, r.settlement))
+        unsettled.append((record, r.settlement))
     return record
 
 
@@ -210,7 +227,7 @@ class _Bounded(dict[object, object]):
 
 
 ODD_KEYS = _Bounded()  # read directly on the hot path: a call less per hit
-_EXACT = _Bounded()
+EXACT = _Bounded()  # float -> float4_exact(float), read by the compiled twin too
 
 
 def odd_key(uid: str) -> int:
@@ -240,7 +257,7 @@ def float4_exact(value: float | None) -> bool:
     points; a probability format (1/3 ...) is not, and goes into ``exact``."""
     if value is None:
         return True
-    hit = _EXACT.get(value)
+    hit = EXACT.get(value)
     if hit is None:
         f4 = _F4.unpack(_F4.pack(value))[0] if abs(value) < 3.4e38 else None
         hit = False
@@ -250,7 +267,7 @@ def float4_exact(value: float | None) -> bool:
                 if _F4.unpack(_F4.pack(float(text)))[0] == f4:  # the shortest text of f4
                     hit = float(text) == value
                     break
-        _EXACT.remember(value, hit)
+        EXACT.remember(value, hit)
     return bool(hit)
 
 
@@ -279,3 +296,13 @@ def day_event_range(day: datetime) -> tuple[int, int]:
     """The ``change_events.id`` range of the events received on ``day`` (a UTC midnight)."""
     lo = received_us(day) << 8
     return lo, lo + (86_400_000_000 << 8)
+
+
+records = pure_records
+try:
+    from ingestor.storage.write._history import records as _compiled
+except ImportError:  # built with INGESTOR_PURE_PYTHON=1 (setup.py)
+    COMPILED = False
+else:
+    COMPILED = True
+    records = _compiled

@@ -1,0 +1,146 @@
+"""The compiled twins of the write path against their pure-Python references, on generated
+batches: the same rows, records, stubs and encodings (the property the fallback rests on).
+``test_pgcopy.py`` does the same for the COPY encoder."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingestor.domain import events, fast
+from ingestor.domain.events import DecodedEvent, Kind, OddRow, PyOddRow, order_key
+from ingestor.storage.write import batch, history
+
+PURE_BUILD = os.environ.get("INGESTOR_PURE_PYTHON") == "1"
+FIELDS = list(PyOddRow.__dataclass_fields__)
+
+
+def test_the_daemon_runs_every_compiled_twin_unless_built_without_them() -> None:
+    twins = {events.ROWS_COMPILED, fast.COMPILED, batch.COMPILED, history.COMPILED}
+    assert twins == {not PURE_BUILD}
+
+
+texts = st.none() | st.sampled_from(["", "NBA", "DraftKings", "Ünïcødé"])
+prices = st.none() | st.sampled_from([-110.0, 2.5, 1 / 3, 1e39, 0.1, float("nan")]) | st.floats()
+moments = st.integers(0, 10**6).map(lambda s: datetime(2026, 1, 1, tzinfo=UTC) + timedelta(s))
+
+
+@st.composite
+def rows(draw: st.DrawFn) -> list[Any]:
+    """The constructor's arguments of one odd, drawn from a small world of ids and fixtures."""
+    kind = draw(st.sampled_from(list(Kind)))
+    micros = draw(st.integers(0, 2**40))
+    entry = (draw(st.integers(0, 2**40)), draw(st.integers(0, 5)))
+    return [
+        draw(st.sampled_from(["a", "b", "c", "Ünï:d"])),
+        kind,
+        draw(st.sampled_from(["copilot", "odds"])),
+        *(draw(texts) for _ in range(3)),  # odd_id, sportsbook, fixture_id
+        *(draw(texts) for _ in range(9)),  # game_id ... team_id
+        draw(st.none() | st.integers(-(2**63), 2**63 - 1)),
+        draw(prices),
+        draw(prices),
+        draw(st.none() | st.booleans()),
+        draw(st.none() | st.booleans()),
+        draw(texts),
+        draw(st.none() | st.sampled_from(["won", "lost", "void"])),
+        draw(st.none() | moments),
+        draw(moments),
+        draw(st.none() | st.just(f"{entry[0]}-{entry[1]}")),
+        draw(st.sampled_from(["1-0", "snapshot", "repair"])),
+        order_key(micros, entry, kind),
+        draw(st.booleans()),
+    ]
+
+
+def _event(odds: list[OddRow]) -> DecodedEvent:
+    return DecodedEvent("g", "copilot-odds", "1-0", "1-0", datetime.now(UTC), odds=odds)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(rows(), max_size=6))
+def test_the_compiled_row_is_the_dataclass_in_all_but_speed(args: list[list[Any]]) -> None:
+    for a in args:
+        twin, ref = OddRow(*a), PyOddRow(*a)
+        assert [getattr(twin, f) for f in FIELDS] == [getattr(ref, f) for f in FIELDS]
+        assert repr(twin).partition("(")[2] == repr(ref).partition("(")[2]
+        assert twin == OddRow(**dict(zip(FIELDS, a, strict=True)))
+        assert (twin == OddRow(*a)) == (ref == PyOddRow(*a))  # NaN prices are unequal in both
+        with pytest.raises(AttributeError):
+            twin.nonsense = 1  # type: ignore[attr-defined]
+        with pytest.raises(TypeError):
+            hash(twin)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(rows(), min_size=1, max_size=5), max_size=6))
+def test_the_compiled_collapse_gives_the_pure_records_and_stubs(
+    evs: list[list[list[Any]]],
+) -> None:
+    batch_events = [_event([OddRow(*a) for a in odds]) for odds in evs]
+    assert batch.collapse(batch_events) == batch.pure_collapse(batch_events)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(rows(), min_size=1, max_size=8),
+    st.integers(0, 2**55),
+    st.none()
+    | st.tuples(st.integers(0, 2**62), st.none() | st.just("x-y"), st.sampled_from([0, 3, 4])),
+    st.dictionaries(st.sampled_from(["won", "lost"]), st.integers(1, 9)),
+)
+def test_the_compiled_history_records_are_the_pure_ones(
+    args: list[list[Any]],
+    event: int,
+    staged: tuple[int, str | None, int] | None,
+    settlements: dict[str, int],
+) -> None:
+    odds = [OddRow(*a) for a in args]
+    got: tuple[list[Any], list[tuple[list[Any], str]]] = ([], [])
+    want: tuple[list[Any], list[tuple[list[Any], str]]] = ([], [])
+    history.records(odds, event, settlements, staged, *got)
+    history.pure_records(odds, event, settlements, staged, *want)
+    assert repr(got) == repr(want)  # repr: NaN prices compare unequal to themselves
+    assert [type(r) for r in got[0]] == [type(r) for r in want[0]]
+    # An unsettled record is the very row appended: the flush fills its code in there.
+    appended = {id(r) for r in got[0]}
+    assert all(id(record) in appended for record, _ in got[1])
+
+
+odd_values = {
+    "id": st.sampled_from(["", "a", "Ünï:d"]),
+    "sportsbook": texts,
+    "player_id": texts,
+    "price": prices,
+    "is_main": st.none() | st.booleans(),
+    "settlement": texts,
+    "settled_at": st.none()
+    | st.sampled_from(["", "2026-01-01T00:00:00", "nonsense", "0001-01-01"]),
+    # Around the C path's bounds (2**53 µs), halves of a µs (rounded to even), negatives.
+    "timestamp": st.none()
+    | st.floats(-10, 2e10, allow_nan=False)
+    | st.sampled_from([0.0000005, 0.0000015, 1_700_000_000.0000025, 8.99e9, 9.01e9, 1e300]),
+}
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.fixed_dictionaries({}, optional=odd_values), min_size=1, max_size=6),
+    st.sampled_from(list(Kind)),
+    st.tuples(st.integers(0, 2**43), st.integers(0, 9)),
+)
+def test_the_compiled_decoder_rows_are_the_pure_ones(
+    odds: list[dict[str, Any]], kind: Kind, entry: tuple[int, int]
+) -> None:
+    payload = fast._DECODER.decode(orjson.dumps({"data": odds}))
+    outcomes = []
+    for fill in (fast.rows, fast.pure_rows):
+        event = _event([])
+        outcomes.append((fill(payload.data, event, kind, "copilot", entry), repr(event.odds)))
+    assert outcomes[0] == outcomes[1]
