@@ -16,6 +16,7 @@ TWINS = [
     "ingestor/storage/write/_batch.pyx",
     "ingestor/storage/write/_history.pyx",
     "ingestor/storage/write/_pgcopy.pyx",
+    "ingestor/stream/_sse.pyx",
 ]
 
 if os.environ.get("INGESTOR_PURE_PYTHON") == "1":

@@ -46,6 +46,18 @@ class BulkHistogram(Collector):
             self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
             self._sum += total
 
+    def observe_counted(self, values: Iterable[tuple[float, int]]) -> None:
+        """``observe_many`` of each value repeated its count of times (one bisect each)."""
+        counts = [0] * len(self._bounds)
+        total = 0.0
+        bounds = self._bounds
+        for value, n in values:
+            counts[bisect_left(bounds, value)] += n
+            total += value * n
+        with self._lock:
+            self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
+            self._sum += total
+
     def counts(self) -> list[int]:
         """Observations per bucket so far (not cumulative), the last one over every bound."""
         with self._lock:

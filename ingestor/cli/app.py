@@ -40,12 +40,13 @@ from ingestor.stream.fixtures import FixtureDetails
 from ingestor.stream.rehydrate import Rehydrator
 from ingestor.stream.repair import GapRepair, RepairParts
 from ingestor.stream.rest import WINDOW_S, RequestLimiter, RestClient
+from ingestor.stream.sse import COMPILED as SSE_COMPILED
 from ingestor.stream.worker import Shared, StreamWorker
 from ingestor.supervisor import Supervisor
 from ingestor.web import Probes, open_port
 
-# The hot path's compiled twins (setup.py): the decoder's and the write path's.
-COMPILED = ROWS_COMPILED and FAST_COMPILED and WRITE_COMPILED
+# The hot path's compiled twins (setup.py): the SSE scanner's, the decoder's, the write path's.
+COMPILED = SSE_COMPILED and ROWS_COMPILED and FAST_COMPILED and WRITE_COMPILED
 
 log = structlog.get_logger("ingestor.app")
 

@@ -293,7 +293,7 @@ def decode_event_carefully(
     """Field by field in Python: the exact reason for whatever is wrong, odd by odd."""
     payload = _payload(data)
     entry_id, entry = _entry_id(payload, event_id)
-    event = DecodedEvent(group_key, event_type, entry_id, event_id, received_at)
+    event = DecodedEvent(group_key, event_type, entry_id, event_id, received_at, entry=entry)
     if event_type == FIXTURE_EVENT:
         event.fixtures.append(decode_fixture(payload, entry_id, entry, event_id))
         return event

@@ -182,6 +182,16 @@ class DecodedEvent:
     # The group's ownership it was read under: committed only while the database holds that
     # epoch (fencing); 0: not bound to an ownership (fixture details, tests).
     epoch: int = 0
+    # (ms, seq) of ``entry_id``, parsed once by the decoder (three readers parsed it again).
+    entry: tuple[int, int] | None = None
+
+    def position(self) -> tuple[int, int]:
+        """(ms, seq) of the entry id."""
+        return self.entry if self.entry is not None else parse_entry_id(self.entry_id)
+
+    def position_key(self) -> bytes:
+        """``cursor_key`` of the entry id."""
+        return _CURSOR.pack(*self.position())
 
     @property
     def row_count(self) -> int:

@@ -102,7 +102,7 @@ def fast_odds(
     if head is None or not payload.data:
         return None
     entry_id, entry = head
-    event = DecodedEvent(group_key, event_type, entry_id, event_id, received_at)
+    event = DecodedEvent(group_key, event_type, entry_id, event_id, received_at, entry=entry)
     return event if rows(payload.data, event, kind, stream, entry) else None
 
 

@@ -19,7 +19,7 @@ from ingestor.config import StreamSettings
 from ingestor.domain.cursors import Cursor
 from ingestor.domain.decode import CONTROL_EVENTS, DATA_EVENTS, REJECT_REASONS, decode_event
 from ingestor.domain.errors import DecodeError
-from ingestor.domain.events import DeadLetter, DecodedEvent, EventQueue, parse_entry_id
+from ingestor.domain.events import DeadLetter, DecodedEvent, EventQueue
 from ingestor.domain.groups import Group
 from ingestor.lifecycle import LogLimit, sleep_or_stop
 from ingestor.metrics import Metrics
@@ -386,7 +386,7 @@ class StreamWorker:
             self.failures = 0
             self._metrics.stream_consecutive_failures.labels(self.group.key).set(0)
         self._last_data.set(time.time())
-        self._recovery.received(parse_entry_id(decoded.entry_id))
+        self._recovery.received(decoded.position())
         decoded.epoch = self._recovery.epoch
         # Blocks while the writer is behind: the socket is not read meanwhile (backpressure).
         await self._queue.put(decoded)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 from prometheus_client import CollectorRegistry, Histogram
 
@@ -28,8 +29,13 @@ def test_bulk_histogram_matches_the_reference_histogram() -> None:
     for value in values:
         expected.observe(value)
     got.observe_many(values[:3000])
-    for value in values[3000:]:
+    for value in values[3000:4000]:
         got.observe_many([value])
+    again = values[4000:4100]  # seen twice: counted once each, with a count of 2
+    for value in again:
+        expected.observe(value)
+    got.observe_counted(Counter(values[4000:] + again).items())
+    values += again
     want, have = _samples(reference), _samples(bulk)
     assert want.keys() == have.keys()
     for key, value in want.items():

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,9 +14,20 @@ from hypothesis import strategies as st
 
 from ingestor.domain.decode import DATA_EVENTS, decode_event
 from ingestor.domain.errors import DecodeError
+from ingestor.stream import sse
 from ingestor.stream.sse import EventTooLarge, SSEError, SSEEvent, SSEParser
 
 BOM = b"\xef\xbb\xbf"
+SCANNER = sse.feed_lines  # the compiled one, but in a build without its C twins
+
+
+@pytest.fixture(autouse=True, params=["compiled", "pure"])
+def line_scanner(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs against the compiled line scanner and its pure-Python reference."""
+    saved = sse.feed_lines
+    sse.feed_lines = saved if request.param == "compiled" else sse.pure_feed_lines
+    yield str(request.param)
+    sse.feed_lines = saved
 
 
 SAMPLE = (
@@ -318,7 +330,7 @@ def test_many_events_in_one_chunk_in_order() -> None:
 
 def test_event_is_frozen() -> None:
     ev = msg(b"x")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         ev.data = b"y"  # type: ignore[misc]
 
 
@@ -457,3 +469,57 @@ def test_no_bytes_make_parser_or_decoder_raise_unhandled(chunks: list[bytes], et
     for blob in chunks:
         with contextlib.suppress(DecodeError):
             decode_event("g", "copilot", etype, blob, "1-0", NOW)
+
+
+LINES = st.sampled_from(
+    [
+        b"",
+        b"data: x",
+        b"data:y",
+        b"data",
+        b"data: " + b"z" * 40,
+        b"event: copilot-odds",
+        b"event:\xff\xfe",
+        b"id: 17-1",
+        b"id: a\x00b",
+        b"id:",
+        b"id",
+        b"retry: 5000",
+        b"retry: x",
+        b": comment",
+        b"dat: typo",
+        b"\xef\xbb\xbfdata: bom",
+    ]
+)
+
+
+def _run(scanner: Any, chunks: list[bytes], limit: int) -> list[object]:
+    sse.feed_lines = scanner
+    parser, seen = SSEParser(max_event_bytes=limit), list[object]()
+    for chunk in chunks:
+        try:
+            seen.append(parser.feed(chunk))
+        except EventTooLarge as exc:
+            seen.append(("too large", exc.size, exc.events))
+    seen.append((parser.last_event_id, parser.id_dispatched, parser.retry_ms))
+    return seen
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(LINES, max_size=30),
+    st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    st.lists(st.integers(0, 2000), max_size=8),
+    st.sampled_from([16, 45, 1000]),
+)
+def test_the_compiled_scanner_parses_as_the_pure_one(
+    lines: list[bytes], eol: bytes, cuts: list[int], limit: int
+) -> None:
+    stream = eol.join(lines) + eol
+    bounds = [0, *sorted(c % (len(stream) + 1) for c in cuts), len(stream)]
+    chunks = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+    chosen = sse.feed_lines
+    try:
+        assert _run(SCANNER, chunks, limit) == _run(sse.pure_feed_lines, chunks, limit)
+    finally:
+        sse.feed_lines = chosen

@@ -16,13 +16,14 @@ from hypothesis import strategies as st
 from ingestor.domain import events, fast
 from ingestor.domain.events import DecodedEvent, Kind, OddRow, PyOddRow, order_key
 from ingestor.storage.write import batch, history
+from ingestor.stream import sse
 
 PURE_BUILD = os.environ.get("INGESTOR_PURE_PYTHON") == "1"
 FIELDS = list(PyOddRow.__dataclass_fields__)
 
 
 def test_the_daemon_runs_every_compiled_twin_unless_built_without_them() -> None:
-    twins = {events.ROWS_COMPILED, fast.COMPILED, batch.COMPILED, history.COMPILED}
+    twins = {events.ROWS_COMPILED, fast.COMPILED, batch.COMPILED, history.COMPILED, sse.COMPILED}
     assert twins == {not PURE_BUILD}
 
 

@@ -14,7 +14,6 @@ from ingestor.domain.events import (
     FixtureRow,
     Kind,
     OddRow,
-    cursor_key,
 )
 from ingestor.storage.write.history import ODD_KEYS, HistoryBatch, odd_key
 
@@ -163,23 +162,26 @@ def _letter(d: DeadLetter) -> Record:
     return (d.group_key, d.event_type, d.event_id, d.reason, d.detail, d.payload, d.received_at)
 
 
-def _advance(cursors: dict[str, CursorAdvance], ev: DecodedEvent) -> None:
-    key = cursor_key(ev.entry_id)
-    seen = cursors.get(ev.group_key)
-    if seen is None or key >= seen.key:
-        cursors[ev.group_key] = CursorAdvance(
-            ev.group_key, ev.entry_id, ev.event_id, key, ev.received_at
-        )
+def _advance(newest: dict[str, tuple[tuple[int, int], DecodedEvent]], ev: DecodedEvent) -> None:
+    """Keep the event with the highest entry of each group (ties: the later one)."""
+    position = ev.position()
+    seen = newest.get(ev.group_key)
+    if seen is None or position >= seen[0]:
+        newest[ev.group_key] = (position, ev)
+
+
+def _cursor(ev: DecodedEvent) -> CursorAdvance:
+    return CursorAdvance(ev.group_key, ev.entry_id, ev.event_id, ev.position_key(), ev.received_at)
 
 
 def build_batch(events: list[DecodedEvent]) -> FlushBatch:
     """History records for every row, one current record per odd/fixture, one cursor per group."""
     batch = FlushBatch()
     fixture_rows: list[tuple[FixtureRow, str, datetime]] = []
-    cursors: dict[str, CursorAdvance] = {}
+    newest: dict[str, tuple[tuple[int, int], DecodedEvent]] = {}
     for ev in events:
         if ev.advances_cursor:
-            _advance(cursors, ev)
+            _advance(newest, ev)
             batch.stream_events += 1
             batch.streamed_odds.extend(ev.odds)
         if ev.fixtures:
@@ -190,7 +192,7 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
             batch.history_events.append(ev)
     batch.odds, batch.fixture_stubs = collapse(batch.history_events)
     batch.fixture_history, batch.fixtures = _fixture_records(fixture_rows)
-    batch.cursors = list(cursors.values())
+    batch.cursors = [_cursor(ev) for _, ev in newest.values()]
     return batch
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -46,6 +48,7 @@ log = structlog.get_logger("ingestor.writer")
 # batch is split to find the one bad event. Only errors of the data: a TypeError or
 # ValueError while building or encoding a batch is a bug of ours, and a bug must stop the
 # writer (and the process) loudly, never file good events as dead letters one by one.
+_SOURCE_TS = operator.attrgetter("source_ts")
 POISON = (
     statements.ValueRefused,
     asyncpg.DataError,
@@ -569,9 +572,10 @@ class Writer:
         now = datetime.now(UTC)
         for batch in batches:
             m.events_committed.inc(batch.stream_events)
-            m.lag.observe_many(
-                [(now - row.source_ts).total_seconds() for row in batch.streamed_odds]
-            )
+            # Odds of an event share their timestamp (one datetime object): one lag per
+            # distinct time, counted in C, where a lag per odd cost 2% of the daemon's CPU.
+            times = Counter(map(_SOURCE_TS, batch.streamed_odds))
+            m.lag.observe_counted(((now - t).total_seconds(), n) for t, n in times.items())
         log.debug(
             "batch_flushed",
             odds=odds,

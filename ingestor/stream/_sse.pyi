@@ -1,0 +1,3 @@
+from ingestor.stream.sse import SSEEvent, SSEParser
+
+def feed_lines(parser: SSEParser, chunk: bytes, out: list[SSEEvent]) -> None: ...
