@@ -5,7 +5,8 @@ batches: the same rows, records, stubs and encodings (the property the fallback 
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from ingestor.domain import events, fast
 from ingestor.domain.events import DecodedEvent, Kind, OddRow, PyOddRow, order_key
 from ingestor.storage.write import batch, history
+from ingestor.storage.write.state import HistoryContext
 from ingestor.stream import sse
 
 PURE_BUILD = os.environ.get("INGESTOR_PURE_PYTHON") == "1"
@@ -145,3 +147,67 @@ def test_the_compiled_decoder_rows_are_the_pure_ones(
         event = _event([])
         outcomes.append((fill(payload.data, event, kind, "copilot", entry), repr(event.odds)))
     assert outcomes[0] == outcomes[1]
+
+
+# Canonical, at and past the packed limits, leading zeros, not digits, a lone surrogate.
+entry_ids = st.sampled_from(
+    [
+        *("1-0", "1700000000000-3", "0-0", "01-2", "5-07", "9999999999999-1"),
+        *("8796093022207-1048575", "8796093022208-0", "5-1048576", "123456789012345678901-1"),
+        *("x-1", "5", "5-", "-5", "5-1-2", "٣-1", "\udc80-1", ""),
+    ]
+)
+received = st.sampled_from(
+    [
+        datetime(2026, 12, 3, 14, 0, 0, 1, tzinfo=UTC),
+        datetime(2019, 12, 31, 23, 59, tzinfo=UTC),
+        datetime(2026, 12, 3, 16, 0, tzinfo=timezone(timedelta(hours=2))),
+    ]
+)
+
+
+@st.composite
+def history_events(draw: st.DrawFn) -> DecodedEvent:
+    entry = draw(entry_ids)
+    sse_id = draw(st.sampled_from([entry, "", "1-0", "07-1", "snapshot"]))
+    event_id = draw(st.sampled_from([sse_id, sse_id, "snapshot", "repair"]))
+    kind = draw(st.sampled_from(list(Kind)))
+    odds = []
+    for a in draw(st.lists(rows(), max_size=4)):
+        a[1] = kind if event_id not in ("snapshot", "repair") else a[1]
+        odds.append(OddRow(*a))
+    group = draw(st.sampled_from(["g1", "g2"]))
+    return DecodedEvent(group, "copilot-odds", entry, event_id, draw(received), odds=odds)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(history_events(), max_size=8),
+    st.booleans(),
+    st.dictionaries(st.sampled_from([1, 2]), st.integers(-1, 2**63 - 1)),
+    st.sampled_from([frozenset(), frozenset({2})]),
+    st.dictionaries(st.sampled_from(["a", "b", "Ünï:d"]), st.sampled_from([0.0, 50.0, 200.0])),
+    st.integers(0, 2**52),
+)
+def test_the_compiled_history_encoding_is_the_pure_one(
+    evs: list[DecodedEvent],
+    check_all: bool,
+    marks: dict[int, int],
+    checked: frozenset[int],
+    from_rest: dict[str, float],
+    last_us: int,
+) -> None:
+    ctx = HistoryContext(
+        3,
+        MappingProxyType({"g1": 1, "g2": 2}),
+        MappingProxyType({"won": 1}),
+        MappingProxyType(marks),
+        checked,
+        last_us,
+        MappingProxyType(from_rest),
+        100.0,
+    )
+    got, want = history.HistoryBatch(3, last_us), history.HistoryBatch(3, last_us)
+    history.encode_into(ctx, evs, check_all, got)
+    history.pure_encode_into(ctx, evs, check_all, want)
+    assert repr(got) == repr(want)

@@ -1,16 +1,52 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The compiled twin of ``history.pure_records``: the same odds_changes records, built with the
-rows' fields read in C (``_rows.pxd``). Read history.py first: this file only makes it fast;
-tests/unit/test_twins.py holds the two equal on generated events.
+"""The compiled twins of ``history.pure_records`` and ``history.pure_encode_into``: the same
+records, marks and clock, with the rows' fields read in C (``_rows.pxd``), canonical entry ids
+and UTC times converted in C (anything else goes to the Python functions). Read history.py
+first: this file only makes it fast; tests/unit/test_twins.py holds the two equal.
 """
 
+from cpython.datetime cimport (
+    PyDateTime_Check,
+    PyDateTime_DATE_GET_HOUR,
+    PyDateTime_DATE_GET_MICROSECOND,
+    PyDateTime_DATE_GET_MINUTE,
+    PyDateTime_DATE_GET_SECOND,
+    PyDateTime_DATE_GET_TZINFO,
+    PyDateTime_GET_DAY,
+    PyDateTime_GET_MONTH,
+    PyDateTime_GET_YEAR,
+    import_datetime,
+)
 from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
 
 from ingestor.domain._rows cimport OddRow
 
 from ingestor.domain.events import Kind
-from ingestor.storage.write.history import EXACT, ODD_KEYS, float4_exact, odd_key
+from datetime import UTC
+
+from ingestor.storage.write.history import (
+    _MS_LIMIT,
+    EXACT,
+    FROM_REST_KIND,
+    ODD_KEYS,
+    SEQ_BITS as _SEQ_BITS,
+    STREAMED,
+    _SEQ_MASK,
+    _from_rest,
+    entry_key,
+    float4_exact,
+    odd_key,
+    received_us,
+)
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
+
+import_datetime()
+cdef unsigned long long MS_LIMIT = _MS_LIMIT
+cdef unsigned long long SEQ_MASK = _SEQ_MASK
+cdef int SEQ_BITS = _SEQ_BITS
 
 cdef object KEYS = ODD_KEYS  # a dict subclass (bounded): read with the C API, filled by odd_key
 cdef object EXACTS = EXACT
@@ -66,3 +102,146 @@ def records(list odds, object event, object settlements, object staged, list row
             record = list(record)
             unsettled.append((record, r.settlement))
         rows.append(record)
+
+
+cdef object _fast_entry_key(str entry_id):
+    """``entry_key`` of a canonical ``<ms>-<seq>`` within range, in C; None for anything else
+    (the Python function then judges it, as it always did)."""
+    cdef Py_ssize_t n, i
+    if not entry_id.isascii():  # (a lone surrogate has no UTF-8 form to scan)
+        return None
+    cdef const char* s = PyUnicode_AsUTF8AndSize(entry_id, &n)
+    cdef unsigned long long ms = 0, seq = 0
+    cdef Py_ssize_t dash = -1
+    if n < 3 or n > 30:
+        return None
+    for i in range(n):
+        if s[i] == b"-":
+            if dash >= 0:
+                return None
+            dash = i
+        elif s[i] < b"0" or s[i] > b"9":
+            return None
+    if dash <= 0 or dash == n - 1:
+        return None
+    if (s[0] == b"0" and dash > 1) or (s[dash + 1] == b"0" and n - dash - 1 > 1):
+        return None  # a leading zero: not canonical
+    if dash > 14 or n - dash - 1 > 8:
+        return None  # past the limits below for sure
+    for i in range(dash):
+        ms = ms * 10 + <unsigned long long>(s[i] - 48)
+    for i in range(dash + 1, n):
+        seq = seq * 10 + <unsigned long long>(s[i] - 48)
+    if ms >= MS_LIMIT or seq > SEQ_MASK:
+        return None
+    return <long long>((ms << SEQ_BITS) | seq)
+
+
+cdef object _entry_key(str entry_id):
+    key = _fast_entry_key(entry_id)
+    if key is None:
+        return entry_key(entry_id)
+    return (key, None)
+
+
+cdef long long _received_us(object at) except? -1:
+    """``received_us`` in C for a UTC datetime (every one the daemon makes)."""
+    if not PyDateTime_Check(at) or <object>PyDateTime_DATE_GET_TZINFO(at) is not UTC:
+        return received_us(at)
+    cdef long long days = _days(
+        PyDateTime_GET_YEAR(at), PyDateTime_GET_MONTH(at), PyDateTime_GET_DAY(at)
+    ) - 18262  # 2020-01-01
+    return (
+        (days * 86400
+         + PyDateTime_DATE_GET_HOUR(at) * 3600
+         + PyDateTime_DATE_GET_MINUTE(at) * 60
+         + PyDateTime_DATE_GET_SECOND(at)) * 1000000
+        + PyDateTime_DATE_GET_MICROSECOND(at)
+    )
+
+
+cdef inline long long _days(int y, int m, int d):
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)."""
+    cdef long long yy = y - (1 if m <= 2 else 0)
+    cdef long long era = (yy if yy >= 0 else yy - 399) // 400
+    cdef long long yoe = yy - era * 400
+    cdef long long doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    cdef long long doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+cdef bint _twin(object from_rest, object now, list odds) except -1:
+    """history._twin_possible: ``in`` and ``[]`` on the read-only view run in C, where a
+    ``get`` per odd was a method call (0.4 µs per odd while snapshot rows are remembered)."""
+    cdef OddRow r
+    for r in odds:
+        if r.id in from_rest and from_rest[r.id] > now:
+            return True
+    return False
+
+
+def encode_into(ctx, list events, bint check_all, out):
+    """The events' records, marks and clock into ``out`` (history.pure_encode_into)."""
+    cdef set seen = set()
+    cdef dict marks = out.marks
+    cdef object numbers = ctx.group_numbers, old_marks = ctx.marks, checked_groups = ctx.checked
+    cdef object settlements = ctx.settlements, unsettled = out.unsettled
+    cdef object from_rest = ctx.from_rest, now = ctx.now
+    cdef bint twins = bool(from_rest)
+    cdef long long slot = ctx.slot, last_us = out.last_us, us
+    cdef list events_out = out.events, checked_events = out.checked_events
+    cdef list changes = out.changes, checked_changes = out.checked_changes
+    cdef bint checked
+    for e in events:
+        odds = e.odds
+        if not odds:
+            continue
+        if e.event_id in FROM_REST_KIND:
+            out.last_us = last_us  # _from_rest moves the clock too
+            _from_rest(ctx, e, out)
+            last_us = out.last_us
+            continue
+        group = numbers[e.group_key]
+        entry_id = e.entry_id
+        key, text = _entry_key(entry_id)
+        kind = odds[0].kind
+        mark = marks.get(group, old_marks.get(group, -1))
+        seen_key = (group, key, entry_id, kind)
+        repeat = seen_key in seen
+        seen.add(seen_key)
+        checked = (
+            check_all
+            or repeat
+            or text is not None
+            or key <= mark
+            or group in checked_groups
+            or (twins and _twin(from_rest, now, odds))
+        )
+        if text is None and key > mark:
+            marks[group] = key
+        event_sse = e.event_id
+        if event_sse == entry_id:
+            sse_key, sse_text = key, text
+        elif event_sse:
+            sse_key, sse_text = _entry_key(event_sse)
+        else:
+            sse_key, sse_text = None, ""
+        us = _received_us(e.received_at)
+        last_us = us if us > last_us + 1 else last_us + 1
+        event = (last_us << 8) | (slot << 4)
+        record = (
+            event,
+            key,
+            sse_key if sse_text is None else None,
+            group,
+            int(kind),
+            text,
+            sse_text,
+        )
+        if checked:
+            checked_events.append(record)
+            records(odds, event, settlements, (key, text, STREAMED), checked_changes, unsettled)
+        else:
+            events_out.append(record)
+            records(odds, event, settlements, None, changes, unsettled)
+    out.last_us = last_us

@@ -70,6 +70,14 @@ def encode(
 ) -> HistoryBatch:
     """The batch's history; ``check_all`` (a retry) sends every row through the check."""
     out = HistoryBatch(ctx.slot, ctx.last_us)
+    encode_into(ctx, events, check_all, out)
+    return out
+
+
+def pure_encode_into(
+    ctx: HistoryContext, events: list[DecodedEvent], check_all: bool, out: HistoryBatch
+) -> None:
+    """The events' records, marks and clock into ``out`` (compiled: ``_history.pyx``)."""
     seen: set[tuple[int, int, str, int]] = set()
     for e in events:
         if not e.odds:
@@ -112,7 +120,6 @@ def encode(
         rows = out.checked_changes if checked else out.changes
         staged = (key, text, STREAMED) if checked else None
         records(e.odds, event, ctx.settlements, staged, rows, out.unsettled)
-    return out
 
 
 def _twin_possible(ctx: HistoryContext, e: DecodedEvent) -> bool:
@@ -298,11 +305,11 @@ def day_event_range(day: datetime) -> tuple[int, int]:
     return lo, lo + (86_400_000_000 << 8)
 
 
-records = pure_records
+records, encode_into = pure_records, pure_encode_into
 try:
-    from ingestor.storage.write._history import records as _compiled
+    from ingestor.storage.write import _history
 except ImportError:  # built with INGESTOR_PURE_PYTHON=1 (setup.py)
     COMPILED = False
 else:
     COMPILED = True
-    records = _compiled
+    records, encode_into = _history.records, _history.encode_into
