@@ -21,6 +21,7 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
 
 from ingestor.domain._rows cimport OddRow
+from ingestor.storage.write._civil cimport days_from_civil
 
 from ingestor.domain.events import Kind
 from datetime import UTC
@@ -148,7 +149,7 @@ cdef long long _received_us(object at) except? -1:
     """``received_us`` in C for a UTC datetime (every one the daemon makes)."""
     if not PyDateTime_Check(at) or <object>PyDateTime_DATE_GET_TZINFO(at) is not UTC:
         return received_us(at)
-    cdef long long days = _days(
+    cdef long long days = days_from_civil(
         PyDateTime_GET_YEAR(at), PyDateTime_GET_MONTH(at), PyDateTime_GET_DAY(at)
     ) - 18262  # 2020-01-01
     return (
@@ -158,16 +159,6 @@ cdef long long _received_us(object at) except? -1:
          + PyDateTime_DATE_GET_SECOND(at)) * 1000000
         + PyDateTime_DATE_GET_MICROSECOND(at)
     )
-
-
-cdef inline long long _days(int y, int m, int d):
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)."""
-    cdef long long yy = y - (1 if m <= 2 else 0)
-    cdef long long era = (yy if yy >= 0 else yy - 399) // 400
-    cdef long long yoe = yy - era * 400
-    cdef long long doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    cdef long long doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
 
 
 cdef bint _twin(object from_rest, object now, list odds) except -1:

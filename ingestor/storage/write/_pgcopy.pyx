@@ -27,6 +27,8 @@ from libc.math cimport isinf
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
+from ingestor.storage.write._civil cimport days_from_civil
+
 from datetime import datetime, timezone
 
 cdef extern from "Python.h":
@@ -126,16 +128,6 @@ cdef double _float(object value) except? -1.0:
     raise TypeError(f"binary COPY: a float column needs a number, got {type(value).__name__}")
 
 
-cdef inline int64_t _days(int y, int m, int d):
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)."""
-    cdef int64_t yy = y - (1 if m <= 2 else 0)
-    cdef int64_t era = (yy if yy >= 0 else yy - 399) // 400
-    cdef int64_t yoe = yy - era * 400
-    cdef int64_t doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    cdef int64_t doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
 cdef int64_t _micros(object value) except? -1:
     if not PyDateTime_Check(value):
         raise TypeError(f"binary COPY: timestamptz needs an aware datetime, got {value!r}")
@@ -144,7 +136,7 @@ cdef int64_t _micros(object value) except? -1:
             raise TypeError(f"binary COPY: timestamptz needs an aware datetime, got {value!r}")
         delta = value - PG_EPOCH
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    cdef int64_t days = _days(
+    cdef int64_t days = days_from_civil(
         PyDateTime_GET_YEAR(value), PyDateTime_GET_MONTH(value), PyDateTime_GET_DAY(value)
     ) - 10957  # 2000-01-01
     cdef int64_t seconds = (
