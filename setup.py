@@ -2,8 +2,10 @@
 its ``name.py``, which stays the fallback and the reference a property test holds it to.
 
 Built by scripts/venv and the Dockerfile from requirements-build.lock (no build isolation).
-INGESTOR_PURE_PYTHON=1 builds without them (no C compiler needed); the daemon then runs the
-pure-Python modules and says so (``ingestor_build_info{compiled="false"}``).
+BUILD_PURE_PYTHON=1 builds without them (no C compiler needed); the daemon then runs the
+pure-Python modules and says so (``ingestor_build_info{compiled="false"}``). Not an INGESTOR_
+variable: the daemon refuses INGESTOR_ variables it does not know, and this one may stay
+exported in the shell that installed it.
 """
 
 import os
@@ -19,7 +21,7 @@ TWINS = [
     "ingestor/stream/_sse.pyx",
 ]
 
-if os.environ.get("INGESTOR_PURE_PYTHON") == "1":
+if os.environ.get("BUILD_PURE_PYTHON") == "1":
     ext_modules = []
 else:
     from Cython.Build import cythonize

@@ -124,7 +124,7 @@ if TYPE_CHECKING:
 else:
     try:
         from ingestor.domain._rows import OddRow
-    except ImportError:  # built with INGESTOR_PURE_PYTHON=1 (setup.py)
+    except ImportError:  # built with BUILD_PURE_PYTHON=1 (setup.py)
         OddRow = PyOddRow
 ROWS_COMPILED = OddRow is not PyOddRow
 

@@ -171,7 +171,7 @@ def pure_rows(
 rows = pure_rows
 try:
     from ingestor.domain._fast import rows as _compiled
-except ImportError:  # built with INGESTOR_PURE_PYTHON=1 (setup.py)
+except ImportError:  # built with BUILD_PURE_PYTHON=1 (setup.py)
     COMPILED = False
 else:
     COMPILED = True

@@ -233,7 +233,7 @@ def pure_feed_lines(parser: SSEParser, chunk: bytes, out: list[SSEEvent]) -> Non
 feed_lines = pure_feed_lines
 try:
     from ingestor.stream._sse import feed_lines as _compiled
-except ImportError:  # built with INGESTOR_PURE_PYTHON=1 (setup.py)
+except ImportError:  # built with BUILD_PURE_PYTHON=1 (setup.py)
     COMPILED = False
 else:
     COMPILED = True

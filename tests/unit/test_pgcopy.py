@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from ingestor.storage.write import pgcopy
 
-PURE_BUILD = os.environ.get("INGESTOR_PURE_PYTHON") == "1"
+PURE_BUILD = os.environ.get("BUILD_PURE_PYTHON") == "1"
 
 if PURE_BUILD:  # pragma: no cover - a build without a C compiler (setup.py)
     compiled_payload = pgcopy.pure_payload

@@ -20,7 +20,7 @@ from ingestor.storage.write import batch, history
 from ingestor.storage.write.state import HistoryContext
 from ingestor.stream import sse
 
-PURE_BUILD = os.environ.get("INGESTOR_PURE_PYTHON") == "1"
+PURE_BUILD = os.environ.get("BUILD_PURE_PYTHON") == "1"
 FIELDS = list(PyOddRow.__dataclass_fields__)
 
 

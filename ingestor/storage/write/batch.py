@@ -284,7 +284,7 @@ def _part(ev: DecodedEvent, odds: list[OddRow], *, keep_rest: bool) -> DecodedEv
 collapse = pure_collapse
 try:
     from ingestor.storage.write._batch import collapse as _compiled
-except ImportError:  # built with INGESTOR_PURE_PYTHON=1 (setup.py)
+except ImportError:  # built with BUILD_PURE_PYTHON=1 (setup.py)
     COMPILED = False
 else:
     COMPILED = True

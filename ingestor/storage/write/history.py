@@ -308,7 +308,7 @@ def day_event_range(day: datetime) -> tuple[int, int]:
 records, encode_into = pure_records, pure_encode_into
 try:
     from ingestor.storage.write import _history
-except ImportError:  # built with INGESTOR_PURE_PYTHON=1 (setup.py)
+except ImportError:  # built with BUILD_PURE_PYTHON=1 (setup.py)
     COMPILED = False
 else:
     COMPILED = True

@@ -150,7 +150,7 @@ def _float8_array(value: object) -> bytes:
 payload = pure_payload
 try:
     from ingestor.storage.write._pgcopy import payload as _compiled
-except ImportError:  # built with INGESTOR_PURE_PYTHON=1 (setup.py)
+except ImportError:  # built with BUILD_PURE_PYTHON=1 (setup.py)
     COMPILED = False
 else:
     COMPILED = True
