@@ -1,7 +1,17 @@
+from datetime import datetime
 from typing import Any
 
 from ingestor.domain.events import DecodedEvent, Kind
 
+def fast_odds(
+    group_key: str,
+    stream: str,
+    event_type: str,
+    kind: Kind,
+    data: bytes,
+    event_id: str,
+    received_at: datetime,
+) -> DecodedEvent | None: ...
 def rows(
     odds: list[Any], event: DecodedEvent, kind: Kind, stream: str, entry: tuple[int, int]
 ) -> bool: ...

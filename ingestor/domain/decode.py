@@ -20,7 +20,7 @@ from ingestor.domain.events import (
     order_key,
     parse_entry_id,
 )
-from ingestor.domain.fast import MAX_FUTURE_MS, fast_odds
+from ingestor.domain.fast import MAX_FUTURE_MS, fast_odds, utc_micros
 
 ODDS_EVENTS: dict[str, Kind] = {
     "copilot-odds": Kind.ODDS,
@@ -111,7 +111,7 @@ def _source_time(obj: Mapping[str, Any], entry_ms: int) -> tuple[datetime, int]:
     micros = entry_ms * 1000 if seconds is None else round(seconds * 1_000_000)
     if not 0 <= micros < 253_402_300_800_000_000:  # year 10000
         raise DecodeError("bad_timestamp", f"timestamp {seconds!r} is out of range")
-    return datetime.fromtimestamp(micros / 1_000_000, UTC), micros
+    return utc_micros(micros), micros
 
 
 def _payload(data: bytes) -> dict[str, Any]:

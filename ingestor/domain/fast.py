@@ -10,7 +10,7 @@ event again and names exactly what is wrong, odd by odd.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import msgspec
@@ -20,6 +20,7 @@ from ingestor.domain.events import DecodedEvent, Kind, OddRow, order_key, parse_
 
 MAX_FUTURE_MS = 86_400_000  # an entry id more than a day ahead would pin the cursor
 _MAX_MICROS = 253_402_300_800_000_000  # year 10000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63) + 1, le=2**63 - 1)]
 
 
@@ -82,7 +83,13 @@ def _settled_at(value: str | None) -> datetime | bool | None:
     return parsed if 1900 <= parsed.year <= 2200 else False
 
 
-def fast_odds(
+def utc_micros(micros: int) -> datetime:
+    """The UTC time of ``micros`` µs since 1970, exactly (``fromtimestamp(micros / 1e6)``
+    goes through a float, which misses by µs after the year 2300)."""
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def pure_fast_odds(
     group_key: str,
     stream: str,
     event_type: str,
@@ -103,7 +110,7 @@ def fast_odds(
         return None
     entry_id, entry = head
     event = DecodedEvent(group_key, event_type, entry_id, event_id, received_at, entry=entry)
-    return event if rows(payload.data, event, kind, stream, entry) else None
+    return event if pure_rows(payload.data, event, kind, stream, entry) else None
 
 
 def pure_rows(
@@ -124,10 +131,7 @@ def pure_rows(
             return False
         made = times.get(micros)
         if made is None:
-            made = times[micros] = (
-                datetime.fromtimestamp(micros / 1_000_000, UTC),
-                order_key(micros, entry, kind),
-            )
+            made = times[micros] = (utc_micros(micros), order_key(micros, entry, kind))
         source_ts, key = made
         settled_at = _settled_at(o.settled_at) if settled else None
         if settled_at is False:
@@ -168,11 +172,12 @@ def pure_rows(
     return True
 
 
-rows = pure_rows
+fast_odds, rows = pure_fast_odds, pure_rows
 try:
-    from ingestor.domain._fast import rows as _compiled
+    from ingestor.domain._fast import fast_odds as _compiled_odds
+    from ingestor.domain._fast import rows as _compiled_rows
 except ImportError:  # built with BUILD_PURE_PYTHON=1 (setup.py)
     COMPILED = False
 else:
     COMPILED = True
-    rows = _compiled
+    fast_odds, rows = _compiled_odds, _compiled_rows

@@ -149,6 +149,40 @@ def test_the_compiled_decoder_rows_are_the_pure_ones(
     assert outcomes[0] == outcomes[1]
 
 
+# Escapes the NUL check must find (or pass over) wherever they sit in the event's text.
+escapes = st.sampled_from(["", "\\u0000", "\\\\u0000", "\\n", "\\u00001", "\\"])
+# Plain ones, the C parse's limits (18 digits a part) and past them, and what is no id.
+odd_entry_ids = st.none() | st.sampled_from(
+    [
+        *("", "1-0", "1700000000000-3", "01-2", "5", "5-", "-5", "5--1", "٣-1", "1-0\x00"),
+        *("123456789012345678-123456789012345678", "1" * 19 + "-0", "1-9223372036854775808"),
+    ]
+)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.fixed_dictionaries({}, optional=odd_values), max_size=4),
+    odd_entry_ids,
+    st.sampled_from(["1-0", "", "1700000000000-1", "x"]),
+    st.sampled_from(list(Kind)),
+    escapes,
+)
+def test_the_compiled_fast_path_decodes_an_event_as_the_pure_one(
+    odds: list[dict[str, Any]], entry_id: str | None, sse_id: str, kind: Kind, escape: str
+) -> None:
+    body: dict[str, Any] = {"data": odds, "note": escape}
+    if entry_id is not None:
+        body["entry_id"] = entry_id
+    data = orjson.dumps(body).replace(b'"note":"', b'"note":"' + escape.encode())
+    now = datetime(2026, 12, 3, tzinfo=UTC)
+    got, want = (
+        decode("g", "copilot", "copilot-odds", kind, data, sse_id, now)
+        for decode in (fast.fast_odds, fast.pure_fast_odds)
+    )
+    assert repr(got) == repr(want)
+
+
 # Canonical, at and past the packed limits, leading zeros, not digits, a lone surrogate.
 entry_ids = st.sampled_from(
     [

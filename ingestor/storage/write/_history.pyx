@@ -21,7 +21,7 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
 
 from ingestor.domain._rows cimport OddRow
-from ingestor.storage.write._civil cimport days_from_civil
+from ingestor.domain._civil cimport days_from_civil
 
 from ingestor.domain.events import Kind
 from datetime import UTC

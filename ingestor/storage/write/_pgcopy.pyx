@@ -27,7 +27,7 @@ from libc.math cimport isinf
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-from ingestor.storage.write._civil cimport days_from_civil
+from ingestor.domain._civil cimport days_from_civil
 
 from datetime import datetime, timezone
 
