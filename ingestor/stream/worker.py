@@ -289,22 +289,7 @@ class StreamWorker:
                 return "stall"
             if not chunk:
                 return "eof"
-            try:
-                events = self._parser.feed(chunk)
-            except EventTooLarge as exc:
-                letter = self._reject("too_large", "", "", str(exc), b"")
-                await self._queue.put(self._letters_only([letter]))
-                events = exc.events
-            try:
-                for i, event in enumerate(events, 1):
-                    await self._handle(event)
-                    if i % YIELD_EVERY_EVENTS == 0:
-                        # One read can hold hundreds of events. Without a yield, every round
-                        # trip of the writer (BEGIN, SAVEPOINT, ...) waits for the whole chunk
-                        # to be decoded, and PostgreSQL idles meanwhile: measured, 9 of 37 s.
-                        await asyncio.sleep(0)
-            finally:
-                self._publish_counts()
+            await self._deliver(chunk)
             if not self._data_events:
                 # 200 and pings only: a key without access to this stream looks like this.
                 idle = time.monotonic() - connected_at
@@ -316,8 +301,41 @@ class StreamWorker:
                 cleared = True
                 self._no_data.set(0)
 
+    async def _deliver(self, chunk: bytes) -> None:
+        """The chunk's events to the writer, decoded (its counts published at its end)."""
+        # One time of receipt for the chunk's events: they arrived together (a clock read
+        # per event was 0.6 µs of it on the bench).
+        now = datetime.now(UTC)
+        try:
+            events = self._parser.feed(chunk)
+        except EventTooLarge as exc:
+            letter = self._reject("too_large", "", "", str(exc), b"", now)
+            await self._queue.put(self._letters_only([letter], now))
+            events = exc.events
+        queue = self._queue
+        try:
+            for i, event in enumerate(events, 1):
+                item = self._take(event, now)
+                if item is not None:
+                    # Blocks while the writer is behind: the socket is not read meanwhile
+                    # (backpressure). put_nowait when there is room: put's coroutine was a
+                    # quarter of the put (0.3 of 1.4 µs per event, measured).
+                    if queue.full():
+                        await queue.put(item)
+                    else:
+                        queue.put_nowait(item)
+                    if item.advances_cursor:
+                        self._queued_in_chunk += 1
+                if i % YIELD_EVERY_EVENTS == 0:
+                    # One read can hold hundreds of events. Without a yield, every round
+                    # trip of the writer (BEGIN, SAVEPOINT, ...) waits for the whole chunk
+                    # to be decoded, and PostgreSQL idles meanwhile: measured, 9 of 37 s.
+                    await asyncio.sleep(0)
+        finally:
+            self._publish_counts()
+
     def _reject(
-        self, reason: str, event_type: str, event_id: str, detail: str, payload: bytes
+        self, reason: str, event_type: str, event_id: str, detail: str, payload: bytes, at: datetime
     ) -> DeadLetter:
         """Count and log (rate-limited) a rejection; the dead letter goes to the writer."""
         self._metrics.events_rejected.labels(self.group.key, reason).inc()
@@ -339,17 +357,17 @@ class StreamWorker:
             reason,
             detail[:1000],
             text.replace("\x00", "\ufffd"),
-            datetime.now(UTC),
+            at,
         )
 
-    def _letters_only(self, letters: list[DeadLetter]) -> DecodedEvent:
+    def _letters_only(self, letters: list[DeadLetter], at: datetime) -> DecodedEvent:
         # No stream position is known for an event that could not be read: no cursor move.
         return DecodedEvent(
             self.group.key,
             "dead-letter",
             "0-0",
             "",
-            datetime.now(UTC),
+            at,
             dead_letters=letters,
             advances_cursor=False,
             epoch=self._recovery.epoch,
@@ -367,7 +385,9 @@ class StreamWorker:
             self._metrics.events_queued.inc(self._queued_in_chunk)
             self._queued_in_chunk = 0
 
-    async def _handle(self, event: SSEEvent) -> None:
+    def _take(self, event: SSEEvent, now: datetime) -> DecodedEvent | None:
+        """Count and decode one event: what goes to the writer (the decoded event, or its dead
+        letter), or None (a ping, an event type we do not know)."""
         etype = event.event
         counter = self._counters.get(etype)
         if counter is None:  # label lookups cost more than the increment: keep the children
@@ -378,26 +398,24 @@ class StreamWorker:
                 self._counters[etype] = counter
         self._tally[counter] = self._tally.get(counter, 0) + 1
         if etype in CONTROL_EVENTS:
-            return
+            return None
         if etype not in DATA_EVENTS:
             label = etype[:64] if len(self._counters) < MAX_EVENT_TYPES else "other"
             self._metrics.unknown_events.labels(self.group.key, label).inc()
             if self._log_limit.allow("event_unknown"):
                 log.warning("event_unknown", group=self.group.key, event_type=etype[:64])
-            return
-        now = datetime.now(UTC)
+            return None
         try:
             decoded = decode_event(
                 self.group.key, self.group.stream.kind, etype, event.data, event.id, now
             )
         except DecodeError as exc:
-            letter = self._reject(exc.reason, etype, event.id, str(exc), event.data)
-            await self._queue.put(self._letters_only([letter]))
-            return
+            letter = self._reject(exc.reason, etype, event.id, str(exc), event.data, now)
+            return self._letters_only([letter], now)
         for bad in decoded.rejected:
             detail = f"{bad} (one odd of the event)"
             decoded.dead_letters.append(
-                self._reject(bad.reason, etype, event.id, detail, bad.payload)
+                self._reject(bad.reason, etype, event.id, detail, bad.payload, now)
             )
         self._data_events += 1
         if self._data_events == 1 and self.failures:
@@ -407,6 +425,4 @@ class StreamWorker:
         self._data_in_chunk += 1
         self._recovery.received(decoded.position())
         decoded.epoch = self._recovery.epoch
-        # Blocks while the writer is behind: the socket is not read meanwhile (backpressure).
-        await self._queue.put(decoded)
-        self._queued_in_chunk += 1
+        return decoded
