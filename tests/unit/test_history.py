@@ -89,7 +89,7 @@ def test_rows_made_from_rest_are_checked_each_with_an_event_of_its_own_and_no_en
     # (entry key, kind, entry text): kind 3 a snapshot's row, 4 a repair's; no entry id.
     assert [(e[1], e[4], e[5]) for e in h.checked_events] == [(0, 3, None)] * 2 + [(0, 4, None)]
     assert [r[CHECKED_COLUMNS.index("source")] for r in h.checked_changes] == [3, 3, 4]
-    assert h.from_rest == ["a", "b", "c"]
+    assert [odd for odd, _ in h.from_rest] == ["a", "b", "c"]
 
 
 def test_the_stream_row_of_an_odd_with_a_row_made_from_rest_is_checked_for_a_while() -> None:
@@ -99,6 +99,9 @@ def test_the_stream_row_of_an_odd_with_a_row_made_from_rest_is_checked_for_a_whi
     enc.encode([DecodedEvent.snapshot(GROUP, snap.received_at, odds=snap.odds)])
     assert not enc.encode([event("copilot-odds", "5-0", [odd("a", ts=100)])]).changes
     assert enc.encode([event("copilot-odds", "6-0", [odd("b", ts=100)])]).changes  # another odd
+    # Only a row of the snapshot's time can be the same change: a newer one goes straight in.
+    assert enc.encode([event("copilot-odds", "6-1", [odd("a", ts=101)])]).changes
+    assert not enc.encode([event("copilot-odds", "6-2", [odd("a", ts=99)])]).changes
     enc.now += FROM_REST_S
     assert enc.encode([event("copilot-odds", "7-0", [odd("a", ts=101)])]).changes
 

@@ -220,7 +220,10 @@ def history_events(draw: st.DrawFn) -> DecodedEvent:
     st.booleans(),
     st.dictionaries(st.sampled_from([1, 2]), st.integers(-1, 2**63 - 1)),
     st.sampled_from([frozenset(), frozenset({2})]),
-    st.dictionaries(st.sampled_from(["a", "b", "Ünï:d"]), st.sampled_from([0.0, 50.0, 200.0])),
+    st.dictionaries(
+        st.sampled_from(["a", "b", "Ünï:d"]),
+        st.tuples(st.sampled_from([0.0, 50.0, 200.0]), moments),
+    ),
     st.integers(0, 2**52),
 )
 def test_the_compiled_history_encoding_is_the_pure_one(
@@ -228,7 +231,7 @@ def test_the_compiled_history_encoding_is_the_pure_one(
     check_all: bool,
     marks: dict[int, int],
     checked: frozenset[int],
-    from_rest: dict[str, float],
+    from_rest: dict[str, tuple[float, datetime]],
     last_us: int,
 ) -> None:
     ctx = HistoryContext(

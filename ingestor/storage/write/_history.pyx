@@ -165,9 +165,12 @@ cdef bint _twin(object from_rest, object now, list odds) except -1:
     """history._twin_possible: ``in`` and ``[]`` on the read-only view run in C, where a
     ``get`` per odd was a method call (0.4 µs per odd while snapshot rows are remembered)."""
     cdef OddRow r
+    cdef tuple rest
     for r in odds:
-        if r.id in from_rest and from_rest[r.id] > now:
-            return True
+        if r.id in from_rest:
+            rest = from_rest[r.id]
+            if rest[0] > now and r.source_ts <= rest[1]:
+                return True
     return False
 
 

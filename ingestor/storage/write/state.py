@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from datetime import datetime
 from types import MappingProxyType
 
 from ingestor.domain.cursors import Cursor
@@ -40,8 +41,9 @@ class HistoryContext:
     # hands without a clean handover (another process may still write them).
     checked: AbstractSet[int]
     last_us: int
-    # Odd keys with a row made from REST lately -> until when their streamed rows are checked.
-    from_rest: Mapping[str, float]  # odd id -> until when its stream rows are checked
+    # Odds with a row made from REST lately: odd id -> (until when its streamed rows are
+    # checked, the newest time of its rows made from REST: only rows up to it are).
+    from_rest: Mapping[str, tuple[float, datetime]]
     now: float
 
 
@@ -63,7 +65,7 @@ class WriteState:
         self._stale: set[int] = set()  # marks to read again (a takeover)
         self._careful: dict[int, float] = {}  # group -> monotonic deadline
         self._fixtures_known: set[str] = set()
-        self._from_rest: dict[str, float] = {}
+        self._from_rest: dict[str, tuple[float, datetime]] = {}
         self._last_us = 0
         self._cursors = dict(cursors)
 
@@ -163,20 +165,24 @@ class WriteState:
         """Codes given to settlement texts that had none."""
         self._settlements.update(codes)
 
-    def encoded(self, marks: Mapping[int, int], last_us: int, from_rest: Iterable[str]) -> None:
+    def encoded(
+        self, marks: Mapping[int, int], last_us: int, from_rest: Iterable[tuple[str, datetime]]
+    ) -> None:
         """A batch's history was encoded: the marks it raised, the clock it reached, the odds
-        it wrote rows made from REST for."""
+        it wrote rows made from REST for (id, time)."""
         for group, key in marks.items():
             if key > self._marks.get(group, -1):
                 self._marks[group] = key
         self._last_us = max(self._last_us, last_us)
         until = self._clock() + FROM_REST_S
         remembered = self._from_rest
-        for odd in from_rest:
-            remembered[odd] = until
+        for odd, source_ts in from_rest:
+            held = remembered.get(odd)
+            newest = source_ts if held is None or held[1] < source_ts else held[1]
+            remembered[odd] = (until, newest)
         if len(remembered) > FROM_REST_MAX:
             now = self._clock()
-            for gone in [k for k, u in remembered.items() if u <= now]:
+            for gone in [k for k, (u, _) in remembered.items() if u <= now]:
                 del remembered[gone]
 
     def committed(self, cursors: Iterable[tuple[str, Cursor]], fixtures: Iterable[str]) -> None:
