@@ -123,8 +123,9 @@ def _twin_possible(ctx: HistoryContext, e: DecodedEvent) -> bool:
     """Whether a row made from REST lately may be this streamed change already. Only a row of
     the same time can be (the check matches odd, time and kind): a streamed row newer than
     every row made from REST of its odd goes straight in. Measured on the bench, whose stream
-    follows a snapshot of every odd: all its rows were checked before (PostgreSQL's cost per
-    odd ... with the check, ... without; the daemon's ...)."""
+    follows a snapshot of every odd, so that every row of it was checked before: PostgreSQL's
+    CPU per odd 31-32 µs before, 21.7-22.0 after, end to end 28.8k to 37.6k odds/s (same slow
+    machine, same hour)."""
     held, now = ctx.from_rest, ctx.now
     for r in e.odds:
         rest = held.get(r.id)
