@@ -119,15 +119,22 @@ async def test_the_demo_is_one_command_and_ctrl_c_stops_both_processes(
     try:
         await again.start()
         assert "exists" in again.err.read_text()
-        # (the simulator starts its world afresh: its first settlements come again)
-        for rows in ("SELECT count(*) FROM history_gaps", "SELECT count(*) FROM settled_odds"):
-            await wait_until(lambda q=rows: _scalar(url, q), timeout_s=180, interval_s=0.5)
+        # The simulator starts its world afresh: its odds reopen the first run's settled rows
+        # (newer wins) until its own first settlements come, so a query may find nothing for a
+        # while (query (c) did, twice): every block is asked until it returns rows.
+        await wait_until(lambda: _scalar(url, "SELECT count(*) FROM history_gaps"), timeout_s=180)
         conn = await asyncpg.connect(url)
         try:
             for block in readme_queries():
                 for statement in filter(str.strip, block.split(";\n")):
-                    rows = await conn.fetch(statement)
-                    assert rows, f"no rows on the demo's data:\n{statement}"
+
+                    async def answers(q: str = statement) -> bool:
+                        return bool(await conn.fetch(q))
+
+                    try:
+                        await wait_until(answers, timeout_s=180, interval_s=0.5)
+                    except AssertionError:
+                        raise AssertionError(f"no rows on the demo's data:\n{statement}") from None
         finally:
             await conn.close()
         assert await again.ctrl_c() == 0
