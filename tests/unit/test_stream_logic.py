@@ -10,7 +10,7 @@ from typing import Any
 
 from ingestor.config import RestSettings, StreamConfig, StreamSettings
 from ingestor.domain.cursors import Cursor
-from ingestor.domain.events import EventQueue
+from ingestor.domain.events import Barrier, DecodedEvent, EventQueue
 from ingestor.domain.groups import make_groups
 from ingestor.metrics import Metrics
 from ingestor.ports import HeldOdd
@@ -138,6 +138,41 @@ async def test_snapshot_rows_pass_every_filter_and_held_odds_are_repaired() -> N
     kinds = {r.id: (r.kind.label, r.is_main) for r in rows}
     assert kinds == {"main": ("odds", True), "moved": ("odds", False), "gone": ("locked", None)}
     assert snapshot_params(group) == [("market", "Moneyline"), ("odds_format", "DECIMAL")]
+
+
+class _CommitCountingQueue(asyncio.Queue[DecodedEvent | Barrier | None]):
+    """Notes, at every put of odds, how many chunks of odds were queued and not committed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uncommitted = 0
+        self.ahead: list[int] = []
+
+    async def put(self, item: DecodedEvent | Barrier | None) -> None:
+        if isinstance(item, DecodedEvent) and item.odds:
+            self.ahead.append(self.uncommitted)
+            self.uncommitted += 1
+        await super().put(item)
+
+    async def commit(self) -> None:
+        """The writer's flushed(): everything queued so far is committed."""
+        _drain(self)
+        self.uncommitted = 0
+
+
+async def test_a_snapshot_never_has_two_chunks_queued_and_uncommitted() -> None:
+    """Queued all at once, a large snapshot went into one long flush and the stream's events
+    waited behind it; each chunk now waits until the one before it is committed."""
+    (group,) = make_groups([StreamConfig(kind="copilot", sport="basketball", leagues=["NBA"])], 10)
+    fixtures = {f"F{i}": [odd(f"o{i}", fixture_id=f"F{i}", ts=10)] for i in range(12)}
+    queue = _CommitCountingQueue()
+    rest_client: Any = FakeRest(fixtures)
+    reader: Any = FakeReader({})
+    rehydrator = Rehydrator(rest_client, reader, queue, Metrics(), RestSettings(), queue.commit)
+    snap = await rehydrator.run(group)
+    assert snap.complete and snap.rows == 12
+    assert queue.ahead == [0, 0, 0]  # three chunks (5, 5, 2 fixtures), each alone
+    assert queue.uncommitted == 0 and queue.empty()  # and the last committed before it returned
 
 
 async def _nothing() -> None:
