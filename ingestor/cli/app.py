@@ -209,7 +209,6 @@ def _announce(settings: Settings, groups: list[Group], started: Started) -> None
         metrics_port=settings.metrics_port,
         resumed_cursors=len(started.registered.cursors),
         compiled=COMPILED,
-        event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
     )
 
 

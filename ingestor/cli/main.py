@@ -9,9 +9,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 from ingestor import logs
 from ingestor.cli.demo import add_arguments as add_demo_arguments
@@ -123,19 +121,7 @@ def _run(settings: Settings) -> int:
     logs.configure(settings.log_format, settings.log_level)
     from ingestor.cli.app import run_daemon  # imported late: check-config needs none of it
 
-    return _on_fastest_loop(run_daemon(settings))
-
-
-def _on_fastest_loop(main: Coroutine[Any, Any, int]) -> int:
-    """``asyncio.run`` on uvloop's event loop where it is installed (everywhere but Windows):
-    its loop and transports are C, which cut the daemon's CPU per odd by about a tenth (9.8
-    and 10.1 µs against 11.0 and 11.1, end to end, in turns, 2026-12-04)."""
-    try:
-        import uvloop
-    except ImportError:  # Windows: the standard loop
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
+    return asyncio.run(run_daemon(settings))
 
 
 def main(argv: list[str] | None = None) -> int:
