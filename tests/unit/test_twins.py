@@ -30,7 +30,12 @@ def test_the_daemon_runs_every_compiled_twin_unless_built_without_them() -> None
 
 
 texts = st.none() | st.sampled_from(["", "NBA", "DraftKings", "Ünïcødé"])
-prices = st.none() | st.sampled_from([-110.0, 2.5, 1 / 3, 1e39, 0.1, float("nan")]) | st.floats()
+prices = (
+    st.none()
+    | st.sampled_from([-110.0, 2.5, 1 / 3, 1e39, 0.1, float("nan"), 2.0**20 - 0.25, 2.0**20])
+    | st.floats()
+    | st.integers(-(2**23), 2**23).map(lambda q: q / 4)  # the compiled twin's C path and past it
+)
 moments = st.integers(0, 10**6).map(lambda s: datetime(2026, 1, 1, tzinfo=UTC) + timedelta(s))
 
 

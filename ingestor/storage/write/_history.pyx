@@ -18,6 +18,8 @@ from cpython.datetime cimport (
     import_datetime,
 )
 from cpython.dict cimport PyDict_GetItem
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
+from libc.math cimport fabs, floor
 from cpython.ref cimport PyObject
 
 from ingestor.domain._rows cimport OddRow
@@ -62,8 +64,18 @@ cdef inline object _key(object uid):
 
 
 cdef inline bint _exact(object value) except -1:
+    """``float4_exact``. Quarters below 2**20 (American prices, points) answer in C: float4
+    holds them exactly, and any shorter text than theirs is at least a quarter away, beyond
+    half of float4's spacing there, so their shortest float4 text reads back as them. The
+    dict lookup it replaces missed the cache on most odds: 1.6% of the daemon's CPU."""
+    cdef double d, q
     if value is None:
         return True
+    if PyFloat_CheckExact(value):
+        d = PyFloat_AS_DOUBLE(value)
+        q = d * 4.0
+        if fabs(d) < 1048576.0 and q == floor(q):
+            return True
     cdef PyObject* found = PyDict_GetItem(EXACTS, value)
     if found != NULL:
         return bool(<object>found)
