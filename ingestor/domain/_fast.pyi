@@ -3,6 +3,8 @@ from typing import Any
 
 from ingestor.domain.events import DecodedEvent, Kind
 
+READS_SLOTS: bool
+
 def fast_odds(
     group_key: str,
     stream: str,

@@ -11,6 +11,7 @@ the entry id 2.3 (``parse_entry_id`` in Python), the datetime and order key of a
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.datetime cimport datetime_new, import_datetime
+from cpython.ref cimport PyObject
 from libc.math cimport fabs, rint
 from libc.string cimport memchr, memcmp
 
@@ -19,12 +20,24 @@ from ingestor.domain._rows cimport OddRow
 
 import time
 from datetime import UTC
+from types import MemberDescriptorType
 
 import msgspec
 
 from ingestor.domain.errors import EntryIdError
 from ingestor.domain.events import DecodedEvent, Kind, parse_entry_id
-from ingestor.domain.fast import _DECODER, _MAX_MICROS, MAX_FUTURE_MS, _settled_at
+from ingestor.domain.fast import _DECODER, _MAX_MICROS, MAX_FUTURE_MS, _Odd, _settled_at
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        int type
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef* d_member
+
+cdef extern from "structmember.h":
+    int T_OBJECT
+    int T_OBJECT_EX
 
 import_datetime()
 
@@ -35,6 +48,54 @@ cdef tuple DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError)
 cdef object now = time.time
 cdef long long _LIMIT = _MAX_MICROS
 cdef double FUTURE_MS = MAX_FUTURE_MS
+
+
+# Where each field of a decoded odd lives in the struct (msgspec's fields are slots: member
+# descriptors). Read there, a field costs a load; through getattr, 22 per odd were 3% of the
+# daemon's CPU. Any other layout (a msgspec that changed it) reads through getattr as before.
+FIELDS = _Odd.__struct_fields__
+cdef Py_ssize_t OFFSETS[32]
+cdef object ODD = _Odd
+
+
+cdef bint _offsets() except -1:
+    cdef PyMemberDescrObject* member
+    if len(FIELDS) > 32:
+        return False
+    for i, name in enumerate(FIELDS):
+        descr = ODD.__dict__.get(name)
+        if type(descr) is not MemberDescriptorType:
+            return False
+        member = <PyMemberDescrObject*>descr
+        if member.d_member.type != T_OBJECT_EX and member.d_member.type != T_OBJECT:
+            return False
+        OFFSETS[i] = member.d_member.offset
+    return True
+
+
+cdef bint BY_OFFSET = _offsets()
+READS_SLOTS = BY_OFFSET  # for the twin test: the fast reads are on
+cdef Py_ssize_t ID = FIELDS.index("id"), ODD_ID = FIELDS.index("odd_id")
+cdef Py_ssize_t SPORTSBOOK = FIELDS.index("sportsbook"), FIXTURE = FIELDS.index("fixture_id")
+cdef Py_ssize_t GAME = FIELDS.index("game_id"), SPORT = FIELDS.index("sport")
+cdef Py_ssize_t LEAGUE = FIELDS.index("league"), MARKET = FIELDS.index("market")
+cdef Py_ssize_t NAME = FIELDS.index("name"), SELECTION = FIELDS.index("selection")
+cdef Py_ssize_t LINE = FIELDS.index("selection_line"), PLAYER = FIELDS.index("player_id")
+cdef Py_ssize_t TEAM = FIELDS.index("team_id"), VERSION = FIELDS.index("version_id")
+cdef Py_ssize_t POINTS = FIELDS.index("points"), PRICE = FIELDS.index("price")
+cdef Py_ssize_t MAIN = FIELDS.index("is_main"), LIVE = FIELDS.index("is_live")
+cdef Py_ssize_t GROUPING = FIELDS.index("grouping_key"), SETTLEMENT = FIELDS.index("settlement")
+cdef Py_ssize_t SETTLED_AT = FIELDS.index("settled_at"), TIMESTAMP = FIELDS.index("timestamp")
+
+
+cdef inline object _get(object o, bint direct, Py_ssize_t field):
+    """Field ``field`` of a decoded odd: from its slot when ``direct``, else by name."""
+    cdef PyObject* value
+    if direct:
+        value = (<PyObject**>((<char*><PyObject*>o) + OFFSETS[field]))[0]
+        if value != NULL:
+            return <object>value
+    return getattr(o, FIELDS[field])
 
 
 cdef bint _nul_escape(bytes data):
@@ -167,11 +228,13 @@ cdef bint _fill(list odds, object event, object kind, str stream, tuple entry) e
     cdef OddRow row
     cdef object carries = not settled
     cdef long long last = -1, us
+    cdef bint direct
     for o in odds:
-        uid = o.id
+        direct = BY_OFFSET and type(o) is ODD
+        uid = _get(o, direct, ID)
         if not uid:
             return False
-        ts = o.timestamp
+        ts = _get(o, direct, TIMESTAMP)
         if type(ts) is float and fabs(<double>ts) < 9.0e9:  # µs below 2**53: exact in C
             # rint rounds half to even, as round() does; the rest goes through round().
             us = <long long>rint(<double>ts * 1000000.0)
@@ -186,7 +249,7 @@ cdef bint _fill(list odds, object event, object kind, str stream, tuple entry) e
             last = us
             made = _made(times, us, ems, eseq, rank)
         if settled:
-            settled_at = _settled_at(o.settled_at)
+            settled_at = _settled_at(_get(o, direct, SETTLED_AT))
             if settled_at is False:
                 return False
         else:
@@ -195,25 +258,25 @@ cdef bint _fill(list odds, object event, object kind, str stream, tuple entry) e
         row.id = uid
         row.kind = kind
         row.stream = stream
-        row.odd_id = o.odd_id
-        row.sportsbook = o.sportsbook or None
-        row.fixture_id = o.fixture_id
-        row.game_id = o.game_id
-        row.sport = o.sport
-        row.league = o.league
-        row.market = o.market
-        row.name = o.name
-        row.selection = o.selection
-        row.selection_line = o.selection_line
-        row.player_id = o.player_id or None
-        row.team_id = o.team_id or None
-        row.version_id = o.version_id
-        row.points = o.points
-        row.price = o.price
-        row.is_main = o.is_main
-        row.is_live = o.is_live
-        row.grouping_key = o.grouping_key
-        row.settlement = o.settlement if settled else None
+        row.odd_id = _get(o, direct, ODD_ID)
+        row.sportsbook = _get(o, direct, SPORTSBOOK) or None
+        row.fixture_id = _get(o, direct, FIXTURE)
+        row.game_id = _get(o, direct, GAME)
+        row.sport = _get(o, direct, SPORT)
+        row.league = _get(o, direct, LEAGUE)
+        row.market = _get(o, direct, MARKET)
+        row.name = _get(o, direct, NAME)
+        row.selection = _get(o, direct, SELECTION)
+        row.selection_line = _get(o, direct, LINE)
+        row.player_id = _get(o, direct, PLAYER) or None
+        row.team_id = _get(o, direct, TEAM) or None
+        row.version_id = _get(o, direct, VERSION)
+        row.points = _get(o, direct, POINTS)
+        row.price = _get(o, direct, PRICE)
+        row.is_main = _get(o, direct, MAIN)
+        row.is_live = _get(o, direct, LIVE)
+        row.grouping_key = _get(o, direct, GROUPING)
+        row.settlement = _get(o, direct, SETTLEMENT) if settled else None
         row.settled_at = settled_at
         row.source_ts = made[0]
         row.entry_id = entry_id

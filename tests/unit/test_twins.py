@@ -154,6 +154,23 @@ def test_the_compiled_decoder_rows_are_the_pure_ones(
     assert outcomes[0] == outcomes[1]
 
 
+def test_the_compiled_decoder_reads_each_field_of_an_odd_from_its_own_slot() -> None:
+    texts = [f for f, t in fast._Odd.__annotations__.items() if t == "str | None"]
+    odd: dict[str, Any] = {f: f"{f}-value" for f in texts}
+    odd |= {"version_id": 7, "points": 1.5, "price": -110.0, "is_main": True, "is_live": False}
+    odd |= {"timestamp": 1_700_000_000.25, "settled_at": "2026-01-01T00:00:00+00:00"}
+    payload = fast._DECODER.decode(orjson.dumps({"data": [odd]}))
+    for kind in Kind:
+        got, want = _event([]), _event([])
+        assert fast.rows(payload.data, got, kind, "copilot", (1, 0))
+        assert fast.pure_rows(payload.data, want, kind, "copilot", (1, 0))
+        assert repr(got.odds) == repr(want.odds)
+    if not PURE_BUILD:  # the slots are read directly, not through getattr
+        from ingestor.domain import _fast
+
+        assert _fast.READS_SLOTS
+
+
 # Escapes the NUL check must find (or pass over) wherever they sit in the event's text.
 escapes = st.sampled_from(["", "\\u0000", "\\\\u0000", "\\n", "\\u00001", "\\"])
 # Plain ones, the C parse's limits (18 digits a part) and past them, and what is no id.
