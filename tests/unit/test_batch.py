@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ingestor.domain.events import DecodedEvent
 from ingestor.storage.sql import ODDS_COLUMNS
-from ingestor.storage.write.batch import build_batch, build_batches
+from ingestor.storage.write.batch import build_batch, build_batches, current_records
 from tests.support.fakefeed import odd, settled_odd
 from tests.support.helpers import event
 
@@ -21,7 +21,7 @@ def test_one_current_row_per_odd_and_every_history_row() -> None:
         ]
     )
     assert sum(len(e.odds) for e in batch.history_events) == 3
-    current = {r[0]: r for r in batch.odds}
+    current = {r[0]: r for r in current_records(batch.odds)}
     assert set(current) == {"a", "b"} and current["a"][PRICE] == -120
 
 
@@ -31,7 +31,7 @@ def test_a_settlement_keeps_the_newest_price_in_any_order() -> None:
             event("copilot-odds", "10-0", [odd("a", price=-150, ts=1)]),
             event("copilot-settled-odds", "12-0", [settled_odd("a", ts=3)]),
         ]
-        (row,) = build_batch([evs[i] for i in order]).odds
+        (row,) = current_records(build_batch([evs[i] for i in order]).odds)
         assert (row[PRICE], row[STATUS], row[SETTLEMENT]) == (-150, "settled", "Won")
 
 
@@ -76,7 +76,7 @@ def test_shards_split_odds_and_keep_cursors_in_the_first() -> None:
     assert sum(len(e.odds) for e in history.history_events) == 39 * 6 + 1
     assert not history.odds and not history.cursors
     # Current state: each odd on exactly one of the other three, none of them with history.
-    ids = [{r[0] for r in b.odds} for b in odds_shards]
+    ids = [{c.latest.id for c in b.odds} for b in odds_shards]
     assert sum(len(b.odds) for b in odds_shards) == 39 * 6  # o1-0 collapsed to one row
     assert all(ids) and not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
     assert not any(b.history_events for b in odds_shards)
@@ -92,6 +92,7 @@ def test_two_connections_split_history_from_current_state() -> None:
     ]
     current, history = build_batches(evs, 2)
     whole = build_batch(evs)
-    assert current.odds == whole.odds and not current.history_events
+    assert current_records(current.odds) == current_records(whole.odds)
+    assert not current.history_events
     assert history.history_events == whole.history_events and not history.odds
     assert [c.entry_id for c in current.cursors] == ["9-0"]

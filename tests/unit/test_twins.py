@@ -18,6 +18,7 @@ from ingestor.domain import events, fast
 from ingestor.domain.events import DecodedEvent, Kind, OddRow, PyOddRow, order_key
 from ingestor.storage.write import batch, history
 from ingestor.storage.write.state import HistoryContext
+from ingestor.storage.write.statements import ODDS
 from ingestor.stream import sse
 
 PURE_BUILD = os.environ.get("BUILD_PURE_PYTHON") == "1"
@@ -88,11 +89,25 @@ def test_the_compiled_row_is_the_dataclass_in_all_but_speed(args: list[list[Any]
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(rows(), min_size=1, max_size=5), max_size=6))
-def test_the_compiled_collapse_gives_the_pure_records_and_stubs(
+def test_the_compiled_collapse_gives_the_pure_states_stubs_and_copy_bytes(
     evs: list[list[list[Any]]],
 ) -> None:
     batch_events = [_event([OddRow(*a) for a in odds]) for odds in evs]
-    assert batch.collapse(batch_events) == batch.pure_collapse(batch_events)
+    (newest, stubs), (pure_newest, pure_stubs) = (
+        batch.collapse(batch_events),
+        batch.pure_collapse(batch_events),
+    )
+    assert stubs == pure_stubs
+    assert batch.current_records(newest) == batch.current_records(pure_newest)
+    try:
+        want: bytes | type[Exception] = batch.pure_current_payload(pure_newest, ODDS.codes)
+    except (TypeError, ValueError) as exc:  # a value the column refuses: the same error class
+        want = type(exc)
+    try:
+        got: bytes | type[Exception] = batch.current_payload(newest, ODDS.codes)
+    except (TypeError, ValueError) as exc:
+        got = type(exc)
+    assert got == want
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])

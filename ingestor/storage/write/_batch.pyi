@@ -1,8 +1,15 @@
-from typing import Any
+from collections.abc import Sequence
 
-from ingestor.domain.events import DecodedEvent
-from ingestor.storage.write.batch import FixtureStub
+from ingestor.domain.events import DecodedEvent, OddRow
+from ingestor.storage.write.batch import FixtureStub, Newest
 
-def collapse(
-    events: list[DecodedEvent],
-) -> tuple[list[tuple[Any, ...]], dict[str, FixtureStub]]: ...
+class _Current:
+    @property
+    def latest(self) -> OddRow: ...
+    @property
+    def priced(self) -> OddRow | None: ...
+    @property
+    def settled(self) -> OddRow | None: ...
+
+def collapse(events: list[DecodedEvent]) -> tuple[list[_Current], dict[str, FixtureStub]]: ...
+def current_payload(newest: Sequence[Newest], codes: str) -> bytes: ...

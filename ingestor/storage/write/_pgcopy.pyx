@@ -50,12 +50,6 @@ cdef int64_t FLOAT8_OID = 701
 DEF INITIAL = 1 << 16
 
 
-cdef struct Buf:
-    char* data
-    Py_ssize_t size
-    Py_ssize_t cap
-
-
 cdef int _grow(Buf* b, Py_ssize_t need) except -1:
     cdef Py_ssize_t cap = b.cap
     cdef char* data
@@ -195,7 +189,7 @@ cdef inline int _putf8(Buf* b, double d) except -1:
     return _put64(b, <int64_t>u)
 
 
-cdef int _field(Buf* b, char code, object value) except -1:
+cdef int field(Buf* b, char code, object value) except -1:
     cdef double d
     cdef float f
     cdef uint32_t u
@@ -253,6 +247,32 @@ cdef int _field(Buf* b, char code, object value) except -1:
     raise TypeError(f"binary COPY: unknown type letter {chr(code)!r}")
 
 
+cdef int start(Buf* b) except -1:
+    b.data = <char*>PyMem_Malloc(INITIAL)
+    if b.data == NULL:
+        raise MemoryError()
+    b.size = 0
+    b.cap = INITIAL
+    return _put(b, b"PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00", 19)
+
+
+cdef int begin_tuple(Buf* b, Py_ssize_t ncols) except -1:
+    _grow(b, 2)
+    (<uint8_t*>(b.data + b.size))[0] = (<uint32_t>ncols >> 8) & 0xFF
+    (<uint8_t*>(b.data + b.size))[1] = <uint32_t>ncols & 0xFF
+    b.size += 2
+    return 0
+
+
+cdef bytes finish(Buf* b):
+    try:
+        _put(b, b"\xff\xff", 2)
+        return PyBytes_FromStringAndSize(b.data, b.size)
+    finally:
+        PyMem_Free(b.data)
+        b.data = NULL
+
+
 def payload(records, str codes):
     """The whole COPY stream (header, one tuple per record, trailer)."""
     cdef Buf b
@@ -260,26 +280,18 @@ def payload(records, str codes):
     cdef bytes code_bytes = codes.encode("ascii")
     cdef const char* cs = code_bytes
     cdef void** items
-    b.data = <char*>PyMem_Malloc(INITIAL)
-    if b.data == NULL:
-        raise MemoryError()
-    b.size = 0
-    b.cap = INITIAL
+    start(&b)
     try:
-        _put(&b, b"PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00", 19)
         for record in records:
             fast = PySequence_Fast(record, "binary COPY: a record must be a sequence")
             n = PySequence_Fast_GET_SIZE(fast)
             if n != ncols:
                 raise TypeError(f"binary COPY: a record of {n} values for {ncols}")
-            _grow(&b, 2)
-            (<uint8_t*>(b.data + b.size))[0] = (<uint32_t>ncols >> 8) & 0xFF
-            (<uint8_t*>(b.data + b.size))[1] = <uint32_t>ncols & 0xFF
-            b.size += 2
+            begin_tuple(&b, ncols)
             items = <void**>PySequence_Fast_ITEMS(fast)
             for i in range(ncols):
-                _field(&b, cs[i], <object>items[i])
-        _put(&b, b"\xff\xff", 2)
-        return PyBytes_FromStringAndSize(b.data, b.size)
-    finally:
+                field(&b, cs[i], <object>items[i])
+    except BaseException:
         PyMem_Free(b.data)
+        raise
+    return finish(&b)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from ingestor.domain.events import (
     SNAPSHOT_EVENT_ID,
@@ -15,9 +15,21 @@ from ingestor.domain.events import (
     Kind,
     OddRow,
 )
+from ingestor.storage.write import pgcopy
 from ingestor.storage.write.history import ODD_KEYS, HistoryBatch, odd_key
 
 Record = tuple[Any, ...]
+
+
+class Newest(Protocol):
+    """The newest state of one odd within a batch (``collapse``): a row per order key."""
+
+    @property
+    def latest(self) -> OddRow: ...
+    @property
+    def priced(self) -> OddRow | None: ...
+    @property
+    def settled(self) -> OddRow | None: ...
 
 
 @dataclass(slots=True)
@@ -38,7 +50,7 @@ class FlushBatch:
     # Events with odds: their history, encoded ahead when it can be (history.py).
     history_events: list[DecodedEvent] = field(default_factory=list)
     history: HistoryBatch | None = None
-    odds: list[Record] = field(default_factory=list)
+    odds: Sequence[Newest] = field(default_factory=list)  # current state: current_payload
     fixture_history: list[Record] = field(default_factory=list)
     fixtures: list[Record] = field(default_factory=list)
     cursors: list[CursorAdvance] = field(default_factory=list)
@@ -72,7 +84,7 @@ class _Current:
     settled: OddRow | None
 
 
-def _current_record(cur: _Current) -> Record:
+def _current_record(cur: Newest) -> Record:
     r, p, s = cur.latest, cur.priced, cur.settled
     return (
         r.id,
@@ -196,10 +208,8 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
     return batch
 
 
-def pure_collapse(
-    events: list[DecodedEvent],
-) -> tuple[list[Record], dict[str, FixtureStub]]:
-    """One current-state record per odd of ``events`` (the newest row, and the newest of each
+def pure_collapse(events: list[DecodedEvent]) -> tuple[list[_Current], dict[str, FixtureStub]]:
+    """The newest state of every odd of ``events`` (the newest row, and the newest of each
     part by its own order key), and the fixture of every odd."""
     current: dict[str, _Current] = {}
     for ev in events:
@@ -218,7 +228,17 @@ def pure_collapse(
                 cur.settled = r
             if r.carries_price and (cur.priced is None or r.order_key >= cur.priced.order_key):
                 cur.priced = r
-    return [_current_record(c) for c in current.values()], _stubs(current.values())
+    return list(current.values()), _stubs(current.values())
+
+
+def current_records(newest: Iterable[Newest]) -> list[Record]:
+    """The current-state records (``sql.ODDS_COLUMNS``) of ``collapse``'s newest states."""
+    return [_current_record(c) for c in newest]
+
+
+def pure_current_payload(newest: Sequence[Newest], codes: str) -> bytes:
+    """The binary COPY stream of the current-state rows (``codes``: statements.ODDS)."""
+    return pgcopy.pure_payload(current_records(newest), codes)
 
 
 def _stubs(current: Iterable[_Current]) -> dict[str, FixtureStub]:
@@ -282,10 +302,13 @@ def _part(ev: DecodedEvent, odds: list[OddRow], *, keep_rest: bool) -> DecodedEv
 
 
 collapse = pure_collapse
+current_payload = pure_current_payload
 try:
     from ingestor.storage.write._batch import collapse as _compiled
+    from ingestor.storage.write._batch import current_payload as _compiled_payload
 except ImportError:  # built with BUILD_PURE_PYTHON=1 (setup.py)
     COMPILED = False
 else:
     COMPILED = True
-    collapse = _compiled
+    collapse = _compiled  # type: ignore[assignment]  # its own newest-state class
+    current_payload = _compiled_payload

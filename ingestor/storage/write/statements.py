@@ -18,7 +18,7 @@ from ingestor.domain.cursors import Cursor
 from ingestor.errors import StartupError
 from ingestor.storage import sql
 from ingestor.storage.write import pgcopy
-from ingestor.storage.write.batch import FlushBatch
+from ingestor.storage.write.batch import FlushBatch, current_payload
 from ingestor.storage.write.history import (
     CHANGE_COLUMNS,
     CHECKED_COLUMNS,
@@ -74,8 +74,15 @@ async def copy(
     conn: asyncpg.Connection, layout: Layout, records: Sequence[Sequence[object]]
 ) -> None:
     """Binary COPY of ``records``, encoded here (pgcopy.py) instead of by asyncpg's codecs."""
+    await copy_encoded(conn, layout, lambda: pgcopy.payload(records, layout.codes))
+
+
+async def copy_encoded(
+    conn: asyncpg.Connection, layout: Layout, encode: Callable[[], bytes]
+) -> None:
+    """Binary COPY of what ``encode`` writes; a value it refuses is the feed's (ValueRefused)."""
     try:
-        data = pgcopy.payload(records, layout.codes)
+        data = encode()
     except ValueError as exc:
         raise ValueRefused(f"{layout.table}: {exc}") from exc
     await conn.copy_to_table(
@@ -179,7 +186,8 @@ async def write(
     if history is not None:
         written.rows["odds_changes"], written.history_checked = await _history(conn, history)
     if batch.odds:
-        await copy(conn, ODDS, batch.odds)
+        odds = batch.odds
+        await copy_encoded(conn, ODDS, lambda: current_payload(odds, ODDS.codes))
         in_database()
         written.rows["odds"] = _count(await conn.execute(sql.MERGE_ODDS))
     if batch.fixture_history:
