@@ -22,6 +22,10 @@ from ingestor.storage.write.statements import ODDS
 from ingestor.stream import sse
 
 PURE_BUILD = os.environ.get("BUILD_PURE_PYTHON") == "1"
+if PURE_BUILD:  # pragma: no cover - a build without a C compiler (setup.py)
+    compiled_key = history.odd_key
+else:
+    from ingestor.storage.write._batch import key as compiled_key
 FIELDS = list(PyOddRow.__dataclass_fields__)
 
 
@@ -108,6 +112,24 @@ def test_the_compiled_collapse_gives_the_pure_states_stubs_and_copy_bytes(
     except (TypeError, ValueError) as exc:
         got = type(exc)
     assert got == want
+
+
+def test_the_compiled_odd_key_holds_at_every_length_md5_pads_differently() -> None:
+    for n in range(300):  # one and two padding blocks, and several blocks before them
+        for uid in ("k" * n, ("ü" * n)[: n // 2 + 1]):
+            assert compiled_key(uid) == history.odd_key(uid), (n, uid)
+
+
+@settings(max_examples=500)
+@given(st.text(max_size=200) | st.binary(max_size=130).map(lambda b: b.decode("latin-1")))
+def test_the_compiled_odd_key_is_md5_as_hashlib_computes_it(uid: str) -> None:
+    def outcome(f: Any) -> int | str:
+        try:
+            return int(f(uid))
+        except UnicodeEncodeError as exc:  # a lone surrogate: no UTF-8 form in either
+            return type(exc).__name__
+
+    assert outcome(compiled_key) == outcome(history.odd_key)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])

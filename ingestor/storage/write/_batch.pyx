@@ -15,11 +15,15 @@ from ingestor.storage.write._pgcopy cimport Buf, begin_tuple, field, finish, sta
 from ingestor.domain._rows cimport OddRow
 
 from ingestor.domain.events import Kind
-from ingestor.storage.write.history import ODD_KEYS, odd_key
 
 cdef object SETTLED = Kind.SETTLED
 cdef Py_ssize_t COLUMNS = 29  # sql.ODDS_COLUMNS, in batch._current_record's order
-cdef object KEYS = ODD_KEYS  # a dict subclass (bounded): read with the C API, filled by odd_key
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
+
+cdef extern from "_md5.h":
+    long long ingestor_md5_key(const char* text, size_t n)
 
 
 @cython.no_gc  # it holds rows only: no cycle runs through it
@@ -31,10 +35,15 @@ cdef class _Current:
 
 
 cdef inline object _key(object uid):
-    cdef PyObject* found = PyDict_GetItem(KEYS, uid)
-    if found != NULL and <object>found:
-        return <object>found
-    return odd_key(uid)
+    """``odd_key``, computed in C (``_md5.h``): the cache it replaces missed twice per odd."""
+    cdef Py_ssize_t n
+    cdef const char* text = PyUnicode_AsUTF8AndSize(uid, &n)
+    return ingestor_md5_key(text, <size_t>n)
+
+
+def key(str uid):
+    """``history.odd_key`` of ``uid``, as the compiled twins compute it (for the twin test)."""
+    return _key(uid)
 
 
 def current_payload(list currents, str codes):

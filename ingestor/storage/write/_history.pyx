@@ -32,35 +32,35 @@ from ingestor.storage.write.history import (
     _MS_LIMIT,
     EXACT,
     FROM_REST_KIND,
-    ODD_KEYS,
     SEQ_BITS as _SEQ_BITS,
     STREAMED,
     _SEQ_MASK,
     _from_rest,
     entry_key,
     float4_exact,
-    odd_key,
     received_us,
 )
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
 
+cdef extern from "_md5.h":
+    long long ingestor_md5_key(const char* text, size_t n)
+
 import_datetime()
 cdef unsigned long long MS_LIMIT = _MS_LIMIT
 cdef unsigned long long SEQ_MASK = _SEQ_MASK
 cdef int SEQ_BITS = _SEQ_BITS
 
-cdef object KEYS = ODD_KEYS  # a dict subclass (bounded): read with the C API, filled by odd_key
 cdef object EXACTS = EXACT
 cdef object LOCKED = Kind.LOCKED
 
 
 cdef inline object _key(object uid):
-    cdef PyObject* found = PyDict_GetItem(KEYS, uid)
-    if found != NULL and <object>found:
-        return <object>found
-    return odd_key(uid)
+    """``odd_key``, computed in C (``_md5.h``): the cache it replaces missed twice per odd."""
+    cdef Py_ssize_t n
+    cdef const char* text = PyUnicode_AsUTF8AndSize(uid, &n)
+    return ingestor_md5_key(text, <size_t>n)
 
 
 cdef inline bint _exact(object value) except -1:
