@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from ingestor.domain.events import DecodedEvent
 from ingestor.storage.sql import ODDS_COLUMNS
-from ingestor.storage.write.batch import build_batch, build_batches, current_records
+from ingestor.storage.write.batch import (
+    build_batch,
+    build_batches,
+    current_records,
+    pure_source_times,
+    source_times,
+)
 from tests.support.fakefeed import odd, settled_odd
 from tests.support.helpers import event
 
@@ -96,3 +102,18 @@ def test_two_connections_split_history_from_current_state() -> None:
     assert not current.history_events
     assert history.history_events == whole.history_events and not history.odds
     assert [c.entry_id for c in current.cursors] == ["9-0"]
+
+
+def test_the_lag_counts_every_streamed_odd_once_by_its_source_time() -> None:
+    evs = [
+        event("copilot-odds", "1-0", [odd("a", ts=1), odd("b", ts=1), odd("c", ts=2)]),
+        event("copilot-odds", "2-0", [odd("d", ts=1), odd("e", ts=3)]),
+    ]
+    for shards in (1, 2, 3):
+        batches = build_batches(evs, shards)
+        times: dict[float, int] = {}
+        for b in batches:
+            for t, n in source_times(b.streamed).items():
+                times[t.timestamp()] = times.get(t.timestamp(), 0) + n
+        assert times == {1.0: 3, 2.0: 1, 3.0: 1}, shards
+        assert source_times(batches[0].streamed) == pure_source_times(batches[0].streamed)

@@ -93,7 +93,7 @@ def test_the_compiled_row_is_the_dataclass_in_all_but_speed(args: list[list[Any]
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(rows(), min_size=1, max_size=5), max_size=6))
-def test_the_compiled_collapse_gives_the_pure_states_stubs_and_copy_bytes(
+def test_the_compiled_collapse_gives_the_pure_states_stubs_copy_bytes_and_times(
     evs: list[list[list[Any]]],
 ) -> None:
     batch_events = [_event([OddRow(*a) for a in odds]) for odds in evs]
@@ -102,6 +102,7 @@ def test_the_compiled_collapse_gives_the_pure_states_stubs_and_copy_bytes(
         batch.pure_collapse(batch_events),
     )
     assert stubs == pure_stubs
+    assert batch.source_times(batch_events) == batch.pure_source_times(batch_events)
     assert batch.current_records(newest) == batch.current_records(pure_newest)
     try:
         want: bytes | type[Exception] = batch.pure_current_payload(pure_newest, ODDS.codes)

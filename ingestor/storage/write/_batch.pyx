@@ -141,4 +141,28 @@ def collapse(list events):
     return newest, stubs
 
 
+def source_times(list events):
+    """``batch.pure_source_times``. Odds of an event mostly share one datetime object (the
+    decoder makes one per distinct time): a run of them is counted in C and put once. The
+    lag counted per odd in Python (a list of every streamed odd, then a Counter) was 2.2% of
+    the daemon's CPU."""
+    cdef dict times = {}
+    cdef OddRow r
+    cdef object run = None
+    cdef Py_ssize_t n = 0
+    cdef PyObject* seen
+    for ev in events:
+        for r in ev.odds:
+            if r.source_ts is not run:
+                if n:
+                    seen = PyDict_GetItem(times, run)
+                    times[run] = n + (<object>seen if seen != NULL else 0)
+                run, n = r.source_ts, 0
+            n += 1
+    if n:
+        seen = PyDict_GetItem(times, run)
+        times[run] = n + (<object>seen if seen != NULL else 0)
+    return times
+
+
 from ingestor.storage.write.batch import FixtureStub  # batch imports this module last

@@ -58,7 +58,7 @@ class FlushBatch:
     # The fixture of every odd (fixture id -> its identity, from the odd's own fields), so
     # that each one has a `fixtures` row once the odd is committed.
     fixture_stubs: dict[str, FixtureStub] = field(default_factory=dict)
-    streamed_odds: list[OddRow] = field(default_factory=list)  # for the lag histogram
+    streamed: list[DecodedEvent] = field(default_factory=list)  # for the lag histogram
     stream_events: int = 0
 
 
@@ -195,7 +195,7 @@ def build_batch(events: list[DecodedEvent]) -> FlushBatch:
         if ev.advances_cursor:
             _advance(newest, ev)
             batch.stream_events += 1
-            batch.streamed_odds.extend(ev.odds)
+            batch.streamed.append(ev)
         if ev.fixtures:
             fixture_rows.extend((f, ev.group_key, ev.received_at) for f in ev.fixtures)
         if ev.dead_letters:
@@ -241,6 +241,15 @@ def pure_current_payload(newest: Sequence[Newest], codes: str) -> bytes:
     return pgcopy.pure_payload(current_records(newest), codes)
 
 
+def pure_source_times(events: list[DecodedEvent]) -> dict[datetime, int]:
+    """How many odds of ``events`` carry each source time (the lag histogram's counts)."""
+    times: dict[datetime, int] = {}
+    for ev in events:
+        for r in ev.odds:
+            times[r.source_ts] = times.get(r.source_ts, 0) + 1
+    return times
+
+
 def _stubs(current: Iterable[_Current]) -> dict[str, FixtureStub]:
     stubs: dict[str, FixtureStub] = {}
     for c in current:
@@ -275,6 +284,10 @@ def build_batches(events: list[DecodedEvent], shards: int) -> list[FlushBatch]:
             if parts[i]:
                 split[i].append(_part(ev, parts[i], keep_rest=False))
     batches = [build_batch(evs) for evs in split]
+    if odds_shards > 1:
+        # The lag counts every streamed odd once: the parts on the other shards do not advance
+        # the cursor, so the first batch counts the whole events (it counted only its part).
+        batches[0].streamed = [e for e in events if e.advances_cursor]
     # History goes apart: its COPY and the merge then run at once, in two backends. The
     # snapshot rows' check still sees `odds` as before the batch, because the first
     # connection (merge included) commits only after every other one has.
@@ -303,12 +316,15 @@ def _part(ev: DecodedEvent, odds: list[OddRow], *, keep_rest: bool) -> DecodedEv
 
 collapse = pure_collapse
 current_payload = pure_current_payload
+source_times = pure_source_times
 try:
     from ingestor.storage.write._batch import collapse as _compiled
     from ingestor.storage.write._batch import current_payload as _compiled_payload
+    from ingestor.storage.write._batch import source_times as _compiled_times
 except ImportError:  # built with BUILD_PURE_PYTHON=1 (setup.py)
     COMPILED = False
 else:
     COMPILED = True
     collapse = _compiled  # type: ignore[assignment]  # its own newest-state class
     current_payload = _compiled_payload
+    source_times = _compiled_times
