@@ -136,7 +136,7 @@ def test_the_compiled_odd_key_is_md5_as_hashlib_computes_it(uid: str) -> None:
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(rows(), min_size=1, max_size=8),
-    st.integers(0, 2**55),
+    st.integers(0, 2**55) | st.integers(2**58 - 2, 2**62),  # the C path of ev, and past it
     st.none()
     | st.tuples(st.integers(0, 2**62), st.none() | st.just("x-y"), st.sampled_from([0, 3, 4])),
     st.dictionaries(st.sampled_from(["won", "lost"]), st.integers(1, 9)),

@@ -9,14 +9,16 @@ cimport cython
 from cpython.dict cimport PyDict_GetItem
 from cpython.mem cimport PyMem_Free
 from cpython.ref cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM
 
 from ingestor.storage.write._pgcopy cimport Buf, begin_tuple, field, finish, start
 
 from ingestor.domain._rows cimport OddRow
 
-from ingestor.domain.events import Kind
+from ingestor.domain.events import _KIND_STATUS, Kind
 
 cdef object SETTLED = Kind.SETTLED
+cdef tuple STATUS = _KIND_STATUS  # Kind.status by the kind's value (its property, per odd)
 cdef Py_ssize_t COLUMNS = 29  # sql.ODDS_COLUMNS, in batch._current_record's order
 
 cdef extern from "Python.h":
@@ -56,6 +58,7 @@ def current_payload(list currents, str codes):
     cdef _Current cur
     cdef OddRow r, p, s
     cdef int i
+    cdef long long k
     if len(codes) != COLUMNS:
         raise TypeError(f"binary COPY: {COLUMNS} current-state columns, {len(codes)} types")
     start(&b)
@@ -90,7 +93,8 @@ def current_payload(list currents, str codes):
                 field(&b, c[19], p.selection_line)
             field(&b, c[20], s.settlement if s is not None else None)
             field(&b, c[21], s.settled_at if s is not None else None)
-            field(&b, c[22], r.kind.status)
+            k = r.kind
+            field(&b, c[22], <object>PyTuple_GET_ITEM(STATUS, k) if 0 <= k < 3 else r.kind.status)
             field(&b, c[23], r.source_ts)
             field(&b, c[24], r.entry_id)
             field(&b, c[25], r.order_key)

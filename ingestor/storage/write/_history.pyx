@@ -87,19 +87,25 @@ def records(list odds, object event, object settlements, object staged, list row
     """Append the odds_changes records of one event's odds to ``rows``."""
     cdef OddRow r
     cdef int main
-    cdef object kind, exact, code, record, held
+    cdef long long kind, head = 0
+    cdef object exact, code, record, held
     cdef bint from_rest_lock
+    # The event's part of ``ev`` in C while it fits (until 2091): Python's arithmetic per odd
+    # made two numbers for each.
+    cdef bint fits = 0 <= event < (1 << 58)
+    if fits:
+        head = <long long>event << 4
     for r in odds:
         exact = None if _exact(r.price) and _exact(r.points) else [r.price, r.points]
         code = None
         if r.settlement is not None:
             code = settlements.get(r.settlement)
-        kind = int(r.kind)
+        kind = r.kind
         main = 0 if r.is_main is None else (2 if r.is_main else 1)
         record = (
             _key(r.id),
             r.source_ts,
-            (event << 4) | (kind << 2) | main,
+            head | (kind << 2) | main if fits else (event << 4) | (kind << 2) | main,
             r.price,
             r.points,
             code,
