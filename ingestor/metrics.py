@@ -46,14 +46,17 @@ class BulkHistogram(Collector):
             self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
             self._sum += total
 
-    def observe_counted(self, values: Iterable[tuple[float, int]]) -> None:
-        """``observe_many`` of each value repeated its count of times (one bisect each)."""
-        counts = [0] * len(self._bounds)
-        total = 0.0
-        bounds = self._bounds
-        for value, n in values:
-            counts[bisect_left(bounds, value)] += n
-            total += value * n
+    @property
+    def bounds(self) -> tuple[float, ...]:
+        """The buckets' upper bounds, the last one infinite."""
+        return tuple(self._bounds)
+
+    def add(self, counts: list[int], total: float) -> None:
+        """Observations counted elsewhere: how many fell in each bucket (the first whose
+        bound is at least the value, as ``bisect_left`` over ``bounds`` finds it), and their
+        sum."""
+        if len(counts) != len(self._bounds):
+            raise ValueError(f"{self._name}: {len(counts)} counts for {len(self._bounds)} buckets")
         with self._lock:
             self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
             self._sum += total

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from datetime import UTC, datetime
+
 from ingestor.domain.events import DecodedEvent
 from ingestor.storage.sql import ODDS_COLUMNS
 from ingestor.storage.write.batch import (
     build_batch,
     build_batches,
     current_records,
-    pure_source_times,
-    source_times,
+    lag_counts,
+    pure_lag_counts,
 )
 from tests.support.fakefeed import odd, settled_odd
 from tests.support.helpers import event
@@ -109,11 +112,13 @@ def test_the_lag_counts_every_streamed_odd_once_by_its_source_time() -> None:
         event("copilot-odds", "1-0", [odd("a", ts=1), odd("b", ts=1), odd("c", ts=2)]),
         event("copilot-odds", "2-0", [odd("d", ts=1), odd("e", ts=3)]),
     ]
+    now = datetime.fromtimestamp(4, UTC)
+    bounds = (1.5, 2.5, math.inf)  # lags: 3 s (three odds), 2 s (one), 1 s (one)
     for shards in (1, 2, 3):
-        batches = build_batches(evs, shards)
-        times: dict[float, int] = {}
-        for b in batches:
-            for t, n in source_times(b.streamed).items():
-                times[t.timestamp()] = times.get(t.timestamp(), 0) + n
-        assert times == {1.0: 3, 2.0: 1, 3.0: 1}, shards
-        assert source_times(batches[0].streamed) == pure_source_times(batches[0].streamed)
+        counts, total = [0, 0, 0], 0.0
+        for b in build_batches(evs, shards):
+            got = lag_counts(b.streamed, now, bounds)
+            assert got == pure_lag_counts(b.streamed, now, bounds)
+            counts = [x + y for x, y in zip(counts, got[0], strict=True)]
+            total += got[1]
+        assert (counts, total) == ([1, 1, 3], 12.0), shards

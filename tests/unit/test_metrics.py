@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
+from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, Histogram
 
@@ -34,7 +34,10 @@ def test_bulk_histogram_matches_the_reference_histogram() -> None:
     again = values[4000:4100]  # seen twice: counted once each, with a count of 2
     for value in again:
         expected.observe(value)
-    got.observe_counted(Counter(values[4000:] + again).items())
+    counts = [0] * len(got.bounds)
+    for value in values[4000:] + again:  # counted elsewhere (the writer's lag_counts)
+        counts[bisect_left(got.bounds, value)] += 1
+    got.add(counts, sum(values[4000:] + again))
     values += again
     want, have = _samples(reference), _samples(bulk)
     assert want.keys() == have.keys()

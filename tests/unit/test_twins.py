@@ -4,6 +4,7 @@ batches: the same rows, records, stubs and encodings (the property the fallback 
 
 from __future__ import annotations
 
+import math
 import os
 from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
@@ -42,6 +43,9 @@ prices = (
     | st.integers(-(2**23), 2**23).map(lambda q: q / 4)  # the compiled twin's C path and past it
 )
 moments = st.integers(0, 10**6).map(lambda s: datetime(2026, 1, 1, tzinfo=UTC) + timedelta(s))
+moments |= st.integers(0, 10**6).map(  # another zone: the compiled twins' Python paths
+    lambda s: datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=2))) + timedelta(s)
+)
 
 
 @st.composite
@@ -93,7 +97,7 @@ def test_the_compiled_row_is_the_dataclass_in_all_but_speed(args: list[list[Any]
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(rows(), min_size=1, max_size=5), max_size=6))
-def test_the_compiled_collapse_gives_the_pure_states_stubs_copy_bytes_and_times(
+def test_the_compiled_collapse_gives_the_pure_states_stubs_copy_bytes_and_lags(
     evs: list[list[list[Any]]],
 ) -> None:
     batch_events = [_event([OddRow(*a) for a in odds]) for odds in evs]
@@ -102,7 +106,13 @@ def test_the_compiled_collapse_gives_the_pure_states_stubs_copy_bytes_and_times(
         batch.pure_collapse(batch_events),
     )
     assert stubs == pure_stubs
-    assert batch.source_times(batch_events) == batch.pure_source_times(batch_events)
+    now = datetime(2026, 1, 20, tzinfo=UTC)
+    bounds = [*(2.0**k for k in range(-3, 22, 2)), math.inf]
+    (lags, lag_total), (pure_lags, pure_total) = (
+        batch.lag_counts(batch_events, now, bounds),
+        batch.pure_lag_counts(batch_events, now, bounds),
+    )
+    assert lags == pure_lags and lag_total == pytest.approx(pure_total, rel=1e-12)
     assert batch.current_records(newest) == batch.current_records(pure_newest)
     try:
         want: bytes | type[Exception] = batch.pure_current_payload(pure_newest, ODDS.codes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -241,13 +242,22 @@ def pure_current_payload(newest: Sequence[Newest], codes: str) -> bytes:
     return pgcopy.pure_payload(current_records(newest), codes)
 
 
-def pure_source_times(events: list[DecodedEvent]) -> dict[datetime, int]:
-    """How many odds of ``events`` carry each source time (the lag histogram's counts)."""
+def pure_lag_counts(
+    events: list[DecodedEvent], now: datetime, bounds: Sequence[float]
+) -> tuple[list[int], float]:
+    """The lag (``now`` - source time) of every odd of ``events``, counted per bucket of
+    ``bounds`` (the first bound at least the lag) and summed: what the lag histogram adds."""
     times: dict[datetime, int] = {}
     for ev in events:
         for r in ev.odds:
             times[r.source_ts] = times.get(r.source_ts, 0) + 1
-    return times
+    counts = [0] * len(bounds)
+    total = 0.0
+    for t, n in times.items():
+        lag = (now - t).total_seconds()
+        counts[bisect_left(bounds, lag)] += n
+        total += lag * n
+    return counts, total
 
 
 def _stubs(current: Iterable[_Current]) -> dict[str, FixtureStub]:
@@ -316,15 +326,15 @@ def _part(ev: DecodedEvent, odds: list[OddRow], *, keep_rest: bool) -> DecodedEv
 
 collapse = pure_collapse
 current_payload = pure_current_payload
-source_times = pure_source_times
+lag_counts = pure_lag_counts
 try:
     from ingestor.storage.write._batch import collapse as _compiled
     from ingestor.storage.write._batch import current_payload as _compiled_payload
-    from ingestor.storage.write._batch import source_times as _compiled_times
+    from ingestor.storage.write._batch import lag_counts as _compiled_lags
 except ImportError:  # built with BUILD_PURE_PYTHON=1 (setup.py)
     COMPILED = False
 else:
     COMPILED = True
     collapse = _compiled  # type: ignore[assignment]  # its own newest-state class
     current_payload = _compiled_payload
-    source_times = _compiled_times
+    lag_counts = _compiled_lags

@@ -35,7 +35,7 @@ from ingestor.storage import sql
 from ingestor.storage.db import Registered
 from ingestor.storage.failures import CONNECTION_FAILURES, close_bounded
 from ingestor.storage.write import statements
-from ingestor.storage.write.batch import FlushBatch, build_batches, source_times
+from ingestor.storage.write.batch import FlushBatch, build_batches, lag_counts
 from ingestor.storage.write.history import HistoryBatch, encode
 from ingestor.storage.write.state import WriteState
 from ingestor.storage.write.statements import Fenced, Written
@@ -574,9 +574,8 @@ class Writer:
         now = datetime.now(UTC)
         for batch in batches:
             m.events_committed.inc(batch.stream_events)
-            # One lag per distinct time, counted in C (batch.source_times).
-            times = source_times(batch.streamed)
-            m.lag.observe_counted(((now - t).total_seconds(), n) for t, n in times.items())
+            if batch.streamed:
+                m.lag.add(*lag_counts(batch.streamed, now, m.lag.bounds))  # in C: batch.py
         log.debug(
             "batch_flushed",
             odds=odds,
