@@ -117,3 +117,15 @@ def test_a_timestamp_is_microseconds_since_2000_in_utc() -> None:
 def test_a_type_without_an_encoder_is_named() -> None:
     with pytest.raises(ValueError, match="'numeric'"):
         pgcopy.codes(["bigint", "numeric"])
+
+
+def test_a_stream_many_times_its_first_allocation_is_written_whole_or_refused_whole() -> None:
+    # The compiled writer sizes its bytes object from the row count and grows it by doubling:
+    # rows far longer than it expects pass through several growths, and a refusal after them
+    # frees what was written (the same error as the pure module).
+    rows = [(i, "x" * (i * 997 % 50_000), b"\x00" * (i % 7)) for i in range(400)]
+    assert len(pgcopy.pure_payload(rows, "qty")) > 64 * (1 << 16)
+    assert compiled_payload(rows, "qty") == pgcopy.pure_payload(rows, "qty")
+    for encode in (pgcopy.pure_payload, compiled_payload):
+        with pytest.raises(TypeError):
+            encode([*rows, (1, 2, b"")], "qty")

@@ -44,9 +44,6 @@ from ingestor.storage.write.history import (
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
 
-cdef extern from "_md5.h":
-    long long ingestor_md5_key(const char* text, size_t n)
-
 import_datetime()
 cdef unsigned long long MS_LIMIT = _MS_LIMIT
 cdef unsigned long long SEQ_MASK = _SEQ_MASK
@@ -54,13 +51,6 @@ cdef int SEQ_BITS = _SEQ_BITS
 
 cdef object EXACTS = EXACT
 cdef object LOCKED = Kind.LOCKED
-
-
-cdef inline object _key(object uid):
-    """``odd_key``, computed in C (``_md5.h``): the cache it replaces missed twice per odd."""
-    cdef Py_ssize_t n
-    cdef const char* text = PyUnicode_AsUTF8AndSize(uid, &n)
-    return ingestor_md5_key(text, <size_t>n)
 
 
 cdef inline bint _exact(object value) except -1:
@@ -103,7 +93,7 @@ def records(list odds, object event, object settlements, object staged, list row
         kind = r.kind
         main = 0 if r.is_main is None else (2 if r.is_main else 1)
         record = (
-            _key(r.id),
+            r.key(),
             r.source_ts,
             head | (kind << 2) | main if fits else (event << 4) | (kind << 2) | main,
             r.price,
