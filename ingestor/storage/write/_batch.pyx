@@ -6,18 +6,7 @@ equal on generated batches.
 """
 
 cimport cython
-from cpython.datetime cimport (
-    PyDateTime_Check,
-    PyDateTime_DATE_GET_HOUR,
-    PyDateTime_DATE_GET_MICROSECOND,
-    PyDateTime_DATE_GET_MINUTE,
-    PyDateTime_DATE_GET_SECOND,
-    PyDateTime_DATE_GET_TZINFO,
-    PyDateTime_GET_DAY,
-    PyDateTime_GET_MONTH,
-    PyDateTime_GET_YEAR,
-    import_datetime,
-)
+from cpython.datetime cimport PyDateTime_Check, PyDateTime_DATE_GET_TZINFO, import_datetime
 from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM
@@ -32,7 +21,7 @@ from ingestor.storage.write._pgcopy cimport (
     start,
 )
 
-from ingestor.domain._civil cimport days_from_civil
+from ingestor.domain._civil cimport wall_micros
 from ingestor.domain._rows cimport OddRow
 
 from datetime import UTC
@@ -160,14 +149,7 @@ cdef inline long long _utc_micros(object t) except? -1:
     """µs since 1970 of a datetime whose tzinfo is UTC itself (-1 for any other: Python then)."""
     if not PyDateTime_Check(t) or <object>PyDateTime_DATE_GET_TZINFO(t) is not UTC:
         return -1
-    return (
-        (days_from_civil(PyDateTime_GET_YEAR(t), PyDateTime_GET_MONTH(t), PyDateTime_GET_DAY(t))
-         * 86400
-         + PyDateTime_DATE_GET_HOUR(t) * 3600
-         + PyDateTime_DATE_GET_MINUTE(t) * 60
-         + PyDateTime_DATE_GET_SECOND(t)) * 1000000
-        + PyDateTime_DATE_GET_MICROSECOND(t)
-    )
+    return wall_micros(t, 0)
 
 
 cdef int _count_lag(

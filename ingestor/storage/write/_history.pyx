@@ -5,25 +5,14 @@ and UTC times converted in C (anything else goes to the Python functions). Read 
 first: this file only makes it fast; tests/unit/test_twins.py holds the two equal.
 """
 
-from cpython.datetime cimport (
-    PyDateTime_Check,
-    PyDateTime_DATE_GET_HOUR,
-    PyDateTime_DATE_GET_MICROSECOND,
-    PyDateTime_DATE_GET_MINUTE,
-    PyDateTime_DATE_GET_SECOND,
-    PyDateTime_DATE_GET_TZINFO,
-    PyDateTime_GET_DAY,
-    PyDateTime_GET_MONTH,
-    PyDateTime_GET_YEAR,
-    import_datetime,
-)
+from cpython.datetime cimport PyDateTime_Check, PyDateTime_DATE_GET_TZINFO, import_datetime
 from cpython.dict cimport PyDict_GetItem
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from libc.math cimport fabs, floor
 from cpython.ref cimport PyObject
 
 from ingestor.domain._rows cimport OddRow
-from ingestor.domain._civil cimport days_from_civil
+from ingestor.domain._civil cimport wall_micros
 
 from ingestor.domain.events import Kind
 from datetime import UTC
@@ -157,16 +146,7 @@ cdef long long _received_us(object at) except? -1:
     """``received_us`` in C for a UTC datetime (every one the daemon makes)."""
     if not PyDateTime_Check(at) or <object>PyDateTime_DATE_GET_TZINFO(at) is not UTC:
         return received_us(at)
-    cdef long long days = days_from_civil(
-        PyDateTime_GET_YEAR(at), PyDateTime_GET_MONTH(at), PyDateTime_GET_DAY(at)
-    ) - 18262  # 2020-01-01
-    return (
-        (days * 86400
-         + PyDateTime_DATE_GET_HOUR(at) * 3600
-         + PyDateTime_DATE_GET_MINUTE(at) * 60
-         + PyDateTime_DATE_GET_SECOND(at)) * 1000000
-        + PyDateTime_DATE_GET_MICROSECOND(at)
-    )
+    return wall_micros(at, 18262)  # from 2020-01-01
 
 
 cdef bint _twin(object from_rest, object now, list odds) except -1:

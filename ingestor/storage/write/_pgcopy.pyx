@@ -12,18 +12,7 @@ from cpython.bytes cimport (
     PyBytes_FromStringAndSize,
     PyBytes_GET_SIZE,
 )
-from cpython.datetime cimport (
-    PyDateTime_Check,
-    PyDateTime_DATE_GET_HOUR,
-    PyDateTime_DATE_GET_MICROSECOND,
-    PyDateTime_DATE_GET_MINUTE,
-    PyDateTime_DATE_GET_SECOND,
-    PyDateTime_DATE_GET_TZINFO,
-    PyDateTime_GET_DAY,
-    PyDateTime_GET_MONTH,
-    PyDateTime_GET_YEAR,
-    import_datetime,
-)
+from cpython.datetime cimport PyDateTime_Check, PyDateTime_DATE_GET_TZINFO, import_datetime
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
 from cpython.long cimport PyLong_Check
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF, PyObject
@@ -32,7 +21,7 @@ from libc.math cimport isinf
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-from ingestor.domain._civil cimport days_from_civil
+from ingestor.domain._civil cimport wall_micros
 
 from datetime import datetime, timezone
 
@@ -135,16 +124,7 @@ cdef int64_t _micros(object value) except? -1:
             raise TypeError(f"binary COPY: timestamptz needs an aware datetime, got {value!r}")
         delta = value - PG_EPOCH
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    cdef int64_t days = days_from_civil(
-        PyDateTime_GET_YEAR(value), PyDateTime_GET_MONTH(value), PyDateTime_GET_DAY(value)
-    ) - 10957  # 2000-01-01
-    cdef int64_t seconds = (
-        days * 86400
-        + PyDateTime_DATE_GET_HOUR(value) * 3600
-        + PyDateTime_DATE_GET_MINUTE(value) * 60
-        + PyDateTime_DATE_GET_SECOND(value)
-    )
-    return seconds * 1000000 + PyDateTime_DATE_GET_MICROSECOND(value)
+    return wall_micros(value, 10957)  # from 2000-01-01, PostgreSQL's epoch
 
 
 cdef int _array(Buf* b, object value) except -1:
