@@ -106,6 +106,26 @@ def test_the_stream_row_of_an_odd_with_a_row_made_from_rest_is_checked_for_a_whi
     assert enc.encode([event("copilot-odds", "7-0", [odd("a", ts=101)])]).changes
 
 
+def test_rows_made_from_rest_are_forgotten_once_every_window_has_closed() -> None:
+    # Remembered, they cost every streamed odd a lookup; the encoder also skips the lookup
+    # for a row newer than every row made from REST.
+    enc = _encoder()
+    snap = event("copilot-odds", "1-0", [odd("a", ts=100), odd("b", ts=200)])
+    enc.encode([DecodedEvent.snapshot(GROUP, snap.received_at, odds=snap.odds)])
+    ctx = enc.state.history_context()
+    assert set(ctx.from_rest) == {"a", "b"} and ctx.rest_newest == snap.odds[1].source_ts
+    enc.now += FROM_REST_S / 2
+    later = event("copilot-odds", "2-0", [odd("c", ts=50)])
+    enc.encode([DecodedEvent.repair(GROUP, later.received_at, later.odds, epoch=1)])
+    enc.now += FROM_REST_S / 2  # the snapshot's window closed, the repair's is open
+    assert not enc.encode([event("copilot-odds", "5-0", [odd("c", ts=50)])]).changes
+    assert set(enc.state.history_context().from_rest) == {"a", "b", "c"}
+    enc.now += FROM_REST_S
+    assert enc.encode([event("copilot-odds", "6-0", [odd("c", ts=50)])]).changes
+    ctx = enc.state.history_context()
+    assert not ctx.from_rest and ctx.rest_newest is None
+
+
 def test_event_ids_are_unique_increasing_and_carry_the_slot() -> None:
     enc = _encoder()
     same_time = datetime(2026, 3, 1, tzinfo=UTC)

@@ -149,12 +149,21 @@ cdef long long _received_us(object at) except? -1:
     return wall_micros(at, 18262)  # from 2020-01-01
 
 
-cdef bint _twin(object from_rest, object now, list odds) except -1:
+cdef bint _twin(object from_rest, object now, object newest, list odds) except -1:
     """history._twin_possible: ``in`` and ``[]`` on the read-only view run in C, where a
-    ``get`` per odd was a method call (0.4 µs per odd while snapshot rows are remembered)."""
+    ``get`` per odd was a method call (0.4 µs per odd while snapshot rows are remembered).
+    A row newer than ``newest`` is skipped, timed once per run of rows sharing a time."""
     cdef OddRow r
     cdef tuple rest
+    cdef object last = None
+    cdef bint newer = False, first = True
     for r in odds:
+        if newest is not None:
+            if first or r.source_ts is not last:
+                first, last = False, r.source_ts
+                newer = last > newest
+            if newer:
+                continue
         if r.id in from_rest:
             rest = from_rest[r.id]
             if rest[0] > now and r.source_ts <= rest[1]:
@@ -168,7 +177,7 @@ def encode_into(ctx, list events, bint check_all, out):
     cdef dict marks = out.marks
     cdef object numbers = ctx.group_numbers, old_marks = ctx.marks, checked_groups = ctx.checked
     cdef object settlements = ctx.settlements, unsettled = out.unsettled
-    cdef object from_rest = ctx.from_rest, now = ctx.now
+    cdef object from_rest = ctx.from_rest, now = ctx.now, newest = ctx.rest_newest
     cdef bint twins = bool(from_rest)
     cdef long long slot = ctx.slot, last_us = out.last_us, us
     cdef list events_out = out.events, checked_events = out.checked_events
@@ -197,7 +206,7 @@ def encode_into(ctx, list events, bint check_all, out):
             or text is not None
             or key <= mark
             or group in checked_groups
-            or (twins and _twin(from_rest, now, odds))
+            or (twins and _twin(from_rest, now, newest, odds))
         )
         if text is None and key > mark:
             marks[group] = key

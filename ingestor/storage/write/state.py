@@ -45,6 +45,10 @@ class HistoryContext:
     # checked, the newest time of its rows made from REST: only rows up to it are).
     from_rest: Mapping[str, tuple[float, datetime]]
     now: float
+    # Not before any of ``from_rest``'s times (None: not known): a streamed row newer than it
+    # cannot be a twin, and skips the lookup (a hash and two probes per odd, 2.3% of the
+    # daemon's CPU on the bench while any row made from REST was remembered).
+    rest_newest: datetime | None = None
 
 
 class WriteState:
@@ -66,6 +70,8 @@ class WriteState:
         self._careful: dict[int, float] = {}  # group -> monotonic deadline
         self._fixtures_known: set[str] = set()
         self._from_rest: dict[str, tuple[float, datetime]] = {}
+        self._rest_until = 0.0  # when the last of _from_rest's windows closes
+        self._rest_newest: datetime | None = None  # _from_rest's newest time (or later)
         self._last_us = 0
         self._cursors = dict(cursors)
 
@@ -133,6 +139,7 @@ class WriteState:
             self._last_us,
             MappingProxyType(self._from_rest),
             now,
+            self._rest_newest,
         )
 
     # --- learning ---------------------------------------------------------------------------
@@ -174,14 +181,22 @@ class WriteState:
             if key > self._marks.get(group, -1):
                 self._marks[group] = key
         self._last_us = max(self._last_us, last_us)
-        until = self._clock() + FROM_REST_S
+        now = self._clock()
+        until = now + FROM_REST_S
         remembered = self._from_rest
+        if remembered and now >= self._rest_until:
+            # Every window has closed: none of them can check a row any more, and an empty
+            # map spares every streamed odd its lookup.
+            remembered.clear()
+            self._rest_newest = None
         for odd, source_ts in from_rest:
             held = remembered.get(odd)
             newest = source_ts if held is None or held[1] < source_ts else held[1]
             remembered[odd] = (until, newest)
+            self._rest_until = until
+            if self._rest_newest is None or self._rest_newest < newest:
+                self._rest_newest = newest
         if len(remembered) > FROM_REST_MAX:
-            now = self._clock()
             for gone in [k for k, (u, _) in remembered.items() if u <= now]:
                 del remembered[gone]
 
