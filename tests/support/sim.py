@@ -293,23 +293,32 @@ def _posted_and_suspended_in_gaps(
     return out
 
 
-async def gaps_closed(pg: Any) -> bool:
-    """No gap is waiting for a snapshot or a repair (unrepairable ones count as closed)."""
-    left = await pg.fetchval(
-        "SELECT count(*) FROM stream_gaps WHERE state IN ('open', 'repairing')"
+async def ledger_quiet(pg: Any, quiet_s: float) -> bool:
+    """Every gap closed, and none recorded for ``quiet_s`` seconds: a check made while the
+    daemon still reconnects would read changes as missing that a later repair adds."""
+    left, since = await pg.fetchrow(
+        "SELECT count(*) FILTER (WHERE state IN ('open', 'repairing')),"
+        " coalesce(extract(epoch FROM now() - max(opened_at)), 'Infinity')::float8"
+        " FROM stream_gaps"
     )
-    return bool(left == 0)
+    return bool(left == 0 and since >= quiet_s)
 
 
 async def history_holds(
-    pg: Any, sim: RunningSim, *, since: int | None = None, timeout_s: float = 120
+    pg: Any,
+    sim: RunningSim,
+    *,
+    since: int | None = None,
+    timeout_s: float = 120,
+    quiet_s: float = 0,
 ) -> None:
-    """How every fault test ends: once the gaps are repaired, no change the feed sent (from
-    log position ``since`` on) of an odd the database holds is missing from history, none is
-    stored twice, and every ``odds`` row is explained by its newest history row."""
+    """How every fault test ends: once the gaps are repaired (and, with ``quiet_s``, none
+    opened for that long), no change the feed sent (from log position ``since`` on) of an odd
+    the database holds is missing from history, none is stored twice, and every ``odds`` row
+    is explained by its newest history row."""
     from tests.conftest import wait_until
 
-    await wait_until(lambda: gaps_closed(pg), timeout_s=timeout_s, interval_s=0.2)
+    await wait_until(lambda: ledger_quiet(pg, quiet_s), timeout_s=timeout_s, interval_s=0.2)
     twice = await history_diff(pg, sim.server.world)
     assert twice == [], twice
     if since is not None:
