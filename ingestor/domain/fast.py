@@ -25,30 +25,37 @@ Int64 = Annotated[int, msgspec.Meta(ge=-(2**63) + 1, le=2**63 - 1)]
 
 
 class _Odd(msgspec.Struct, gc=False):
-    """An odd as the vendor sends it, each field with the type it must have."""
+    """An odd as the vendor sends it, each field with the type it must have.
 
-    id: str | None = None
-    odd_id: str | None = None
-    sportsbook: str | None = None
+    The fields are in the order the vendor sends them (its samples: the keys sorted, a
+    settlement's two after the timestamp): msgspec matches each key by trying the field after
+    the last match first, so a key in that order costs one compare, and one out of it a scan.
+    Measured with callgrind on the bench's odds with the keys in this order: 13,427
+    instructions per odd to decode with the fields as they were (grouped by meaning), 10,810
+    with this order."""
+
     fixture_id: str | None = None
     game_id: str | None = None
-    sport: str | None = None
+    grouping_key: str | None = None
+    id: str | None = None
+    is_live: bool | None = None
+    is_main: bool | None = None
     league: str | None = None
     market: str | None = None
     name: str | None = None
-    selection: str | None = None
-    selection_line: str | None = None
+    odd_id: str | None = None
     player_id: str | None = None
-    team_id: str | None = None
-    version_id: Int64 | None = None
     points: float | None = None
     price: float | None = None
-    is_main: bool | None = None
-    is_live: bool | None = None
-    grouping_key: str | None = None
+    selection: str | None = None
+    selection_line: str | None = None
+    sport: str | None = None
+    sportsbook: str | None = None
+    team_id: str | None = None
+    timestamp: float | None = None
     settlement: str | None = None
     settled_at: str | None = None
-    timestamp: float | None = None
+    version_id: Int64 | None = None
 
 
 class _OddsPayload(msgspec.Struct, gc=False):
