@@ -10,9 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingestor.domain.decode import DATA_EVENTS, decode_event
+from ingestor.domain import fast
+from ingestor.domain.decode import DATA_EVENTS, ODDS_EVENTS, decode_event
 from ingestor.domain.errors import DecodeError
 from ingestor.domain.events import Kind
+from ingestor.simulator.world import KEY_ORDER, as_sent
 from ingestor.stream.sse import SSEParser
 from tests.support.fakefeed import SEED_EVENTS, odd
 
@@ -268,3 +270,15 @@ def test_the_fast_path_takes_the_vendors_own_events() -> None:
         assert fast is not None, e.event
         careful = decode_event_carefully("g", "copilot", e.event, e.data, e.id, NOW)
         assert (fast.entry_id, fast.odds) == (careful.entry_id, careful.odds)
+
+
+def test_the_decoder_expects_an_odds_keys_in_the_order_the_vendor_sends_them() -> None:
+    # msgspec matches a key by trying the field after the last match first: fields in the
+    # vendor's order cost one compare a key (domain/fast.py has the measurement).
+    assert fast._Odd.__struct_fields__ == KEY_ORDER
+    events = SSEParser().feed(SEED_EVENTS.read_bytes())
+    sent = [list(o) for e in events if e.event in ODDS_EVENTS for o in orjson.loads(e.data)["data"]]
+    assert len(sent) == 3  # the vendor page's odds, locked and settled samples
+    for keys in sent:
+        assert keys == sorted(keys, key=KEY_ORDER.index)
+    assert [list(as_sent(dict.fromkeys(reversed(keys)))) for keys in sent] == sent
