@@ -144,16 +144,15 @@ CREATE TABLE {OWN_EVENTS} (LIKE change_events INCLUDING ALL);
 def own_records(events: list[Any]) -> tuple[list[Any], list[Any]]:
     """The same rows as the daemon's history writes them (storage/write/history.py), each
     event's rows new: (changes, events)."""
-    from ingestor.storage.write.history import encode
+    from ingestor.storage.write.history import change_records, encode
     from ingestor.storage.write.state import Known, WriteState
 
     groups = {g: i for i, g in enumerate(sorted({e.group_key for e in events}))}
     state = WriteState(groups, {})
     state.opened(0, Known([], {"Won": 1}, groups))
     h = encode(state.history_context(), events)  # every row new: straight in
-    for record, _ in h.unsettled:
-        record[5] = 1
-    return h.changes, h.events
+    h.codes = dict.fromkeys(h.texts, 1)
+    return change_records(h), h.events
 
 
 async def copy_own(url: str, changes: list[Any], events: list[Any], repeats: int = 3) -> list[int]:

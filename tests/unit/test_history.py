@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from ingestor.domain.events import DecodedEvent
 from ingestor.storage.write.history import (
     CHECKED_COLUMNS,
     HistoryBatch,
+    change_count,
+    change_records,
     encode,
     entry_key,
     float4_exact,
@@ -51,9 +55,9 @@ def test_new_entries_go_straight_in_and_raise_the_mark() -> None:
             event("copilot-odds", "6-1", [odd("a", ts=6)]),
         ]
     )
-    assert (len(h.changes), len(h.events), h.checked_changes) == (3, 2, [])
+    assert (change_count(h), len(h.events), h.checked_changes) == (3, 2, [])
     assert h.marks == {1: entry_key("6-1")[0]} == {1: enc.mark(1)}
-    assert {r[0] for r in h.changes} == {odd_key("a"), odd_key("b")}
+    assert {r[0] for r in change_records(h)} == {odd_key("a"), odd_key("b")}
 
 
 def test_what_may_be_stored_already_is_checked() -> None:
@@ -69,7 +73,7 @@ def test_what_may_be_stored_already_is_checked() -> None:
     )
     checked = {r[0] for r in h.checked_changes}
     assert checked == {odd_key("a"), odd_key("b"), odd_key("d")}
-    assert {r[0] for r in h.changes} == {odd_key("a"), odd_key("c")}
+    assert {r[0] for r in change_records(h)} == {odd_key("a"), odd_key("c")}
     assert enc.encode([event("copilot-odds", "8-0", [odd("e")])], check_all=True).changes == []
     enc.state.handed_over(WNBA, careful=False)  # taken over: its mark is read again
     assert enc.encode([event("copilot-odds", "9-0", [odd("f")], group=WNBA)]).changes == []
@@ -144,15 +148,27 @@ def test_prices_keep_float4_unless_it_cannot_hold_them() -> None:
     assert not float4_exact(1 / 3)
     enc = _encoder()
     h = enc.encode([event("copilot-odds", "5-0", [odd("a", price=1 / 3), odd("b", price=1.91)])])
-    exact = {r[0]: r[7] for r in h.changes}
+    exact = {r[0]: r[7] for r in change_records(h)}
     assert exact == {odd_key("a"): [1 / 3, None], odd_key("b"): None}
 
 
-def test_a_settlement_text_without_a_code_is_left_for_the_flush() -> None:
+def test_the_codes_of_the_rows_that_go_straight_in_are_the_flushs() -> None:
     enc = _encoder()
     settled = [settled_odd("a", settlement="Won"), settled_odd("b", settlement="Void Leg")]
     h = enc.encode([event("copilot-settled-odds", "5-0", settled)])
-    codes = {r[0]: r[5] for r in h.changes}
+    assert h.texts == {"Won", "Void Leg"} and h.unsettled == [] and h.codes == {}
+    with pytest.raises(KeyError, match="Won"):  # the flush fills the codes in first
+        change_records(h)
+    h.codes = {"Won": 7, "Void Leg": 9}  # what the flush's database has
+    codes = {r[0]: r[5] for r in change_records(h)}
+    assert codes == {odd_key("a"): 7, odd_key("b"): 9}
+
+
+def test_a_settlement_text_without_a_code_is_left_for_the_flush_in_a_checked_row() -> None:
+    enc = _encoder()
+    settled = [settled_odd("a", settlement="Won"), settled_odd("b", settlement="Void Leg")]
+    h = enc.encode([event("copilot-settled-odds", "5-0", settled)], check_all=True)
+    codes = {r[0]: r[5] for r in h.checked_changes}
     assert codes[odd_key("a")] == 1 and codes[odd_key("b")] is None
     assert [(text, rec[0]) for rec, text in h.unsettled] == [("Void Leg", odd_key("b"))]
 

@@ -19,7 +19,7 @@ from ingestor.domain import events, fast
 from ingestor.domain.events import DecodedEvent, Kind, OddRow, PyOddRow, order_key
 from ingestor.storage.write import batch, history
 from ingestor.storage.write.state import HistoryContext
-from ingestor.storage.write.statements import ODDS
+from ingestor.storage.write.statements import CHANGES, ODDS
 from ingestor.stream import sse
 
 PURE_BUILD = os.environ.get("BUILD_PURE_PYTHON") == "1"
@@ -167,6 +167,49 @@ def test_the_compiled_history_records_are_the_pure_ones(
     # An unsettled record is the very row appended: the flush fills its code in there.
     appended = {id(r) for r in got[0]}
     assert all(id(record) in appended for record, _ in got[1])
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2**55) | st.integers(2**58 - 2, 2**59),  # ev in C, and past it
+            st.lists(rows(), min_size=1, max_size=5),
+        ),
+        max_size=5,
+    ),
+    st.integers(1, 2**15 - 1) | st.integers(2**15, 2**16),  # a code past smallint: refused
+)
+def test_the_compiled_history_copy_of_the_rows_that_go_straight_in_is_the_pure_one(
+    changes: list[tuple[int, list[list[Any]]]], code: int
+) -> None:
+    h = history.HistoryBatch(3)
+    h.changes = [(event, [OddRow(*a) for a in odds]) for event, odds in changes]
+    h.codes = {"won": 1, "lost": code, "void": 3}
+    try:
+        want: bytes | type[Exception] = history.pure_changes_payload(h, CHANGES.codes)
+    except (TypeError, ValueError) as exc:  # a value the column refuses: the same error class
+        want = type(exc)
+    try:
+        got: bytes | type[Exception] = history.changes_payload(h, CHANGES.codes)
+    except (TypeError, ValueError) as exc:
+        got = type(exc)
+    assert got == want
+    assert history.change_count(h) == sum(len(odds) for _, odds in changes)
+
+
+def test_a_row_that_goes_straight_in_without_its_settlement_code_is_refused_by_both() -> None:
+    # The flush fills in every text's code first: a missing one is its bug, named.
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    args: list[Any] = ["a", Kind.SETTLED, "copilot", *[None] * 13, 2.5, -110.0, None, None]
+    args += [None, "void", at, at, "1-0", "1-0", order_key(0, (1, 0), Kind.SETTLED)]
+    row = OddRow(*args)
+    h = history.HistoryBatch(3)
+    h.changes = [(1, [row])]
+    h.codes = {"won": 1}
+    for payload in (history.pure_changes_payload, history.changes_payload):
+        with pytest.raises(KeyError, match="void"):
+            payload(h, CHANGES.codes)
 
 
 @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])

@@ -25,6 +25,8 @@ from ingestor.storage.write.history import (
     EVENT_COLUMNS,
     SLOTS,
     HistoryBatch,
+    change_count,
+    changes_payload,
 )
 from ingestor.storage.write.state import Known
 
@@ -232,9 +234,9 @@ async def _history(conn: asyncpg.Connection, h: HistoryBatch) -> tuple[int, int]
     Returns the rows added and the rows checked."""
     added = 0
     if h.changes:
-        await copy(conn, CHANGES, h.changes)
+        await copy_encoded(conn, CHANGES, lambda: changes_payload(h, CHANGES.codes))
         await copy(conn, EVENTS, h.events)
-        added += len(h.changes)
+        added += change_count(h)
     if h.checked_changes:
         await copy(conn, CHECKED_CHANGES, h.checked_changes)
         await copy(conn, CHECKED_EVENTS, h.checked_events)
