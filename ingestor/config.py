@@ -174,7 +174,7 @@ class WriterSettings(_Component):
     """The queue between the workers and the writer, and the writer's flushes."""
 
     writer_connections: int = Field(default=2, ge=1, le=16)
-    writer_batch_max_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    writer_batch_max_rows: int = Field(default=20_000, ge=1, le=1_000_000)
     queue_max_events: int = Field(default=4000, ge=1, le=1_000_000)
     flush_timeout_s: float = Field(default=60.0, gt=0)
     flush_retry_max_s: float = Field(default=30.0, gt=0)
