@@ -122,3 +122,21 @@ def test_the_lag_counts_every_streamed_odd_once_by_its_source_time() -> None:
             counts = [x + y for x, y in zip(counts, got[0], strict=True)]
             total += got[1]
         assert (counts, total) == ([1, 1, 3], 12.0), shards
+
+
+def test_the_history_batch_knows_its_groups_and_odds_and_the_first_every_epoch() -> None:
+    # The writer reads these instead of passing over the events again (numbers, fences, the
+    # batch-size histogram); a batch of parts (3+ connections) carries no epoch of its own.
+    evs = [
+        event("copilot-odds", "10-0", [odd("a"), odd("b")]),
+        event("copilot-odds", "3-0", [odd("c")], group="copilot:basketball:WNBA"),
+        event("copilot-odds", "11-0", []),  # no odds: fenced all the same
+    ]
+    for ev, epoch in zip(evs, (4, 7, 5), strict=True):
+        ev.epoch = epoch
+    for shards in (1, 2, 3):
+        batches = build_batches(evs, shards)
+        assert batches[-1].groups == {evs[0].group_key, evs[1].group_key}
+        assert [b.odd_count for b in batches] == [0] * (len(batches) - 1) + [3]
+        assert batches[0].epochs == {(e.group_key, e.epoch) for e in evs}
+        assert all(not b.epochs for b in batches[1:])

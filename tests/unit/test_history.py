@@ -10,7 +10,6 @@ from ingestor.domain.events import DecodedEvent
 from ingestor.storage.write.history import (
     CHECKED_COLUMNS,
     HistoryBatch,
-    change_count,
     change_records,
     encode,
     entry_key,
@@ -55,7 +54,7 @@ def test_new_entries_go_straight_in_and_raise_the_mark() -> None:
             event("copilot-odds", "6-1", [odd("a", ts=6)]),
         ]
     )
-    assert (change_count(h), len(h.events), h.checked_changes) == (3, 2, [])
+    assert (h.change_rows, len(h.events), h.checked_changes) == (3, 2, [])
     assert h.marks == {1: entry_key("6-1")[0]} == {1: enc.mark(1)}
     assert {r[0] for r in change_records(h)} == {odd_key("a"), odd_key("b")}
 

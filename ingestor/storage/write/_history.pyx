@@ -233,6 +233,7 @@ def encode_into(ctx, list events, bint check_all, out):
     cdef list events_out = out.events, checked_events = out.checked_events
     cdef list changes = out.changes, checked_changes = out.checked_changes
     cdef set texts = out.texts
+    cdef Py_ssize_t change_rows = out.change_rows
     cdef OddRow r
     cdef bint checked
     for e in events:
@@ -287,7 +288,9 @@ def encode_into(ctx, list events, bint check_all, out):
         else:
             events_out.append(record)
             changes.append((event, odds))
+            change_rows += len(odds)
             for r in odds:
                 if r.settlement is not None:
                     texts.add(r.settlement)
     out.last_us = last_us
+    out.change_rows = change_rows

@@ -54,6 +54,7 @@ class HistoryBatch:
     # 2,825 instructions per odd (callgrind, the bench's events), the rows written directly
     # about 900.
     changes: list[tuple[int, list[OddRow]]] = field(default_factory=list)
+    change_rows: int = 0  # how many rows those events have
     texts: set[str] = field(default_factory=set)  # the settlement texts of those rows
     codes: dict[str, int] = field(default_factory=dict)  # ... their codes, the flush's
     events: list[Record] = field(default_factory=list)  # change_events of ``changes``
@@ -128,6 +129,7 @@ def pure_encode_into(
         else:
             out.events.append(record)
             out.changes.append((event, e.odds))
+            out.change_rows += len(e.odds)
             out.texts.update(r.settlement for r in e.odds if r.settlement is not None)
 
 
@@ -180,11 +182,6 @@ def pure_records(
     """Append the odds_changes records of one event's odds to ``rows``."""
     for r in odds:
         rows.append(_row(settlements, r, event, unsettled, staged))
-
-
-def change_count(h: HistoryBatch) -> int:
-    """How many rows go straight into odds_changes."""
-    return sum([len(odds) for _, odds in h.changes])
 
 
 def change_records(h: HistoryBatch) -> list[Record]:

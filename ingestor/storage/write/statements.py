@@ -25,7 +25,6 @@ from ingestor.storage.write.history import (
     EVENT_COLUMNS,
     SLOTS,
     HistoryBatch,
-    change_count,
     changes_payload,
 )
 from ingestor.storage.write.state import Known
@@ -236,7 +235,7 @@ async def _history(conn: asyncpg.Connection, h: HistoryBatch) -> tuple[int, int]
     if h.changes:
         await copy_encoded(conn, CHANGES, lambda: changes_payload(h, CHANGES.codes))
         await copy(conn, EVENTS, h.events)
-        added += change_count(h)
+        added += h.change_rows
     if h.checked_changes:
         await copy(conn, CHECKED_CHANGES, h.checked_changes)
         await copy(conn, CHECKED_EVENTS, h.checked_events)

@@ -239,7 +239,7 @@ class Writer:
         state = self._state
         if state.slot is None or state.any_checked() or batch.history is not None:
             return  # the flush would encode it again (and the ahead pass raised the marks)
-        if state.numbered(e.group_key for e in batch.history_events):
+        if state.numbered(batch.groups):
             batch.history = self._encode(batch.history_events, check_all=False)
 
     def _encode(self, events: list[DecodedEvent], *, check_all: bool) -> HistoryBatch:
@@ -333,7 +333,7 @@ class Writer:
                 if batches is None:
                     batches = build_batches(events, len(self._conns))
                 # Every (group, epoch) the events were read under: fenced in each transaction.
-                epochs = {(e.group_key, e.epoch) for e in events if e.epoch}
+                epochs = batches[0].epochs
                 async with asyncio.timeout(self._s.flush_timeout_s):
                     written = await self._write_shards(batches, attempt, epochs)
             except POISON as exc:
@@ -483,7 +483,7 @@ class Writer:
         transactions), and the marks of groups taken over (another process may have moved
         them). Settlement codes come after it (``_settle``)."""
         state = self._state
-        groups = state.unnumbered(e.group_key for e in batch.history_events)
+        groups = state.unnumbered(batch.groups)
         stale = state.stale_groups()
         if groups:
             state.learnt_groups(await statements.ensure_groups(conn, groups))
@@ -570,7 +570,7 @@ class Writer:
         self._last_error = None
         m.last_commit.set(time.time())
         m.flush_duration.observe(seconds)
-        odds = sum([len(e.odds) for b in batches for e in b.history_events])
+        odds = sum([b.odd_count for b in batches])
         m.batch_rows.observe(odds)
         for table, n in written.items():
             m.rows_written.labels(table).inc(n)
