@@ -51,8 +51,8 @@ class HistoryBatch:
     # Each event whose rows go straight into odds_changes, with its odds: (event id, rows).
     # Their COPY is written from the rows at the flush (``changes_payload``), once their
     # settlement codes are known, with no record per odd between: records and their COPY were
-    # 2,825 instructions per odd (callgrind, the bench's events), the rows written directly
-    # about 900.
+    # 2,825 instructions per odd (callgrind, the bench's events); written from the rows, decode
+    # to COPY bytes came down from 27,070 to 26,079 per odd.
     changes: list[tuple[int, list[OddRow]]] = field(default_factory=list)
     change_rows: int = 0  # how many rows those events have
     texts: set[str] = field(default_factory=set)  # the settlement texts of those rows
