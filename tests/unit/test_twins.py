@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
@@ -76,6 +77,15 @@ def rows(draw: st.DrawFn) -> list[Any]:
     ]
 
 
+def _outcome(encode: Callable[[], bytes]) -> bytes | type[Exception]:
+    """The COPY bytes, or the class of the error (a value the column refuses: the twins must
+    refuse it with the same class)."""
+    try:
+        return encode()
+    except (TypeError, ValueError) as exc:
+        return type(exc)
+
+
 def _event(odds: list[OddRow]) -> DecodedEvent:
     return DecodedEvent("g", "copilot-odds", "1-0", "1-0", datetime.now(UTC), odds=odds)
 
@@ -114,14 +124,8 @@ def test_the_compiled_collapse_gives_the_pure_states_stubs_copy_bytes_and_lags(
     )
     assert lags == pure_lags and lag_total == pytest.approx(pure_total, rel=1e-12)
     assert batch.current_records(newest) == batch.current_records(pure_newest)
-    try:
-        want: bytes | type[Exception] = batch.pure_current_payload(pure_newest, ODDS.codes)
-    except (TypeError, ValueError) as exc:  # a value the column refuses: the same error class
-        want = type(exc)
-    try:
-        got: bytes | type[Exception] = batch.current_payload(newest, ODDS.codes)
-    except (TypeError, ValueError) as exc:
-        got = type(exc)
+    want = _outcome(lambda: batch.pure_current_payload(pure_newest, ODDS.codes))
+    got = _outcome(lambda: batch.current_payload(newest, ODDS.codes))
     assert got == want
 
 
@@ -186,14 +190,8 @@ def test_the_compiled_history_copy_of_the_rows_that_go_straight_in_is_the_pure_o
     h = history.HistoryBatch(3)
     h.changes = [(event, [OddRow(*a) for a in odds]) for event, odds in changes]
     h.codes = {"won": 1, "lost": code, "void": 3}
-    try:
-        want: bytes | type[Exception] = history.pure_changes_payload(h, CHANGES.codes)
-    except (TypeError, ValueError) as exc:  # a value the column refuses: the same error class
-        want = type(exc)
-    try:
-        got: bytes | type[Exception] = history.changes_payload(h, CHANGES.codes)
-    except (TypeError, ValueError) as exc:
-        got = type(exc)
+    want = _outcome(lambda: history.pure_changes_payload(h, CHANGES.codes))
+    got = _outcome(lambda: history.changes_payload(h, CHANGES.codes))
     assert got == want
 
 
@@ -222,15 +220,9 @@ def test_a_row_keyed_once_is_keyed_again_when_its_id_changes(args: list[Any], ne
     assert made[0][0] == history.odd_key(row.id)
     row.id = new
     newest, _ = batch.collapse([_event([row])])
-    try:
-        got: bytes | type[Exception] = batch.current_payload(newest, ODDS.codes)
-    except (TypeError, ValueError) as exc:  # a value the column refuses (the same class)
-        got = type(exc)
+    got = _outcome(lambda: batch.current_payload(newest, ODDS.codes))
     pure_newest, _ = batch.pure_collapse([_event([PyOddRow(*[new, *args[1:]])])])
-    try:
-        want: bytes | type[Exception] = batch.pure_current_payload(pure_newest, ODDS.codes)
-    except (TypeError, ValueError) as exc:
-        want = type(exc)
+    want = _outcome(lambda: batch.pure_current_payload(pure_newest, ODDS.codes))
     assert got == want
     again: list[Any] = []
     history.records([row], 1, {}, None, again, [])
