@@ -330,4 +330,7 @@ async def history_holds(
             )
             ledger = [tuple(g) for g in gaps]
             raise AssertionError(f"{len(missing)} changes missing: {missing[:10]}; gaps {ledger}")
-    assert await history_invariants(pg) == []
+    # Named here: pytest does not rewrite asserts in tests/support, so a bare comparison
+    # would fail without saying which odd.
+    problems = await history_invariants(pg)
+    assert problems == [], problems

@@ -1,5 +1,6 @@
 # The binary COPY writer's primitives, for the compiled twins that write a COPY stream from
-# their own objects instead of records (``_batch.pyx``: the current-state rows).
+# their own objects instead of records (``_batch.pyx``: the current-state rows; ``_history.pyx``:
+# history's rows that go straight in).
 
 from cpython.ref cimport PyObject
 
