@@ -265,32 +265,62 @@ def entry_ms(entry_id: str) -> int:
 def _posted_and_suspended_in_gaps(
     world: World, gaps: list[Any], earliest: dict[str, datetime]
 ) -> dict[str, int]:
-    """Odd id -> the end (ms) of the gap it was first posted in and was still locked at the
-    end of, when history has nothing of it before that end: the database could not know of
-    it before it re-opened."""
+    """Odd id -> the time (ms) up to which the database could not know it: the end of the
+    last gap of a run of gaps that each held the odd's changes and ended with it locked, from
+    its first change on, when history has nothing of it before that end (no snapshot returns
+    a locked odd, and the stream was not there)."""
     spans = [(g["from_ts"].timestamp() * 1000, g["until_ts"].timestamp() * 1000) for g in gaps]
-    gap_of: dict[str, int | None] = {}
-    last_kind: dict[str, str] = {}
+    changes: dict[str, list[tuple[int, str]]] = {}
     for e in world.log:
         if e.event not in KINDS:
             continue
         ms = entry_ms(e.entry_id)
         for item in orjson.loads(e.data)["data"]:
-            odd = item["id"]
-            if odd not in gap_of:
-                gap_of[odd] = next((i for i, (lo, hi) in enumerate(spans) if lo <= ms <= hi), None)
-            i = gap_of[odd]
-            if i is not None and ms <= spans[i][1]:
-                last_kind[odd] = KINDS[e.event]
+            changes.setdefault(item["id"], []).append((ms, KINDS[e.event]))
     out = {}
-    for odd, kind in last_kind.items():
-        i = gap_of[odd]
-        assert i is not None  # last_kind holds only odds first posted inside a gap
-        end = spans[i][1]
+    for odd, seen in changes.items():
         known = earliest.get(odd)
-        if kind == "locked" and (known is None or known.timestamp() * 1000 > end):
-            out[odd] = int(end)
+        until = unknowable_until(seen, spans, known.timestamp() * 1000 if known else INF)
+        if until is not None:
+            out[odd] = int(until)
     return out
+
+
+INF = float("inf")
+
+
+def _end(span: tuple[float, float]) -> float:
+    return span[1]
+
+
+def unknowable_until(
+    changes: list[tuple[int, str]], spans: list[tuple[float, float]], known_ms: float
+) -> float | None:
+    """The end of the run of gaps (``spans``, ms) that an odd's first changes (ms, kind; in
+    order) fall in, each ending with the odd locked and before history first knows it
+    (``known_ms``); None when its first change is outside every gap or the first gap does not
+    end so. An odd posted and suspended in a gap, then re-opened and suspended again inside
+    a later gap, stays unknown across both: only a snapshot that sees it open, or the stream,
+    can tell the database of it."""
+    until: float | None = None
+    gap: tuple[float, float] | None = None
+    last = ""
+    for ms, kind in changes:
+        if gap is not None and ms <= gap[1]:
+            last = kind
+            continue
+        if gap is not None:  # the odd's changes left the gap: how did it end?
+            if last != "locked" or gap[1] >= known_ms:
+                return until
+            until = gap[1]
+        # Of the gaps around it, the first to end: the first snapshot that could see it.
+        gap = min(((lo, hi) for lo, hi in spans if lo <= ms <= hi), key=_end, default=None)
+        if gap is None:  # the stream was there: the database knows it from here
+            return until
+        last = kind
+    if gap is not None and last == "locked" and gap[1] < known_ms:
+        until = gap[1]
+    return until
 
 
 async def ledger_quiet(pg: Any, quiet_s: float) -> bool:
