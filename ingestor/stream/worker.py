@@ -319,11 +319,13 @@ class StreamWorker:
                 if item is not None:
                     # Blocks while the writer is behind: the socket is not read meanwhile
                     # (backpressure). put_nowait when there is room: put's coroutine was a
-                    # quarter of the put (0.3 of 1.4 µs per event, measured).
-                    if queue.full():
-                        await queue.put(item)
-                    else:
+                    # quarter of the put (0.3 of 1.4 µs per event, measured); and tried
+                    # first, since asking full() beforehand checks the room twice (py-spy:
+                    # Queue.qsize alone 1.1% of the daemon).
+                    try:
                         queue.put_nowait(item)
+                    except asyncio.QueueFull:
+                        await queue.put(item)
                     if item.advances_cursor:
                         self._queued_in_chunk += 1
                 if i % YIELD_EVERY_EVENTS == 0:
