@@ -357,6 +357,9 @@ stream_gap_odds = Table(
         server_default=text("false"),
         comment="its history was fetched: a later snapshot does not queue it again",
     ),
+    # The pending pairs only, in the order the repair takes them, and by odd (0007).
+    Index(None, "gap_id", "odd_id", postgresql_where=text("NOT done")),
+    Index(None, "odd_id", postgresql_where=text("NOT done")),
     comment="internal: the repair's work queue, an odd whose history a gap still needs",
 )
 

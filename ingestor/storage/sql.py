@@ -557,10 +557,27 @@ RETURNING gap_id
 """
 # The repair's next odds: the oldest gaps of these groups first; each odd once, with the
 # earliest start of the gaps that list it.
+# The first $2 pending pairs in (gap, odd) order name the odds (an odd's first pair is its
+# oldest gap's, so they come in the order of the oldest gap that lists each), then all the
+# pending pairs of those odds alone are gathered. Grouping every pending pair first, as this
+# query did before 0007, cost 455-504 ms a call on a ledger of 988k pending pairs; this,
+# with 0007's partial indexes, 17.4 ms (34-37 without them). Its answer is a prefix of the
+# old one's (tests/integration/test_repair_queue.py).
 REPAIR_WORK = """
-SELECT w.odd_id, g.group_key, min(g.from_ts) AS from_ts, array_agg(w.gap_id) AS gaps
+WITH picked AS (
+    SELECT DISTINCT f.odd_id, f.group_key
+    FROM (SELECT w.odd_id, g.group_key
+          FROM stream_gap_odds w JOIN stream_gaps g USING (gap_id)
+          WHERE g.group_key = ANY($1::text[]) AND g.state = 'repairing' AND NOT w.done
+          ORDER BY w.gap_id, w.odd_id
+          LIMIT $2) f
+)
+SELECT w.odd_id, g.group_key, min(g.from_ts) AS from_ts,
+       array_agg(w.gap_id ORDER BY w.gap_id) AS gaps
 FROM stream_gap_odds w JOIN stream_gaps g USING (gap_id)
-WHERE g.group_key = ANY($1::text[]) AND g.state = 'repairing' AND NOT w.done
+WHERE w.odd_id = ANY (ARRAY(SELECT odd_id FROM picked))
+  AND (w.odd_id, g.group_key) IN (SELECT odd_id, group_key FROM picked)
+  AND g.state = 'repairing' AND NOT w.done
 GROUP BY w.odd_id, g.group_key
 ORDER BY min(w.gap_id), w.odd_id
 LIMIT $2
