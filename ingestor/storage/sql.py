@@ -556,13 +556,12 @@ WHERE group_key = $1 AND state = 'open'
 RETURNING gap_id
 """
 # The repair's next odds: the oldest gaps of these groups first; each odd once, with the
-# earliest start of the gaps that list it.
-# The first $2 pending pairs in (gap, odd) order name the odds (an odd's first pair is its
-# oldest gap's, so they come in the order of the oldest gap that lists each), then all the
-# pending pairs of those odds alone are gathered. Grouping every pending pair first, as this
-# query did before 0007, cost 455-504 ms a call on a ledger of 988k pending pairs; this,
-# with 0007's partial indexes, 17.4 ms (34-37 without them). Its answer is a prefix of the
-# old one's (tests/integration/test_repair_queue.py).
+# earliest start of the gaps that list it. The first $2 pending pairs in (gap, odd) order
+# name the odds (an odd's first pair is its oldest gap's, so they come in the order of the
+# oldest gap that lists each), then all the pending pairs of those odds alone are gathered.
+# Grouping every pending pair first, as this query did before 0007, cost 455-504 ms a call on
+# a ledger of 988k pending pairs; this, with 0007's partial indexes, 17.4 ms (34-37 without
+# them). Its answer is a prefix of the old one's (tests/integration/test_repair_queue.py).
 REPAIR_WORK = """
 WITH picked AS (
     SELECT DISTINCT f.odd_id, f.group_key
