@@ -1,6 +1,7 @@
-"""The repair's work query (sql.REPAIR_WORK) against the plain one it replaced: on generated
-ledgers, its answer is always a prefix of the plain query's (the same odds, in the same
-order, with the same oldest start and the same gaps), and never empty while work is left."""
+"""The repair's work queue on generated ledgers: its work query (sql.REPAIR_WORK) answers a
+prefix of the plain one it replaced (the same odds, in the same order, with the same oldest
+start and the same gaps), never empty while work is left; and a call's end (sql.REPAIRED)
+closes exactly the gaps it leaves nothing to do."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ingestor.storage import sql
+from ingestor.storage.gaps import PgGapLedger
 
 # Before 0007: every pending pair grouped by odd, then the oldest first.
 PLAIN = """
@@ -60,3 +62,49 @@ async def test_the_work_query_answers_a_prefix_of_the_plain_one(pg: Any) -> None
     # The prefix is shorter when an odd's pairs fill the first ``limit`` pairs: the ledgers
     # make that happen, so the comparison above covers it.
     assert shorter > 0
+
+
+async def test_a_call_closes_exactly_the_gaps_it_leaves_nothing_to_do(
+    database_url: str, pg: Any
+) -> None:
+    """REPAIRED against a model on generated ledgers: the call's pairs are done, each gap
+    counts its own, and a gap is repaired exactly when none of its pairs is left to do."""
+    await pg.execute(
+        "INSERT INTO stream_cursors (group_key, stream, sport, leagues, epoch)"
+        " VALUES ('g1', 'copilot', 'basketball', '{NBA}', 1)"
+    )
+    ledger = PgGapLedger(database_url)
+    rng = random.Random(11)
+    try:
+        for _ in range(40):
+            await _ledger(pg, rng)
+            await pg.execute("UPDATE stream_gaps SET group_key = 'g1', state = 'repairing'")
+            before = {
+                (r["gap_id"], r["odd_id"]): r["done"]
+                for r in await pg.fetch("SELECT gap_id, odd_id, done FROM stream_gap_odds")
+            }
+            work = await ledger.work(["g1"], rng.choice((1, 3, 10)))
+            if not work:
+                continue
+            called = {(g, w.odd_id) for w in work for g in w.gaps}
+            # A snapshot scoping meanwhile queues an odd of the call for a gap again: that
+            # pair is not the call's, and its gap stays to do.
+            late = (rng.choice(sorted({g for g, _ in before})), work[0].odd_id)
+            if late not in before and rng.random() < 0.5:
+                await pg.execute(
+                    "INSERT INTO stream_gap_odds (gap_id, odd_id) VALUES ($1, $2)", *late
+                )
+                before[late] = False
+            assert await ledger.repaired(work, 5, "g1", 1)
+            pending = {p for p, done in before.items() if not done and p not in called}
+            gaps = {r["gap_id"]: r for r in await pg.fetch("SELECT * FROM stream_gaps")}
+            for gap_id, g in gaps.items():
+                mine = sum(1 for p in called if p[0] == gap_id)
+                assert g["odds_repaired"] == mine
+                left = any(p[0] == gap_id for p in pending)
+                expected = "repaired" if mine and not left else "repairing"
+                assert g["state"] == expected, (gap_id, mine, left)
+                oldest = gap_id == min(p[0] for p in called)
+                assert (g["historical_calls"], g["changes_added"]) == ((1, 5) if oldest else (0, 0))
+    finally:
+        await ledger.close_pool()
