@@ -17,9 +17,16 @@ from yarl import URL
 
 from ingestor.config import StreamSettings
 from ingestor.domain.cursors import Cursor
-from ingestor.domain.decode import CONTROL_EVENTS, DATA_EVENTS, REJECT_REASONS, decode_event
+from ingestor.domain.decode import (
+    CONTROL_EVENTS,
+    DATA_EVENTS,
+    ODDS_EVENTS,
+    REJECT_REASONS,
+    decode_event_carefully,
+)
 from ingestor.domain.errors import DecodeError
 from ingestor.domain.events import DeadLetter, DecodedEvent, EventQueue
+from ingestor.domain.fast import fast_odds
 from ingestor.domain.groups import Group
 from ingestor.lifecycle import LogLimit, sleep_or_stop
 from ingestor.metrics import Metrics
@@ -107,7 +114,7 @@ class StreamWorker:
         self._counters: dict[str, Any] = {}
         # A chunk's counts, published once at its end (a lock per event and series cost 4% of
         # the daemon's CPU in the bench profile): events by type, data events, events queued.
-        self._tally: dict[Any, int] = {}
+        self._tally: dict[str, int] = {}
         self._data_in_chunk = self._queued_in_chunk = 0
         self._log_limit = LogLimit()
         # The link as readiness sees it: since when connected (or trying to), and why the
@@ -313,11 +320,35 @@ class StreamWorker:
             letter = self._reject("too_large", "", "", str(exc), b"", now)
             await self._queue.put(self._letters_only([letter], now))
             events = exc.events
-        queue = self._queue
+        queue, tally, epoch = self._queue, self._tally, self._recovery.epoch
+        key, stream = self.group.key, self.group.stream.kind
+        # The chunk's data events: how many, the first's entry and the newest, told to gap
+        # tracking once at the chunk's end (a call and a comparison per event before).
+        data = 0
+        first: tuple[int, int] | None = None
+        high: tuple[int, int] | None = None
         try:
             for i, event in enumerate(events, 1):
-                item = self._take(event, now)
+                etype = event.event
+                tally[etype] = tally.get(etype, 0) + 1
+                # The common case (a well-formed odds event) straight to the compiled
+                # decoder; everything else (pings, fixtures, anything it will not judge)
+                # through _take.
+                kind = ODDS_EVENTS.get(etype)
+                item = None
+                if kind is not None:
+                    item = fast_odds(key, stream, etype, kind, event.data, event.id, now)
+                if item is None:
+                    item = self._take(event, now)
                 if item is not None:
+                    if item.advances_cursor:  # a data event (a dead letter alone is not)
+                        item.epoch = epoch
+                        at = item.entry or item.position()
+                        if first is None:
+                            first = at
+                        if high is None or at > high:
+                            high = at
+                        data += 1
                     # Blocks while the writer is behind: the socket is not read meanwhile
                     # (backpressure). put_nowait when there is room: put's coroutine was a
                     # quarter of the put (0.3 of 1.4 µs per event, measured); and tried
@@ -327,15 +358,30 @@ class StreamWorker:
                         queue.put_nowait(item)
                     except asyncio.QueueFull:
                         await queue.put(item)
-                    if item.advances_cursor:
-                        self._queued_in_chunk += 1
                 if i % YIELD_EVERY_EVENTS == 0:
                     # One read can hold hundreds of events. Without a yield, every round
                     # trip of the writer (BEGIN, SAVEPOINT, ...) waits for the whole chunk
                     # to be decoded, and PostgreSQL idles meanwhile: measured, 9 of 37 s.
                     await asyncio.sleep(0)
         finally:
+            if data:
+                self._data_received(data, first, high)
             self._publish_counts()
+
+    def _data_received(
+        self, n: int, first: tuple[int, int] | None, high: tuple[int, int] | None
+    ) -> None:
+        """``n`` data events of a chunk were queued: the first's entry and the newest."""
+        self._data_events += n
+        self._data_in_chunk += n
+        self._queued_in_chunk += n
+        if self._data_events == n and self.failures:
+            # Data flows again: the group is healthy (this is what /readyz looks at).
+            self.failures = 0
+            self._metrics.stream_consecutive_failures.labels(self.group.key).set(0)
+        if first is not None and high is not None:
+            self._recovery.received(first)
+            self._recovery.received(high)
 
     def _reject(
         self, reason: str, event_type: str, event_id: str, detail: str, payload: bytes, at: datetime
@@ -378,8 +424,8 @@ class StreamWorker:
 
     def _publish_counts(self) -> None:
         """The chunk's counts, into their metrics."""
-        for counter, n in self._tally.items():
-            counter.inc(n)
+        for etype, n in self._tally.items():
+            self._counter(etype).inc(n)
         self._tally.clear()
         if self._data_in_chunk:
             self._last_data.set(time.time())
@@ -388,10 +434,8 @@ class StreamWorker:
             self._metrics.events_queued.inc(self._queued_in_chunk)
             self._queued_in_chunk = 0
 
-    def _take(self, event: SSEEvent, now: datetime) -> DecodedEvent | None:
-        """Count and decode one event: what goes to the writer (the decoded event, or its dead
-        letter), or None (a ping, an event type we do not know)."""
-        etype = event.event
+    def _counter(self, etype: str) -> Any:
+        """The received-events series of an event type."""
         counter = self._counters.get(etype)
         if counter is None:  # label lookups cost more than the increment: keep the children
             # A feed inventing event types must not grow memory or label sets without bound.
@@ -399,7 +443,13 @@ class StreamWorker:
             counter = self._received.labels(self.group.key, label)
             if len(self._counters) < MAX_EVENT_TYPES:
                 self._counters[etype] = counter
-        self._tally[counter] = self._tally.get(counter, 0) + 1
+        return counter
+
+    def _take(self, event: SSEEvent, now: datetime) -> DecodedEvent | None:
+        """Decode one event the fast path did not take: what goes to the writer (the decoded
+        event, or its dead letter), or None (a ping, an event type we do not know)."""
+        etype = event.event
+        self._counter(etype)  # every type has its series from its first event on
         if etype in CONTROL_EVENTS:
             return None
         if etype not in DATA_EVENTS:
@@ -409,7 +459,7 @@ class StreamWorker:
                 log.warning("event_unknown", group=self.group.key, event_type=etype[:64])
             return None
         try:
-            decoded = decode_event(
+            decoded = decode_event_carefully(
                 self.group.key, self.group.stream.kind, etype, event.data, event.id, now
             )
         except DecodeError as exc:
@@ -420,12 +470,4 @@ class StreamWorker:
             decoded.dead_letters.append(
                 self._reject(bad.reason, etype, event.id, detail, bad.payload, now)
             )
-        self._data_events += 1
-        if self._data_events == 1 and self.failures:
-            # Data flows again: the group is healthy (this is what /readyz looks at).
-            self.failures = 0
-            self._metrics.stream_consecutive_failures.labels(self.group.key).set(0)
-        self._data_in_chunk += 1
-        self._recovery.received(decoded.position())
-        decoded.epoch = self._recovery.epoch
         return decoded
