@@ -7,7 +7,7 @@ import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ingestor.domain.errors import DecodeError, EntryIdError
 
@@ -243,18 +243,6 @@ class Barrier:
         self.done = asyncio.Event()
 
 
-class GapRecord:
-    """Put on the queue ahead of a connection's events: the writer commits nothing queued after
-    it before ``recorded`` (the connection's gap going into the ledger) is done, so that no
-    cursor moves past a stretch the ledger does not hold (a crash in between would lose it)."""
-
-    __slots__ = ("recorded",)
-
-    def __init__(self, recorded: asyncio.Future[Any]) -> None:
-        self.recorded = recorded
-
-
 # The one queue between the workers (and gap recovery) and the writer; a Barrier asks to be
-# told when what came before is committed; a GapRecord holds back what comes after it; None
-# asks the writer to flush it all and stop.
-EventQueue = asyncio.Queue[DecodedEvent | Barrier | GapRecord | None]
+# told when what came before is committed; None asks the writer to flush it all and stop.
+EventQueue = asyncio.Queue[DecodedEvent | Barrier | None]

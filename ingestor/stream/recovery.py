@@ -112,14 +112,15 @@ class Recovery:
             self._recover(opening), name=f"rehydrate:{self._group.key}"
         )
 
-    def recording(self) -> asyncio.Task[int | None] | None:
-        """This connection's gap record while it is not yet in the ledger (None: recorded, or
-        no gap). The worker queues it ahead of the connection's events (``GapRecord``): a
-        cursor moved past the stretch before the ledger held it, then a crash, and the stretch
-        was lost from the ledger (the next owner's gap starts at the moved cursor). Seen in
-        the failover test: the first commit after a reconnect landed before its gap's INSERT."""
+    async def recorded(self) -> None:
+        """Until this connection's gap is in the ledger (or its record was given up, at stop).
+        The worker reads none of the connection's events before: a cursor moved past the
+        stretch before the ledger held it, then a crash, and the stretch was lost from the
+        ledger (the next owner's gap starts at the moved cursor). Seen in the failover test:
+        the first commit after a reconnect landed before its gap's INSERT did."""
         opening = self._opening
-        return opening if opening is not None and not opening.done() else None
+        if opening is not None and not opening.done():
+            await asyncio.wait([opening])  # its cancellation (stop) is not ours to raise
 
     def received(self, entry: tuple[int, int]) -> None:
         """A data event with this entry id (ms, seq) arrived on the current connection."""

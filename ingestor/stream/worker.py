@@ -25,7 +25,7 @@ from ingestor.domain.decode import (
     decode_event_carefully,
 )
 from ingestor.domain.errors import DecodeError
-from ingestor.domain.events import DeadLetter, DecodedEvent, EventQueue, GapRecord
+from ingestor.domain.events import DeadLetter, DecodedEvent, EventQueue
 from ingestor.domain.fast import fast_odds
 from ingestor.domain.groups import Group
 from ingestor.lifecycle import LogLimit, sleep_or_stop
@@ -270,9 +270,7 @@ class StreamWorker:
         log.info("stream_connected", group=key, last_entry_id=last_entry_id)
         self._recovery.connected()
         try:
-            recording = self._recovery.recording()
-            if recording is not None:  # nothing after it commits before the gap is recorded
-                await self._queue.put(GapRecord(recording))
+            await self._recovery.recorded()  # no cursor moves past a gap the ledger lacks
             return await self._read(resp)
         except aiohttp.ClientPayloadError:
             return "payload_error"

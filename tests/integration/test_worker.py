@@ -68,11 +68,10 @@ async def test_no_event_of_a_connection_is_committed_before_its_gap_is_in_the_le
     await p.feed.wait_connections(1)
     await asyncio.wait_for(recording.wait(), 10)
     p.feed.send(odds_frame("copilot-odds", "2000-0", [odd("a", ts=2)]))
-    received = {"group": group.key, "event_type": "copilot-odds"}
-    # Read and queued (the stream is not held up): the writer holds it back.
-    await wait_until(lambda: p.sample("ingestor_events_received_total", **received) == 1)
+    await wait_until(lambda: p.feed.frames_written == 1)  # on the socket, ours to read
     with pytest.raises(AssertionError, match="not met"):  # a window for the wrong order
         await wait_until(lambda: _cursor(pg, group.key), timeout_s=0.5)
+    assert p.queue.qsize() == 0
     release.set()
     await wait_until(lambda: p.cursor() == "2000-0")
     gaps = await pg.fetch("SELECT cause, from_ts FROM stream_gaps WHERE group_key = $1", group.key)

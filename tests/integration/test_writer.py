@@ -8,15 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingestor.config import WriterSettings
-from ingestor.domain.events import EventQueue, GapRecord
-from ingestor.metrics import Metrics
-from ingestor.storage.write import Writer
-from tests.conftest import wait_until
 from tests.support.fakefeed import odd, settled_odd
 from tests.support.helpers import GROUP, event, history_of, odds_row, write_batches
 
@@ -146,47 +140,6 @@ async def test_cursor_moves_forward_only(database_url: str, pg: Any) -> None:
     assert committed[GROUP].entry_id == "900-3" and len(committed) == 1
     row = await pg.fetchrow("SELECT * FROM stream_cursors WHERE group_key = $1", GROUP)
     assert (row["last_entry_id"], row["last_event_id"]) == ("900-3", "900-3")
-
-
-async def test_nothing_queued_after_an_unrecorded_gap_is_committed_before_the_gap(
-    database_url: str, pg: Any
-) -> None:
-    """A reconnect's gap record goes ahead of the new connection's events: what came before
-    it commits, what comes after waits for the ledger (one batch, cut at the record)."""
-    recorded: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-    queue: EventQueue = asyncio.Queue()
-    queue.put_nowait(event("copilot-odds", "100-0", [odd(A, price=-110, ts=10)]))
-    queue.put_nowait(GapRecord(recorded))
-    queue.put_nowait(event("copilot-odds", "300-0", [odd(A, price=-130, ts=30)]))
-    writer = Writer(database_url, queue, Metrics(), WriterSettings(flush_retry_max_s=1))
-    task = asyncio.create_task(writer.run())
-    try:
-        await wait_until(lambda: _cursor_is(pg, "100-0"))  # the old connection's, in
-        with pytest.raises(AssertionError, match="not met"):  # a window for the wrong order
-            await wait_until(lambda: _moved_past(pg, "100-0"), timeout_s=0.5)
-        assert (await odds_row(pg, A))["price"] == -110
-        health = writer.health()  # what /readyz reads: the wait shows, with its reason
-        assert health.stall_s >= 0.5 and "gap not yet recorded" in str(health.last_error)
-        recorded.set_result(1)  # the gap is in the ledger
-        await wait_until(lambda: _cursor_is(pg, "300-0"))
-        assert (await odds_row(pg, A))["price"] == -130
-    finally:
-        await writer.close()
-        await asyncio.wait_for(task, 10)
-
-
-async def _cursor_of(pg: Any) -> str | None:
-    return await pg.fetchval(  # type: ignore[no-any-return]
-        "SELECT last_entry_id FROM stream_cursors WHERE group_key = $1", GROUP
-    )
-
-
-async def _cursor_is(pg: Any, entry_id: str) -> bool:
-    return await _cursor_of(pg) == entry_id
-
-
-async def _moved_past(pg: Any, entry_id: str) -> bool:
-    return await _cursor_of(pg) not in (None, entry_id)
 
 
 async def test_fixture_status_merges_non_null_fields(database_url: str, pg: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ingestor.config import RestSettings, StreamConfig, StreamSettings
 from ingestor.domain.cursors import Cursor
-from ingestor.domain.events import Barrier, DecodedEvent, EventQueue, GapRecord
+from ingestor.domain.events import Barrier, DecodedEvent, EventQueue
 from ingestor.domain.groups import make_groups
 from ingestor.metrics import Metrics
 from ingestor.ports import HeldOdd
@@ -140,7 +140,7 @@ async def test_snapshot_rows_pass_every_filter_and_held_odds_are_repaired() -> N
     assert snapshot_params(group) == [("market", "Moneyline"), ("odds_format", "DECIMAL")]
 
 
-class _CommitCountingQueue(asyncio.Queue[DecodedEvent | Barrier | GapRecord | None]):
+class _CommitCountingQueue(asyncio.Queue[DecodedEvent | Barrier | None]):
     """Notes, at every put of odds, how many chunks of odds were queued and not committed."""
 
     def __init__(self) -> None:
@@ -148,7 +148,7 @@ class _CommitCountingQueue(asyncio.Queue[DecodedEvent | Barrier | GapRecord | No
         self.uncommitted = 0
         self.ahead: list[int] = []
 
-    async def put(self, item: DecodedEvent | Barrier | GapRecord | None) -> None:
+    async def put(self, item: DecodedEvent | Barrier | None) -> None:
         if isinstance(item, DecodedEvent) and item.odds:
             self.ahead.append(self.uncommitted)
             self.uncommitted += 1

@@ -26,7 +26,6 @@ from ingestor.domain.events import (
     Barrier,
     DecodedEvent,
     EventQueue,
-    GapRecord,
     cursor_key,
     entry_time,
 )
@@ -101,9 +100,6 @@ class Writer:
         self._check_cursors = False
         # Set while a flush waits on a long statement: the next batch may be built then.
         self._in_database = asyncio.Event()
-        # A connection's gap not yet in the ledger: nothing queued after it is taken before.
-        self._gate: GapRecord | None = None
-        self._gated_since = 0.0
         self._flushes = 0
         # Events taken from the queue and not yet committed (or dropped), and since when
         # some have waited: what /readyz and ingestor_events_pending tell the operator.
@@ -155,17 +151,13 @@ class Writer:
     def health(self) -> WriterHealth:
         """A frozen snapshot: what readiness and the progress line read."""
         stall = 0.0
-        error = self._last_error
         if self._held:
             stall = time.monotonic() - max(self._last_commit, self._busy_since)
-        elif self._gate is not None:  # what is queued waits for a gap's record
-            stall = time.monotonic() - max(self._last_commit, self._gated_since)
-            error = error or "a gap not yet recorded in the ledger (gap_record_failed in the log)"
         return WriterHealth(
             queued=self._queue.qsize(),
             held=self._held,
             stall_s=stall,
-            last_error=error,
+            last_error=self._last_error,
             flushes=self._flushes,
             committed_groups=self._state.committed_groups(),
         )
@@ -185,7 +177,6 @@ class Writer:
         try:
             stop = False
             while not stop:
-                await self._pass_gate()
                 if pending is not None and self._queue.empty():
                     await pending  # nothing to prepare meanwhile; its errors surface here
                     pending = None
@@ -197,9 +188,6 @@ class Writer:
                         await pending
                         pending = None
                     first.done.set()  # everything before it is committed
-                    continue
-                if isinstance(first, GapRecord):
-                    self._close_gate(first)
                     continue
                 self._hold(1)
                 events = [first]
@@ -227,18 +215,6 @@ class Writer:
                     await asyncio.wait([pending], timeout=5)
             finally:
                 await self._close()
-
-    def _close_gate(self, record: GapRecord) -> None:
-        """A connection's gap record came: unless it is in the ledger already, nothing queued
-        after it is taken until it is."""
-        if not record.recorded.done():
-            self._gate, self._gated_since = record, time.monotonic()
-
-    async def _pass_gate(self) -> None:
-        """What came before the gap record is flushing; what comes after waits for it."""
-        if self._gate is not None:
-            await asyncio.wait([self._gate.recorded])  # cancelled (at stop): go on too
-            self._gate = None
 
     async def _prepare(
         self, events: list[DecodedEvent], pending: asyncio.Task[None] | None
@@ -275,26 +251,22 @@ class Writer:
         self, events: list[DecodedEvent], rows: int, barriers: list[Barrier]
     ) -> tuple[int, bool]:
         """Append queued events up to the row cap; True when the stop marker came. Barriers
-        met on the way are released when this batch commits (it holds all before them); a
-        gap record not yet in the ledger ends the batch (``_close_gate``)."""
+        met on the way are released when this batch commits (it holds all before them)."""
         stop = False
         taken = len(events)
-        while rows < self._s.writer_batch_max_rows and self._gate is None:
+        while rows < self._s.writer_batch_max_rows:
             try:
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 break
-            if isinstance(item, DecodedEvent):
-                events.append(item)
-                rows += item.row_count
-                continue
             if item is None:
                 stop = True
                 break
             if isinstance(item, Barrier):
                 barriers.append(item)
-            else:
-                self._close_gate(item)  # unrecorded: this batch ends here
+                continue
+            events.append(item)
+            rows += item.row_count
         self._hold(len(events) - taken)
         return rows, stop
 
