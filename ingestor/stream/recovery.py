@@ -71,7 +71,6 @@ class Recovery:
         self._first = True  # no data event yet on this connection
         self._replayed = False
         self._gap: int | None = None  # this connection's gap, once recorded and scoped
-        self._opening: asyncio.Task[int | None] | None = None  # this connection's record
         # The newest whole snapshot: a gap recorded late (the database was down) is scoped
         # with it when it began after the gap ended.
         self._snapshot: Snapshot | None = None
@@ -100,10 +99,9 @@ class Recovery:
         else:
             gap = None  # a group never committed: history starts now
         self._opened = now
-        opening = self._opening = None
+        opening = None
         if gap is not None:
             opening = asyncio.create_task(self._open(gap, now), name=f"gap:{self._group.key}")
-            self._opening = opening
             self._recording.add(opening)
             opening.add_done_callback(self._recording.discard)
         if self._task is not None:
@@ -111,16 +109,6 @@ class Recovery:
         self._task = asyncio.create_task(
             self._recover(opening), name=f"rehydrate:{self._group.key}"
         )
-
-    async def recorded(self) -> None:
-        """Until this connection's gap is in the ledger (or its record was given up, at stop).
-        The worker reads none of the connection's events before: a cursor moved past the
-        stretch before the ledger held it, then a crash, and the stretch was lost from the
-        ledger (the next owner's gap starts at the moved cursor). Seen in the failover test:
-        the first commit after a reconnect landed before its gap's INSERT did."""
-        opening = self._opening
-        if opening is not None and not opening.done():
-            await asyncio.wait([opening])  # its cancellation (stop) is not ours to raise
 
     def received(self, entry: tuple[int, int]) -> None:
         """A data event with this entry id (ms, seq) arrived on the current connection."""

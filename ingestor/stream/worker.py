@@ -270,7 +270,6 @@ class StreamWorker:
         log.info("stream_connected", group=key, last_entry_id=last_entry_id)
         self._recovery.connected()
         try:
-            await self._recovery.recorded()  # no cursor moves past a gap the ledger lacks
             return await self._read(resp)
         except aiohttp.ClientPayloadError:
             return "payload_error"

@@ -7,19 +7,11 @@ from typing import Any
 
 import pytest
 
-from ingestor.domain.cursors import Cursor
-from ingestor.domain.groups import make_groups
 from ingestor.stream.worker import StreamWorker
 from loopback.listening import stop_listening
 from tests.conftest import wait_until
 from tests.support.fakefeed import frame, odd, odds_frame
-from tests.support.pipeline import (
-    Pipeline,
-    PipelineFactory,
-    build_pipeline,
-    copilot_stream,
-    supervise,
-)
+from tests.support.pipeline import Pipeline, PipelineFactory, build_pipeline, supervise
 
 
 async def _cursor(pg: Any, group: str) -> str | None:
@@ -43,40 +35,6 @@ async def test_reconnect_sends_last_committed_entry_id(
     assert not any(k == "last_entry_id" for k, _ in p.feed.requests[0].query)
     assert p.sample("ingestor_stream_reconnects_total", group=p.group.key, reason="eof") == 1
     assert await _cursor(pg, p.group.key) == "1000-0"
-    assert await p.shutdown() == 0
-
-
-async def test_no_event_of_a_connection_is_committed_before_its_gap_is_in_the_ledger(
-    make_pipeline: PipelineFactory, pg: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A cursor moved past the stretch before the ledger held it, then a crash: the next
-    # owner's gap would start at the moved cursor, and the stretch would be lost for good.
-    (group,) = make_groups([copilot_stream()], 10)
-    p = await make_pipeline(cursors={group.key: Cursor("1000-0")})  # resumes: a start gap
-    assert p.ledger is not None
-    recording = asyncio.Event()
-    release = asyncio.Event()
-    record = p.ledger.open
-
-    async def slow_record(*args: Any, **kw: Any) -> int:
-        recording.set()
-        await release.wait()  # the database slow to take the gap's INSERT
-        return await record(*args, **kw)
-
-    monkeypatch.setattr(p.ledger, "open", slow_record)
-    supervise(p)
-    await p.feed.wait_connections(1)
-    await asyncio.wait_for(recording.wait(), 10)
-    p.feed.send(odds_frame("copilot-odds", "2000-0", [odd("a", ts=2)]))
-    await wait_until(lambda: p.feed.frames_written == 1)  # on the socket, ours to read
-    with pytest.raises(AssertionError, match="not met"):  # a window for the wrong order
-        await wait_until(lambda: _cursor(pg, group.key), timeout_s=0.5)
-    assert p.queue.qsize() == 0
-    release.set()
-    await wait_until(lambda: p.cursor() == "2000-0")
-    gaps = await pg.fetch("SELECT cause, from_ts FROM stream_gaps WHERE group_key = $1", group.key)
-    assert [(g["cause"], g["from_ts"].timestamp()) for g in gaps] == [("start", 1.0)]
-    assert await _cursor(pg, group.key) == "2000-0"
     assert await p.shutdown() == 0
 
 
