@@ -22,6 +22,7 @@ from tests.support.sim import (
     connected,
     emitting,
     history_invariants,
+    ledger_quiet,
     missing_changes,
     settle,
     start_sim,
@@ -120,7 +121,10 @@ async def _failover(cluster: Replicated, tmp_path: Path, *, lose_commits: bool) 
                 lambda: _committed_after(promoted, sim, mark), timeout_s=60, interval_s=0.5
             )
         assert daemon.proc.returncode is None  # never restarted by hand, never died
-        await wait_until(lambda: _all_repaired(promoted), timeout_s=150, interval_s=0.5)
+        # Quiet, not only repaired: the group taken again after the lost lease records its
+        # start gap a moment after its first commit on the promoted server (CI, 2026-12-05:
+        # checked in between, 41 changes of that stretch read as missing, no gap beside them).
+        await wait_until(lambda: ledger_quiet(promoted, 3), timeout_s=150, interval_s=0.5)
         await settle(promoted, sim, timeout_s=60)
         missing = await missing_changes(promoted, sim.server.world, since=first)
         assert missing == [], f"{len(missing)} changes missing: {missing[:10]}"
@@ -182,11 +186,6 @@ async def _committed_after(conn: asyncpg.Connection, sim: RunningSim, mark: int)
         return False
     later = sim.server.world.log[mark:]
     return cursor is not None and bool(later) and cursor >= later[0].entry_id
-
-
-async def _all_repaired(conn: asyncpg.Connection) -> bool:
-    left = await conn.fetchval("SELECT count(*) FROM stream_gaps WHERE state <> 'repaired'")
-    return bool(left == 0)
 
 
 @pytest.mark.timeout(420)
