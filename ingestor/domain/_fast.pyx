@@ -98,16 +98,6 @@ cdef Py_ssize_t GROUPING = FIELDS.index("grouping_key"), SETTLEMENT = FIELDS.ind
 cdef Py_ssize_t SETTLED_AT = FIELDS.index("settled_at"), TIMESTAMP = FIELDS.index("timestamp")
 
 
-cdef inline object _get(object o, bint direct, Py_ssize_t field):
-    """Field ``field`` of a decoded odd: from its slot when ``direct``, else by name."""
-    cdef PyObject* value
-    if direct:
-        value = (<PyObject**>((<char*><PyObject*>o) + OFFSETS[field]))[0]
-        if value != NULL:
-            return <object>value
-    return getattr(o, FIELDS[field])
-
-
 cdef bint _nul_escape(bytes data):
     """Whether the JSON text holds ``\\u0000``: a memchr for each backslash (rare in odds)."""
     cdef const char* buf = PyBytes_AS_STRING(data)
@@ -355,7 +345,7 @@ cdef bint _fill(list odds, object event, object kind, str stream, tuple entry) e
 # league, sportsbook, market, fixture: the same few strings odd after odd).
 #
 # It takes only what it is sure of: keys and values without escapes, numbers without exponent
-# (15 digits at most, 18 for an integer), no duplicate key, "entry_id" before "data", and
+# (18 digits at most, a fraction's below 2**53), no duplicate key, "entry_id" before "data", and
 # nothing but scalars under keys it does not know. Anything else, and every event whose rows
 # would be refused (a future entry, no odds, an odd the careful path must judge), it leaves to
 # msgspec's path above, which decides as before. Twin tests hold it to the pure path.
