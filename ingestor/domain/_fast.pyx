@@ -379,13 +379,22 @@ if len(FIELDS) != NF:
 cdef int SHAPES[NF]
 cdef const char* KEYS[NF]
 cdef Py_ssize_t KEY_LENGTHS[NF]
-_KEY_BYTES = [name.encode() for name in FIELDS]  # keeps KEYS' buffers alive
-_SHAPE_OF = {"str | None": TEXT, "float | None": REAL, "bool | None": FLAG}
-for _b, _name in enumerate(FIELDS):
-    _key_bytes = _KEY_BYTES[_b]
-    KEYS[_b] = _key_bytes
-    KEY_LENGTHS[_b] = len(_KEY_BYTES[_b])
-    SHAPES[_b] = _SHAPE_OF.get(str(_Odd.__annotations__[_name]), WHOLE)
+cdef tuple KEY_BYTES = tuple([name.encode() for name in FIELDS])  # KEYS' buffers, kept alive
+
+
+cdef bint _keys() except -1:
+    """Each field's key and the shape of its value (from the struct's annotations)."""
+    cdef bytes key
+    shape_of = {"str | None": TEXT, "float | None": REAL, "bool | None": FLAG}
+    for i, name in enumerate(FIELDS):
+        key = KEY_BYTES[i]
+        KEYS[i] = key
+        KEY_LENGTHS[i] = len(key)
+        SHAPES[i] = shape_of.get(str(_Odd.__annotations__[name]), WHOLE)
+    return True
+
+
+_keys()
 
 # The last str made for each text field, and its bytes: reused while the next value is equal.
 cdef PyObject* LAST[NF]
