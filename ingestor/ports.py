@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
+from uuid import UUID
 
 from ingestor.domain.cursors import Cursor
 
@@ -183,8 +184,10 @@ class GapLedger(Protocol):
         until_ts: datetime,
         *,
         unrepairable: str | None = None,
+        opened_by: UUID | None = None,
     ) -> int:
-        """Record a gap; ``unrepairable``: why no repair is possible (closed at once)."""
+        """Record a gap; ``unrepairable``: why no repair is possible (closed at once);
+        ``opened_by``: the connection whose gap it is (one row, whoever records it first)."""
 
     async def scope(
         self, group_key: str, changed: Mapping[str, datetime | None], taken_at: datetime

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 from ingestor.domain.errors import DecodeError, EntryIdError
 
@@ -163,6 +164,18 @@ class DeadLetter:
     received_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class GapStart:
+    """The gap a connection opened (gap tracking records it; so does the writer, with the
+    commit that first moves the group's cursor past it): one row per ``opened_by``."""
+
+    opened_by: UUID
+    cause: str
+    from_ts: datetime
+    until_ts: datetime
+    unrepairable: str | None  # why no repair is possible (recorded closed), else None
+
+
 @dataclass(slots=True)
 class DecodedEvent:
     """Everything one SSE data event contributes to one flush."""
@@ -184,6 +197,10 @@ class DecodedEvent:
     epoch: int = 0
     # (ms, seq) of ``entry_id``, parsed once by the decoder (three readers parsed it again).
     entry: tuple[int, int] | None = None
+    # On a connection's first data event: the gaps its connection (and any before it that
+    # received nothing) opened, recorded in the transaction that commits the event, which
+    # moves the group's cursor past them.
+    gaps: tuple[GapStart, ...] = ()
 
     def position(self) -> tuple[int, int]:
         """(ms, seq) of the entry id."""

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -44,11 +45,15 @@ class PgGapLedger:
         until_ts: datetime,
         *,
         unrepairable: str | None = None,
+        opened_by: UUID | None = None,
     ) -> int:
-        """Record a gap; ``unrepairable``: why no repair is possible (closed at once)."""
+        """Record a gap; ``unrepairable``: why no repair is possible (closed at once);
+        ``opened_by``: the connection whose gap it is (the writer may have recorded it)."""
         async with self._conn() as conn:
             gap_id = int(
-                await conn.fetchval(sql.OPEN_GAP, group_key, cause, from_ts, until_ts, None)
+                await conn.fetchval(
+                    sql.OPEN_GAP, group_key, cause, from_ts, until_ts, None, opened_by
+                )
             )
             if unrepairable is not None:
                 await conn.execute(sql.CLOSE_GAPS, [gap_id], "unrepairable", unrepairable)

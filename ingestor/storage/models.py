@@ -26,7 +26,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
 metadata = MetaData(
     naming_convention={
@@ -339,7 +339,14 @@ stream_gaps = Table(
     _tstz("opened_at", "when the gap was recorded", nullable=False, now=True),
     _tstz("closed_at", "when it was repaired or found unrepairable"),
     _tstz("updated_at", "when this row last changed", nullable=False, now=True),
+    Column(
+        "opened_by",
+        UUID,
+        comment="the stream connection whose gap this is (gap tracking and the writer both "
+        "record it: one row); null for a failover gap",
+    ),
     CheckConstraint("state IN ('open', 'repairing', 'repaired', 'unrepairable')", name="state"),
+    UniqueConstraint("opened_by"),
     Index(None, "group_key", "state"),
     comment="The gap ledger: every stretch of a group's stream the daemon may have missed, and "
     "its repair",

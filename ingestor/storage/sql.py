@@ -500,10 +500,28 @@ RETURNING c.epoch, c.last_entry_id, c.last_event_id
 
 # --- the gap ledger (storage/gaps.py) --------------------------------------------------------
 
+# $6: the connection whose gap it is (null: a failover gap). The writer may have recorded it
+# already, with the commit that first moved the group's cursor past it (RECORD_GAPS): then
+# this is that row (the no-op update only makes RETURNING see it).
 OPEN_GAP = """
-INSERT INTO stream_gaps (group_key, cause, from_ts, until_ts, detail)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO stream_gaps (group_key, cause, from_ts, until_ts, detail, opened_by)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (opened_by) DO UPDATE SET opened_by = excluded.opened_by
 RETURNING gap_id
+"""
+# The gaps of the connections whose first events this flush commits, in the transaction that
+# moves their groups' cursors: a crash can no longer land between the two. Gap tracking records
+# the same gaps on its own connection (OPEN_GAP), whichever comes first; one row per connection.
+# $6: why it cannot be repaired (then closed at once), else null.
+RECORD_GAPS = """
+INSERT INTO stream_gaps (group_key, cause, from_ts, until_ts, opened_by, state, detail, closed_at)
+SELECT g.group_key, g.cause, g.from_ts, g.until_ts, g.opened_by,
+       CASE WHEN g.why IS NULL THEN 'open' ELSE 'unrepairable' END,
+       g.why,
+       CASE WHEN g.why IS NULL THEN NULL ELSE now() END
+FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::uuid[], $6::text[])
+     AS g (group_key, cause, from_ts, until_ts, opened_by, why)
+ON CONFLICT (opened_by) DO NOTHING
 """
 # Scoping: a snapshot of the group came back whole. Every gap of the group not closed that
 # ended before the snapshot began ($4) gets the odds that may have changed since its start

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from uuid import uuid4
 
 import structlog
 
 from ingestor.domain.cursors import Cursor
-from ingestor.domain.events import entry_time
+from ingestor.domain.events import GapStart, entry_time
 from ingestor.domain.groups import Group
 from ingestor.lifecycle import sleep_or_stop
 from ingestor.metrics import Metrics
@@ -86,22 +87,26 @@ class Recovery:
         self._opened = None
         self._snapshot = None
 
-    def connected(self) -> None:
-        """A connection is open: record what may be missing, and snapshot the group."""
+    def connected(self) -> GapStart | None:
+        """A connection is open: record what may be missing, and snapshot the group. Returns
+        the gap, for the connection's first data event to carry: the writer records it with
+        that event's commit, which moves the cursor past it (a crash between that commit and
+        the record here would have lost the stretch from the ledger)."""
         self._before, self._first, self._replayed, self._gap = self._high, True, False, None
         now = datetime.now(UTC)
         if self._high is not None:  # complete up to the newest event received
-            gap = ("reconnect", datetime.fromtimestamp(self._high[0] / 1000, UTC))
+            bounds = ("reconnect", datetime.fromtimestamp(self._high[0] / 1000, UTC))
         elif self._opened is not None:  # connected before and received nothing: since then
-            gap = ("reconnect", self._opened)
+            bounds = ("reconnect", self._opened)
         elif self._resume is not None:
-            gap = ("start", entry_time(self._resume.entry_id))
+            bounds = ("start", entry_time(self._resume.entry_id))
         else:
-            gap = None  # a group never committed: history starts now
+            bounds = None  # a group never committed: history starts now
         self._opened = now
-        opening = None
-        if gap is not None:
-            opening = asyncio.create_task(self._open(gap, now), name=f"gap:{self._group.key}")
+        opening = gap = None
+        if bounds is not None and self._ledger is not None:
+            gap = GapStart(uuid4(), bounds[0], bounds[1], now, self._unrepairable())
+            opening = asyncio.create_task(self._open(gap), name=f"gap:{self._group.key}")
             self._recording.add(opening)
             opening.add_done_callback(self._recording.discard)
         if self._task is not None:
@@ -109,6 +114,7 @@ class Recovery:
         self._task = asyncio.create_task(
             self._recover(opening), name=f"rehydrate:{self._group.key}"
         )
+        return gap
 
     def received(self, entry: tuple[int, int]) -> None:
         """A data event with this entry id (ms, seq) arrived on the current connection."""
@@ -144,20 +150,22 @@ class Recovery:
             self._metrics.rehydrations.labels(key, "crashed").inc()
             log.exception("rehydrate_crashed", group=key)
 
-    async def _open(self, gap: tuple[str, datetime], until: datetime) -> int | None:
-        if self._ledger is None:
-            return None
-        cause, start = gap
-        why = None
+    def _unrepairable(self) -> str | None:
+        """Why this group's gaps cannot be repaired, if they cannot."""
         if self._group.stream.kind != "copilot":
-            why = UNREPAIRABLE
-        elif self._rehydrator is None:
-            why = NO_SNAPSHOT
+            return UNREPAIRABLE
+        if self._rehydrator is None:
+            return NO_SNAPSHOT
+        return None
+
+    async def _open(self, gap: GapStart) -> int | None:
+        assert self._ledger is not None
+        cause, start, until, why = gap.cause, gap.from_ts, gap.until_ts, gap.unrepairable
         delay = LEDGER_RETRY_S[0]
         while True:
             try:
                 gap_id = await self._ledger.open(
-                    self._group.key, cause, start, until, unrepairable=why
+                    self._group.key, cause, start, until, unrepairable=why, opened_by=gap.opened_by
                 )
                 break
             except LedgerError as exc:

@@ -25,7 +25,7 @@ from ingestor.domain.decode import (
     decode_event_carefully,
 )
 from ingestor.domain.errors import DecodeError
-from ingestor.domain.events import DeadLetter, DecodedEvent, EventQueue
+from ingestor.domain.events import DeadLetter, DecodedEvent, EventQueue, GapStart
 from ingestor.domain.fast import fast_odds
 from ingestor.domain.groups import Group
 from ingestor.lifecycle import LogLimit, sleep_or_stop
@@ -102,6 +102,8 @@ class StreamWorker:
         self.failures = 0
         self.last_delay_s = 0.0
         self._data_events = 0
+        # Gaps of this ownership's connections not yet carried by a data event (see _deliver).
+        self._gaps: list[GapStart] = []
         # Series start at zero, so increase() and alerts see the very first occurrence.
         for reason in REJECT_REASONS:
             metrics.events_rejected.labels(group.key, reason)
@@ -165,6 +167,7 @@ class StreamWorker:
         it resumes from (the stretch after it is a gap unless the vendor replays). Its
         connection metrics exist while it is owned."""
         self._recovery.begin(epoch, resume)
+        self._gaps.clear()  # an earlier ownership's: its events are fenced, its gaps covered
         self._reset()
         key, m = self.group.key, self._metrics
         m.stream_connected.labels(key).set(0)
@@ -268,7 +271,9 @@ class StreamWorker:
         self._metrics.stream_connected.labels(key).set(1)
         self._connected, self._since, self._refused = True, time.monotonic(), None
         log.info("stream_connected", group=key, last_entry_id=last_entry_id)
-        self._recovery.connected()
+        gap = self._recovery.connected()
+        if gap is not None:
+            self._gaps.append(gap)
         try:
             return await self._read(resp)
         except aiohttp.ClientPayloadError:
@@ -313,12 +318,7 @@ class StreamWorker:
         # One time of receipt for the chunk's events: they arrived together (a clock read
         # per event was 0.6 µs of it on the bench).
         now = datetime.now(UTC)
-        try:
-            events = self._parser.feed(chunk)
-        except EventTooLarge as exc:
-            letter = self._reject("too_large", "", "", str(exc), b"", now)
-            await self._queue.put(self._letters_only([letter], now))
-            events = exc.events
+        events = await self._parse(chunk, now)
         queue, tally, epoch = self._queue, self._tally, self._recovery.epoch
         key, stream = self.group.key, self.group.stream.kind
         # The chunk's data events: how many, the first's entry and the newest, told to gap
@@ -342,6 +342,9 @@ class StreamWorker:
                 if item is not None:
                     if item.advances_cursor:  # a data event (a dead letter alone is not)
                         item.epoch = epoch
+                        if self._gaps:  # the connection's first: its commit records them
+                            item.gaps = tuple(self._gaps)
+                            self._gaps.clear()
                         at = item.entry or item.position()
                         if first is None:
                             first = at
@@ -366,6 +369,15 @@ class StreamWorker:
             if data:
                 self._data_received(data, first, high)
             self._publish_counts()
+
+    async def _parse(self, chunk: bytes, now: datetime) -> list[SSEEvent]:
+        """The chunk's whole events; one too large becomes a dead letter."""
+        try:
+            return self._parser.feed(chunk)
+        except EventTooLarge as exc:
+            letter = self._reject("too_large", "", "", str(exc), b"", now)
+            await self._queue.put(self._letters_only([letter], now))
+            return exc.events
 
     def _data_received(
         self, n: int, first: tuple[int, int] | None, high: tuple[int, int] | None

@@ -13,6 +13,7 @@ from ingestor.domain.events import (
     DeadLetter,
     DecodedEvent,
     FixtureRow,
+    GapStart,
     Kind,
     OddRow,
 )
@@ -55,6 +56,9 @@ class FlushBatch:
     fixture_history: list[Record] = field(default_factory=list)
     fixtures: list[Record] = field(default_factory=list)
     cursors: list[CursorAdvance] = field(default_factory=list)
+    # The gaps of the connections whose first events the batch commits: recorded in the
+    # transaction that moves their cursors (with ``cursors``).
+    gaps: list[tuple[str, GapStart]] = field(default_factory=list)
     dead_letters: list[Record] = field(default_factory=list)
     # The fixture of every odd (fixture id -> its identity, from the odd's own fields), so
     # that each one has a `fixtures` row once the odd is committed.
@@ -215,6 +219,8 @@ def _sort(
             if seen is None or position >= seen[0]:
                 newest[key] = (position, ev)
             streamed.append(ev)
+            if ev.gaps:
+                batch.gaps.extend((key, gap) for gap in ev.gaps)
         if ev.fixtures:
             fixture_rows.extend((f, key, ev.received_at) for f in ev.fixtures)
         if ev.dead_letters:
@@ -329,6 +335,7 @@ def build_batches(events: list[DecodedEvent], shards: int) -> list[FlushBatch]:
     # the cursor, so the first batch counts the whole events (it counted only its part); the
     # parts carry no epoch, the whole events do.
     batches[0].streamed, batches[0].epochs = whole.streamed, whole.epochs
+    batches[0].gaps = whole.gaps
     # History goes apart, as with two connections.
     history = FlushBatch(
         history_events=whole.history_events, groups=whole.groups, odd_count=whole.odd_count

@@ -15,6 +15,7 @@ from datetime import datetime
 import asyncpg
 
 from ingestor.domain.cursors import Cursor
+from ingestor.domain.events import GapStart
 from ingestor.errors import StartupError
 from ingestor.storage import sql
 from ingestor.storage.write import pgcopy
@@ -170,7 +171,7 @@ async def open_gap(
     conn: asyncpg.Connection, group_key: str, cause: str, bounds: tuple[datetime, datetime]
 ) -> int:
     """A gap in the ledger (autocommitted: it must outlive whatever fails next)."""
-    return int(await conn.fetchval(sql.OPEN_GAP, group_key, cause, *bounds, None))
+    return int(await conn.fetchval(sql.OPEN_GAP, group_key, cause, *bounds, None, None))
 
 
 async def write(
@@ -211,6 +212,8 @@ async def write(
             "dead_letters", records=batch.dead_letters, columns=sql.DEAD_LETTER_COLUMNS
         )
         written.rows["dead_letters"] = len(batch.dead_letters)
+    if batch.gaps:
+        await record_gaps(conn, batch.gaps)
     if batch.cursors:
         cursors = batch.cursors
         stored = await conn.fetch(
@@ -269,8 +272,27 @@ async def _ensure_fixtures(
     written.fixtures_new = [(s.stream, s.fixture_id) for s in stubs if s.fixture_id in new]
 
 
-async def record_dropped(conn: asyncpg.Connection, record: tuple[object, ...]) -> None:
-    """A dead letter for an event PostgreSQL refused even alone (its own transaction)."""
-    await conn.copy_records_to_table(
-        "dead_letters", records=[record], columns=sql.DEAD_LETTER_COLUMNS
+async def record_gaps(conn: asyncpg.Connection, gaps: Sequence[tuple[str, GapStart]]) -> None:
+    """The gaps (group, gap) of connections whose first events commit here (RECORD_GAPS)."""
+    await conn.execute(
+        sql.RECORD_GAPS,
+        [group for group, _ in gaps],
+        [g.cause for _, g in gaps],
+        [g.from_ts for _, g in gaps],
+        [g.until_ts for _, g in gaps],
+        [g.opened_by for _, g in gaps],
+        [g.unrepairable for _, g in gaps],
     )
+
+
+async def record_dropped(
+    conn: asyncpg.Connection, record: tuple[object, ...], gaps: Sequence[tuple[str, GapStart]]
+) -> None:
+    """A dead letter for an event PostgreSQL refused even alone, and the gaps it carried (the
+    connection's later events move the cursor past them): one transaction of its own."""
+    async with conn.transaction():
+        await conn.copy_records_to_table(
+            "dead_letters", records=[record], columns=sql.DEAD_LETTER_COLUMNS
+        )
+        if gaps:
+            await record_gaps(conn, gaps)

@@ -448,7 +448,8 @@ class Writer:
         )
         try:
             async with asyncio.timeout(self._s.flush_timeout_s):
-                await statements.record_dropped(await self._connect(0), record)
+                gaps = [(bad.group_key, gap) for gap in bad.gaps]
+                await statements.record_dropped(await self._connect(0), record, gaps)
         except (*RETRYABLE, *POISON) as err:
             log.error("dead_letter_failed", error=type(err).__name__)
 

@@ -1,0 +1,121 @@
+"""A connection's gap is in the ledger once the first event it brought is committed: the writer
+records it in the transaction that moves the group's cursor, and gap tracking records the same
+row (whichever comes first), so that no crash can land between the two."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from ingestor.domain.events import DecodedEvent, GapStart
+from ingestor.storage.gaps import PgGapLedger
+from tests.conftest import wait_until
+from tests.support.fakefeed import odd
+from tests.support.helpers import GROUP, event, write_batches
+from tests.support.pipeline import SimPipelineFactory
+from tests.support.sim import settle
+
+SINCE = datetime(2026, 12, 6, 1, 0, tzinfo=UTC)
+GAPS = "SELECT group_key, cause, from_ts, until_ts, opened_by, state, detail FROM stream_gaps"
+
+
+def _carrying(entry: str, *gaps: GapStart) -> DecodedEvent:
+    ev = event("copilot-odds", entry, [odd(f"1:-1:F:{entry}", price=-110, ts=10)])
+    ev.gaps = gaps
+    return ev
+
+
+def _gap(why: str | None = None) -> GapStart:
+    return GapStart(uuid4(), "reconnect", SINCE, SINCE + timedelta(seconds=3), why)
+
+
+@pytest.mark.parametrize("connections", [1, 2, 3])
+async def test_the_commit_that_moves_the_cursor_records_the_gaps_its_event_carries(
+    database_url: str, pg: Any, connections: int
+) -> None:
+    first, second = _gap(), _gap()
+    cursors = await write_batches(
+        database_url,
+        [_carrying("100-0"), _carrying("101-0", first, second), _carrying("102-0")],
+        connections=connections,
+    )
+    assert cursors[GROUP].entry_id == "102-0"
+    rows = [dict(r) for r in await pg.fetch(GAPS + " ORDER BY from_ts, gap_id")]
+    assert rows == [
+        {
+            "group_key": GROUP,
+            "cause": "reconnect",
+            "from_ts": SINCE,
+            "until_ts": SINCE + timedelta(seconds=3),
+            "opened_by": gap.opened_by,
+            "state": "open",
+            "detail": None,
+        }
+        for gap in (first, second)
+    ]
+
+
+async def test_gap_tracking_and_the_writer_make_one_row_whoever_records_first(
+    database_url: str, pg: Any
+) -> None:
+    ledger = PgGapLedger(database_url)
+    try:
+        early, late = _gap(), _gap()
+        early_id = await ledger.open(
+            GROUP, "reconnect", early.from_ts, early.until_ts, opened_by=early.opened_by
+        )
+        await write_batches(database_url, [_carrying("100-0", early, late)])
+        late_id = await ledger.open(
+            GROUP, "reconnect", late.from_ts, late.until_ts, opened_by=late.opened_by
+        )
+        ids = {r["opened_by"]: r["gap_id"] for r in await pg.fetch("SELECT * FROM stream_gaps")}
+        assert ids == {early.opened_by: early_id, late.opened_by: late_id}
+        # A failover gap has no connection: each is a row of its own.
+        await ledger.open(GROUP, "failover", SINCE, SINCE)
+        await ledger.open(GROUP, "failover", SINCE, SINCE)
+        assert await pg.fetchval("SELECT count(*) FROM stream_gaps WHERE opened_by IS NULL") == 2
+    finally:
+        await ledger.close_pool()
+
+
+async def test_an_unrepairable_gap_the_writer_records_is_closed_saying_why(
+    database_url: str, pg: Any
+) -> None:
+    gap = _gap("the regular stream has no documented source of history")
+    await write_batches(database_url, [_carrying("100-0", gap)])
+    row = await pg.fetchrow("SELECT state, detail, closed_at FROM stream_gaps")
+    assert (row["state"], row["detail"]) == ("unrepairable", gap.unrepairable)
+    assert row["closed_at"] is not None
+
+
+async def test_a_reconnects_gap_is_recorded_even_when_gap_tracking_never_gets_to_it(
+    running: SimPipelineFactory, pg: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Gap tracking's own INSERT never returns: the moment a crash would fall between the
+    # commit of the reconnect's first events and that INSERT, held open. The ledger must hold
+    # the gap all the same, or the next owner's gap would start at the moved cursor.
+    never = asyncio.Event()
+
+    async def hangs(self: PgGapLedger, *args: object, **kwargs: object) -> int:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(PgGapLedger, "open", hangs)
+    sim, p = await running()
+    await sim.server.emit(20)
+    await settle(pg, sim)
+    first_cursor = await pg.fetchval("SELECT last_entry_id FROM stream_cursors")
+    assert await pg.fetchval("SELECT count(*) FROM stream_gaps") == 0  # never committed before
+    assert sim.server.cut_all() == 1
+    await wait_until(lambda: sim.server.connections_total >= 2, timeout_s=20)
+    await sim.server.emit(20)
+    await settle(pg, sim)
+    assert await pg.fetchval("SELECT last_entry_id FROM stream_cursors") != first_cursor
+    rows = await pg.fetch(GAPS)
+    assert [(r["cause"], r["state"]) for r in rows] == [("reconnect", "open")]
+    assert rows[0]["opened_by"] is not None
+    assert await p.shutdown() == 0
