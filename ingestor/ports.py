@@ -190,12 +190,17 @@ class GapLedger(Protocol):
         ``opened_by``: the connection whose gap it is (one row, whoever records it first)."""
 
     async def scope(
-        self, group_key: str, changed: Mapping[str, datetime | None], taken_at: datetime
+        self,
+        group_key: str,
+        changed: Mapping[str, datetime | None],
+        taken_at: datetime,
+        epoch: int,
     ) -> int:
         """A whole snapshot of the group, begun at ``taken_at``, came back: the gaps not
         closed that ended before it get the odds that may have changed during them (odd id ->
-        its snapshot time, None: no longer returned). Returns how many (gap, odd) pairs were
-        queued for repair."""
+        its snapshot time, None: no longer returned). Nothing is queued unless the group is
+        still at ``epoch``, the one the snapshot's rows were queued under (0: not fenced).
+        Returns how many (gap, odd) pairs were queued for repair."""
 
     async def close(self, gap_ids: Sequence[int], state: str, detail: str) -> None:
         """Close gaps without repair (replayed by the vendor, or unrepairable)."""

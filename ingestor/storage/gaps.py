@@ -60,14 +60,18 @@ class PgGapLedger:
         return gap_id
 
     async def scope(
-        self, group_key: str, changed: Mapping[str, datetime | None], taken_at: datetime
+        self,
+        group_key: str,
+        changed: Mapping[str, datetime | None],
+        taken_at: datetime,
+        epoch: int,
     ) -> int:
         """The group's gaps that ended before the snapshot get the odds that may have changed
-        during them."""
+        during them (none unless the group is still at ``epoch``)."""
         ids = list(changed)
         times = [changed[i] for i in ids]
         async with self._conn() as conn:
-            rows = await conn.fetch(sql.SCOPE_GAPS, group_key, ids, times, taken_at)
+            rows = await conn.fetch(sql.SCOPE_GAPS, group_key, ids, times, taken_at, epoch)
         return sum(r["queued"] for r in rows)
 
     async def close(self, gap_ids: Sequence[int], state: str, detail: str) -> None:

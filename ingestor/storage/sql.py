@@ -528,11 +528,16 @@ ON CONFLICT (opened_by) DO NOTHING
 # ($2 ids, $3 their snapshot times; null: an odd the snapshot no longer returns, which
 # changed at some unknown time): a gap scoped before may lack an odd that appeared after its
 # own snapshot. An open gap is then repairing, or repaired at once when no odd may have
-# changed in it.
+# changed in it. Only while the group is still at the epoch the snapshot's rows were queued
+# under ($5; 0: not fenced): a fenced flush drops them, and the repair skips an odd the
+# database does not hold, so a new fixture's odds scoped by an owner that lost the group
+# would be marked done with none of their history stored.
 SCOPE_GAPS = """
 WITH pending AS (
     SELECT gap_id, from_ts, state FROM stream_gaps
     WHERE group_key = $1 AND state IN ('open', 'repairing') AND until_ts <= $4
+      AND ($5::bigint = 0
+           OR EXISTS (SELECT 1 FROM stream_cursors c WHERE c.group_key = $1 AND c.epoch = $5))
     ORDER BY gap_id
     FOR UPDATE
 ), work AS (

@@ -221,7 +221,7 @@ class Recovery:
         while True:
             try:
                 queued = await self._ledger.scope(
-                    self._group.key, snapshot.changed, snapshot.taken_at
+                    self._group.key, snapshot.changed, snapshot.taken_at, snapshot.epoch
                 )
                 break
             except LedgerError as exc:

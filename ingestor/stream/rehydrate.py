@@ -114,6 +114,7 @@ class Snapshot:
     complete: bool = True
     rows: int = 0
     changed: dict[str, datetime | None] = field(default_factory=dict)
+    epoch: int = 0  # the group's ownership its rows were queued under
 
 
 class Rehydrator:
@@ -140,7 +141,7 @@ class Rehydrator:
         """Queue the snapshot of every relevant fixture (its events carry ``epoch``, the
         group's ownership); once it is whole, wait until it is committed."""
         started = time.monotonic()
-        snap = Snapshot(datetime.now(UTC))
+        snap = Snapshot(datetime.now(UTC), epoch=epoch)
         fixture_ids = await self._fixture_ids(group, snap, epoch)
         log.info("rehydrate_started", group=group.key, fixtures=len(fixture_ids))
         await self._all_chunks(group, fixture_ids, snap, epoch)

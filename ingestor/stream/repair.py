@@ -128,6 +128,9 @@ class GapRepair:
         """The entries newer than the start of the earliest gap that lists the odd, as rows of
         the odd the database holds (an odd it does not hold has no identity to store)."""
         rows: list[OddRow] = []
+        unheld = [w.odd_id for w in work if w.odd_id not in held]
+        if unheld:  # scoped under the group's epoch, so its snapshot's row was committed
+            log.warning("repair_odds_not_held", group=work[0].group_key, odds=unheld[:10])
         for w in work:
             stored = held.get(w.odd_id)
             if stored is None:

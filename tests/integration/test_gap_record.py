@@ -119,3 +119,33 @@ async def test_a_reconnects_gap_is_recorded_even_when_gap_tracking_never_gets_to
     assert [(r["cause"], r["state"]) for r in rows] == [("reconnect", "open")]
     assert rows[0]["opened_by"] is not None
     assert await p.shutdown() == 0
+
+
+async def test_a_snapshot_scopes_gaps_only_while_its_group_is_at_the_snapshots_epoch(
+    database_url: str, pg: Any
+) -> None:
+    # The group moved on to epoch 3: a snapshot queued under 2 was fenced out by the writer,
+    # so its odds may not be in `odds`. Were its odds queued, the repair would skip them (no
+    # stored row to give them an identity) and mark the gap repaired with their history lost.
+    await pg.execute(
+        "INSERT INTO stream_cursors (group_key, stream, sport, leagues, epoch)"
+        " VALUES ($1, 'copilot', 'basketball', '{NBA}', 3)",
+        GROUP,
+    )
+    ledger = PgGapLedger(database_url)
+    try:
+        gap_id = await ledger.open(GROUP, "reconnect", SINCE, SINCE + timedelta(seconds=3))
+        changed = {"new-odd": SINCE + timedelta(seconds=1)}
+        taken = SINCE + timedelta(seconds=5)
+        assert await ledger.scope(GROUP, changed, taken, 2) == 0
+        state = "SELECT state FROM stream_gaps WHERE gap_id = $1"
+        assert await pg.fetchval(state, gap_id) == "open"
+        assert await pg.fetchval("SELECT count(*) FROM stream_gap_odds") == 0
+        # The owner's own snapshot (epoch 3) scopes it; so does one that is not fenced (0).
+        assert await ledger.scope(GROUP, changed, taken, 3) == 1
+        assert await pg.fetchval(state, gap_id) == "repairing"
+        other = await ledger.open(GROUP, "reconnect", SINCE, SINCE + timedelta(seconds=3))
+        assert await ledger.scope(GROUP, changed, taken, 0) == 1
+        assert await pg.fetchval(state, other) == "repairing"
+    finally:
+        await ledger.close_pool()

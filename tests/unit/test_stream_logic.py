@@ -14,8 +14,10 @@ from ingestor.domain.events import Barrier, DecodedEvent, EventQueue
 from ingestor.domain.groups import make_groups
 from ingestor.metrics import Metrics
 from ingestor.ports import HeldOdd
+from ingestor.stream.recovery import Recovery
 from ingestor.stream.rehydrate import Rehydrator, snapshot_params
 from ingestor.stream.worker import Shared, StreamWorker
+from tests.conftest import wait_until
 from tests.support.fakefeed import odd
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -131,6 +133,7 @@ async def test_snapshot_rows_pass_every_filter_and_held_odds_are_repaired() -> N
     snap = await rehydrator.run(group, epoch=7)
     # What may have changed: every odd kept (its time), and those held but not returned.
     assert snap.complete and snap.changed == {"main": _at(10), "moved": _at(10), "gone": None}
+    assert snap.epoch == 7  # the scope it makes is fenced with it
     assert all(ev.epoch == 7 for ev in _drain_copy(queue))
     odds_calls = [p for path, p in rest.calls if path.endswith("/odds")]
     assert all(("odds_format", "DECIMAL") in p and ("market", "Moneyline") in p for p in odds_calls)
@@ -173,6 +176,37 @@ async def test_a_snapshot_never_has_two_chunks_queued_and_uncommitted() -> None:
     assert snap.complete and snap.rows == 12
     assert queue.ahead == [0, 0, 0]  # three chunks (5, 5, 2 fixtures), each alone
     assert queue.uncommitted == 0 and queue.empty()  # and the last committed before it returned
+
+
+class _ScopeLedger:
+    """A ledger that records gaps and notes every scope it is asked for."""
+
+    def __init__(self) -> None:
+        self.scopes: list[tuple[str, int]] = []
+
+    async def open(self, *args: object, **kwargs: object) -> int:
+        return 1
+
+    async def scope(self, group_key: str, changed: object, taken_at: datetime, epoch: int) -> int:
+        self.scopes.append((group_key, epoch))
+        return 0
+
+
+async def test_gap_tracking_scopes_with_the_epoch_its_snapshot_was_queued_under() -> None:
+    (group,) = make_groups([StreamConfig(kind="copilot", sport="basketball", leagues=["NBA"])], 10)
+    rest_client: Any = FakeRest({"F1": [odd("o1", fixture_id="F1", ts=10)]})
+    reader: Any = FakeReader({})
+    rehydrator = Rehydrator(
+        rest_client, reader, asyncio.Queue(), Metrics(), RestSettings(), _nothing
+    )
+    ledger = _ScopeLedger()
+    ledger_port: Any = ledger
+    recovery = Recovery(group, rehydrator, ledger_port, Metrics(), asyncio.Event())
+    recovery.begin(5, Cursor("1796523733046-0", None))
+    assert recovery.connected() is not None  # resumed from a cursor: a gap
+    await wait_until(lambda: ledger.scopes, timeout_s=5)
+    assert ledger.scopes == [(group.key, 5)]
+    await recovery.stop()
 
 
 async def _nothing() -> None:
