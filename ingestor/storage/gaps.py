@@ -70,7 +70,8 @@ class PgGapLedger:
         during them (none unless the group is still at ``epoch``)."""
         ids = list(changed)
         times = [changed[i] for i in ids]
-        async with self._conn() as conn:
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(sql.LOCK_PENDING_GAPS, group_key)
             rows = await conn.fetch(sql.SCOPE_GAPS, group_key, ids, times, taken_at, epoch)
         return sum(r["queued"] for r in rows)
 

@@ -563,6 +563,19 @@ SET state = CASE WHEN c.n = 0 AND NOT c.had_work THEN 'repaired' ELSE 'repairing
 FROM counted c WHERE g.gap_id = c.gap_id
 RETURNING g.gap_id, g.state, c.n AS queued
 """
+# Taken before SCOPE_GAPS, in its transaction: another scope of the group commits first, and
+# SCOPE_GAPS, whose snapshot is taken after, sees the pairs it queued. Without it the two ran
+# at once when a new connection's snapshot overlapped the last one's scope: the second waited
+# on the gaps the first had locked, then judged them by a snapshot taken before the first
+# committed (no pairs: "had no work"), its own pairs all conflicting (none queued), and closed
+# them as "no odd changed during it". The 480 s soak lost 65,146 changes that way (1,366 gaps
+# scoped with odds, then closed so, in one run).
+LOCK_PENDING_GAPS = """
+SELECT gap_id FROM stream_gaps
+WHERE group_key = $1 AND state IN ('open', 'repairing')
+ORDER BY gap_id
+FOR UPDATE
+"""
 # Gaps closed without repair: the vendor replayed across them (repaired), or no source of
 # history exists for their stream (unrepairable).
 CLOSE_GAPS = """

@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
+import asyncpg
 import pytest
 
 from ingestor.domain.events import DecodedEvent, GapStart
+from ingestor.storage import sql
 from ingestor.storage.gaps import PgGapLedger
 from tests.conftest import wait_until
 from tests.support.fakefeed import odd
@@ -149,3 +151,41 @@ async def test_a_snapshot_scopes_gaps_only_while_its_group_is_at_the_snapshots_e
         assert await pg.fetchval(state, other) == "repairing"
     finally:
         await ledger.close_pool()
+
+
+async def test_two_scopes_of_a_group_at_once_leave_its_gaps_to_repair(
+    database_url: str, pg: Any
+) -> None:
+    # A new connection's snapshot scopes the group while the last one's scope is still in its
+    # transaction. The second used to wait on the gaps the first had locked, then judge them by
+    # what it saw before the first committed: no pairs, none it could add (they conflict), so
+    # "no odd changed during it", and the gap closed with its odds never repaired.
+    ledger = PgGapLedger(database_url)
+    first = await asyncpg.connect(database_url)
+    try:
+        gap_id = await ledger.open(GROUP, "reconnect", SINCE, SINCE + timedelta(seconds=3))
+        changed = {f"odd-{i}": SINCE + timedelta(seconds=1) for i in range(5)}
+        ids, times, taken = list(changed), list(changed.values()), SINCE + timedelta(seconds=5)
+        async with first.transaction():
+            await first.fetch(sql.SCOPE_GAPS, GROUP, ids, times, taken, 0)
+            second = asyncio.create_task(ledger.scope(GROUP, changed, taken, 0))
+            await wait_until(lambda: _waiting_on_a_lock(pg), timeout_s=10)
+        assert await asyncio.wait_for(second, 10) == 0  # the first queued them all
+        row = await pg.fetchrow(
+            "SELECT state, detail, odds_to_repair FROM stream_gaps WHERE gap_id = $1", gap_id
+        )
+        assert (row["state"], row["detail"], row["odds_to_repair"]) == ("repairing", None, 5)
+        left = "SELECT count(*) FROM stream_gap_odds WHERE gap_id = $1 AND NOT done"
+        assert await pg.fetchval(left, gap_id) == 5
+    finally:
+        await first.close()
+        await ledger.close_pool()
+
+
+async def _waiting_on_a_lock(pg: Any) -> bool:
+    return bool(
+        await pg.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+    )
