@@ -94,6 +94,24 @@ async def test_an_unrepairable_gap_the_writer_records_is_closed_saying_why(
     assert row["closed_at"] is not None
 
 
+async def test_a_refused_first_event_takes_its_gaps_into_its_dead_letter(
+    database_url: str, pg: Any
+) -> None:
+    # The connection's first event is one PostgreSQL refuses even alone (NUL in a text
+    # field, past the decoder's check): its gaps are recorded with its dead letter, and the
+    # next event moves the cursor past them.
+    gap = _gap()
+    first = _carrying("101-0", gap)
+    first.odds[0].league = "N\x00BA"
+    await write_batches(database_url, [_carrying("100-0"), first, _carrying("102-0")])
+    assert await pg.fetchval("SELECT count(*) FROM dead_letters") == 1
+    rows = [dict(r) for r in await pg.fetch(GAPS)]
+    assert [(r["opened_by"], r["state"], r["from_ts"]) for r in rows] == [
+        (gap.opened_by, "open", SINCE)
+    ]
+    assert await pg.fetchval("SELECT last_entry_id FROM stream_cursors") == "102-0"
+
+
 async def test_a_reconnects_gap_is_recorded_even_when_gap_tracking_never_gets_to_it(
     running: SimPipelineFactory, pg: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
