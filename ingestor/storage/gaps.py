@@ -56,7 +56,7 @@ class PgGapLedger:
                 )
             )
             if unrepairable is not None:
-                await conn.execute(sql.CLOSE_GAPS, [gap_id], "unrepairable", unrepairable)
+                await _close(conn, [gap_id], "unrepairable", unrepairable)
         return gap_id
 
     async def scope(
@@ -70,15 +70,14 @@ class PgGapLedger:
         during them (none unless the group is still at ``epoch``)."""
         ids = list(changed)
         times = [changed[i] for i in ids]
-        async with self._conn() as conn, conn.transaction():
-            await conn.execute(sql.LOCK_PENDING_GAPS, group_key)
+        async with self._conn() as conn:
             rows = await conn.fetch(sql.SCOPE_GAPS, group_key, ids, times, taken_at, epoch)
         return sum(r["queued"] for r in rows)
 
     async def close(self, gap_ids: Sequence[int], state: str, detail: str) -> None:
         """Close gaps without repair."""
         async with self._conn() as conn:
-            await conn.execute(sql.CLOSE_GAPS, list(gap_ids), state, detail)
+            await _close(conn, gap_ids, state, detail)
 
     async def work(self, group_keys: Sequence[str], limit: int) -> list[RepairWork]:
         """The repair's next odds, oldest gaps first."""
@@ -125,3 +124,9 @@ class PgGapLedger:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await close_bounded(pool, timeout_s=5)
+
+
+async def _close(conn: asyncpg.Connection, gap_ids: Sequence[int], state: str, detail: str) -> None:
+    async with conn.transaction():
+        await conn.execute(sql.LOCK_GAPS, sorted(gap_ids))
+        await conn.execute(sql.CLOSE_GAPS, list(gap_ids), state, detail)

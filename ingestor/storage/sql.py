@@ -532,6 +532,12 @@ ON CONFLICT (opened_by) DO NOTHING
 # under ($5; 0: not fenced): a fenced flush drops them, and the repair skips an odd the
 # database does not hold, so a new fixture's odds scoped by an owner that lost the group
 # would be marked done with none of their history stored.
+# Whether a gap had work before is its state as locked ('repairing' gaps hold pairs, 'open'
+# ones none), not what this statement's snapshot shows of stream_gap_odds: a scope that
+# waited on another's locks (two connections' snapshots of a group overlap) has a snapshot
+# from before that one committed. Judged by it, the gap had no pairs, its own all conflicted
+# (none queued), and it closed as "no odd changed during it": the 480 s soak lost 65,146
+# changes that way in one run (1,366 gaps scoped with odds, then closed so).
 SCOPE_GAPS = """
 WITH pending AS (
     SELECT gap_id, from_ts, state FROM stream_gaps
@@ -548,8 +554,7 @@ WITH pending AS (
     ON CONFLICT DO NOTHING
     RETURNING gap_id
 ), counted AS (
-    SELECT p.gap_id, p.state, count(w.gap_id) AS n,
-           EXISTS (SELECT 1 FROM stream_gap_odds q WHERE q.gap_id = p.gap_id) AS had_work
+    SELECT p.gap_id, p.state, count(w.gap_id) AS n, p.state = 'repairing' AS had_work
     FROM pending p LEFT JOIN work w USING (gap_id)
     GROUP BY p.gap_id, p.state
 )
@@ -563,21 +568,9 @@ SET state = CASE WHEN c.n = 0 AND NOT c.had_work THEN 'repaired' ELSE 'repairing
 FROM counted c WHERE g.gap_id = c.gap_id
 RETURNING g.gap_id, g.state, c.n AS queued
 """
-# Taken before SCOPE_GAPS, in its transaction: another scope of the group commits first, and
-# SCOPE_GAPS, whose snapshot is taken after, sees the pairs it queued. Without it the two ran
-# at once when a new connection's snapshot overlapped the last one's scope: the second waited
-# on the gaps the first had locked, then judged them by a snapshot taken before the first
-# committed (no pairs: "had no work"), its own pairs all conflicting (none queued), and closed
-# them as "no odd changed during it". The 480 s soak lost 65,146 changes that way (1,366 gaps
-# scoped with odds, then closed so, in one run).
-LOCK_PENDING_GAPS = """
-SELECT gap_id FROM stream_gaps
-WHERE group_key = $1 AND state IN ('open', 'repairing')
-ORDER BY gap_id
-FOR UPDATE
-"""
 # Gaps closed without repair: the vendor replayed across them (repaired), or no source of
-# history exists for their stream (unrepairable).
+# history exists for their stream (unrepairable). After LOCK_GAPS, in its transaction: its
+# DELETE then sees the pairs of a scope that held a gap meanwhile (else they stayed for ever).
 CLOSE_GAPS = """
 WITH closed AS (
     UPDATE stream_gaps SET state = $2, detail = $3, closed_at = now(), updated_at = now()

@@ -200,6 +200,31 @@ async def test_two_scopes_of_a_group_at_once_leave_its_gaps_to_repair(
         await ledger.close_pool()
 
 
+async def test_a_gap_closed_while_a_scope_holds_it_keeps_no_pairs(
+    database_url: str, pg: Any
+) -> None:
+    # The vendor replayed across a gap that a scope is queuing odds for: the close waits for
+    # the scope, and its DELETE must see the pairs the scope committed (else they stay for
+    # ever: the repair reads repairing gaps only, and pruning takes done pairs only).
+    ledger = PgGapLedger(database_url)
+    first = await asyncpg.connect(database_url)
+    try:
+        gap_id = await ledger.open(GROUP, "reconnect", SINCE, SINCE + timedelta(seconds=3))
+        ids, taken = [f"odd-{i}" for i in range(5)], SINCE + timedelta(seconds=5)
+        times = [SINCE + timedelta(seconds=1)] * 5
+        async with first.transaction():
+            await first.fetch(sql.SCOPE_GAPS, GROUP, ids, times, taken, 0)
+            closing = asyncio.create_task(ledger.close([gap_id], "repaired", "replayed"))
+            await wait_until(lambda: _waiting_on_a_lock(pg), timeout_s=10)
+        await asyncio.wait_for(closing, 10)
+        state = "SELECT state, detail FROM stream_gaps WHERE gap_id = $1"
+        assert tuple(await pg.fetchrow(state, gap_id)) == ("repaired", "replayed")
+        assert await pg.fetchval("SELECT count(*) FROM stream_gap_odds") == 0
+    finally:
+        await first.close()
+        await ledger.close_pool()
+
+
 async def _waiting_on_a_lock(pg: Any) -> bool:
     return bool(
         await pg.fetchval(
