@@ -206,12 +206,16 @@ class Recovery:
         if self._ledger is None or self._group.stream.kind != "copilot":
             return
         gap_id = await asyncio.shield(opening) if opening is not None else None
+        closed = self._replayed and gap_id is not None
         if self._replayed and gap_id is not None:
             await self._close_replayed(gap_id)
-            return
+        # The group's other gaps, whether or not this one was replayed across: after a storm
+        # of reconnects (each superseding the last snapshot before it could scope), a replay
+        # on the connection that lasts was the last chance, and 1,484 gaps of a soak stayed
+        # open with the stream quiet.
         await self._scope(snapshot)
         self._gap = gap_id
-        if self._replayed and gap_id is not None:  # the first event came while we scoped
+        if self._replayed and not closed and gap_id is not None:  # came while we scoped
             await self._close_replayed(gap_id)
 
     async def _scope(self, snapshot: Snapshot) -> None:

@@ -179,17 +179,27 @@ async def test_a_snapshot_never_has_two_chunks_queued_and_uncommitted() -> None:
 
 
 class _ScopeLedger:
-    """A ledger that records gaps and notes every scope it is asked for."""
+    """A ledger that records gaps (each once ``gate`` is open, numbered from 1) and notes
+    every scope and close it is asked for."""
 
     def __init__(self) -> None:
         self.scopes: list[tuple[str, int]] = []
+        self.closed: list[int] = []
+        self.opened = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
 
     async def open(self, *args: object, **kwargs: object) -> int:
-        return 1
+        await self.gate.wait()
+        self.opened += 1
+        return self.opened
 
     async def scope(self, group_key: str, changed: object, taken_at: datetime, epoch: int) -> int:
         self.scopes.append((group_key, epoch))
         return 0
+
+    async def close(self, gap_ids: Sequence[int], state: str, detail: str) -> None:
+        self.closed += gap_ids
 
 
 async def test_gap_tracking_scopes_with_the_epoch_its_snapshot_was_queued_under() -> None:
@@ -206,6 +216,33 @@ async def test_gap_tracking_scopes_with_the_epoch_its_snapshot_was_queued_under(
     assert recovery.connected() is not None  # resumed from a cursor: a gap
     await wait_until(lambda: ledger.scopes, timeout_s=5)
     assert ledger.scopes == [(group.key, 5)]
+    await recovery.stop()
+
+
+async def test_a_replayed_connection_still_scopes_the_groups_other_gaps() -> None:
+    # After a storm of reconnects (no snapshot lasted long enough to scope), the stream
+    # settles on a connection the vendor replays: its own gap closes as replayed, and its
+    # snapshot must scope the gaps before it, or they stay open until the next reconnect.
+    (group,) = make_groups([StreamConfig(kind="copilot", sport="basketball", leagues=["NBA"])], 10)
+    rest_client: Any = FakeRest({"F1": [odd("o1", fixture_id="F1", ts=10)]})
+    reader: Any = FakeReader({})
+    rehydrator = Rehydrator(
+        rest_client, reader, asyncio.Queue(), Metrics(), RestSettings(), _nothing
+    )
+    ledger = _ScopeLedger()
+    ledger_port: Any = ledger
+    recovery = Recovery(group, rehydrator, ledger_port, Metrics(), asyncio.Event())
+    recovery.begin(5, Cursor("1796523733046-0", None))
+    recovery.connected()
+    recovery.received((1796523733050, 0))
+    await wait_until(lambda: len(ledger.scopes) == 1, timeout_s=5)
+    ledger.gate.clear()  # the next gap is recorded only after the replay is seen
+    recovery.connected()
+    recovery.received((1796523733049, 0))  # one received before: the vendor replays
+    ledger.gate.set()
+    await wait_until(lambda: ledger.closed, timeout_s=5)
+    await wait_until(lambda: len(ledger.scopes) == 2, timeout_s=5)
+    assert ledger.closed == [2]  # its own gap, once
     await recovery.stop()
 
 
