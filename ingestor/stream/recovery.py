@@ -17,6 +17,7 @@ source: its gaps are recorded unrepairable.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -46,6 +47,19 @@ REPLAYED = (
 )
 
 
+@dataclass(slots=True)
+class _Connection:
+    """What gap tracking knows of one connection: the newest entry received before it
+    opened, whether its first data event came (and was one received before: a replay), and
+    its gap's id once recorded and scoped. Its snapshot may end after a newer connection
+    opened, so it reads this, never the current connection's."""
+
+    before: tuple[int, int] | None
+    first: bool = True
+    replayed: bool = False
+    gap: int | None = None
+
+
 class Recovery:
     """One group's gap tracking and its snapshots; the worker calls ``begin`` (a new
     ownership), ``connected`` (each connection), ``received`` (each data event), ``stop``."""
@@ -63,20 +77,25 @@ class Recovery:
         self._ledger = ledger
         self._metrics = metrics
         self._stop = stop
-        self._task: asyncio.Task[None] | None = None
+        # At most one snapshot runs, and at most one more waits for it: a newer connection
+        # replaces the waiting one (it has done nothing yet), never the running one. When a
+        # newer connection cancelled the running snapshot, a storm of reconnects shorter
+        # than a snapshot let none complete: no scope for 7.5 minutes of a soak, and an odd
+        # posted, then suspended before any snapshot finished, was never held, so the repair
+        # never asked for its changes (14 of them missing in a soak).
+        self._running: asyncio.Task[None] | None = None
+        self._waiting: asyncio.Task[None] | None = None
+        self._resting = False  # the running one waits to take a failed snapshot again
         self.epoch = 0
         self._resume: Cursor | None = None
         self._high: tuple[int, int] | None = None  # newest entry received this ownership
         self._opened: datetime | None = None  # when this ownership's last connection opened
-        self._before: tuple[int, int] | None = None  # ... when this connection opened
-        self._first = True  # no data event yet on this connection
-        self._replayed = False
-        self._gap: int | None = None  # this connection's gap, once recorded and scoped
+        self._conn = _Connection(None)  # the current connection
         # The newest whole snapshot: a gap recorded late (the database was down) is scoped
         # with it when it began after the gap ended.
         self._snapshot: Snapshot | None = None
         self._closing: set[asyncio.Task[None]] = set()
-        # Gaps being recorded: a newer connection supersedes a snapshot, never a record.
+        # Gaps being recorded: a newer connection replaces a waiting snapshot, never a record.
         self._recording: set[asyncio.Task[int | None]] = set()
 
     def begin(self, epoch: int, resume: Cursor | None) -> None:
@@ -92,7 +111,7 @@ class Recovery:
         the gap, for the connection's first data event to carry: the writer records it with
         that event's commit, which moves the cursor past it (a crash between that commit and
         the record here would have lost the stretch from the ledger)."""
-        self._before, self._first, self._replayed, self._gap = self._high, True, False, None
+        conn = self._conn = _Connection(self._high)
         now = datetime.now(UTC)
         if self._high is not None:  # complete up to the newest event received
             bounds = ("reconnect", datetime.fromtimestamp(self._high[0] / 1000, UTC))
@@ -109,21 +128,24 @@ class Recovery:
             opening = asyncio.create_task(self._open(gap), name=f"gap:{self._group.key}")
             self._recording.add(opening)
             opening.add_done_callback(self._recording.discard)
-        if self._task is not None:
-            self._task.cancel()  # a newer connection's snapshot supersedes it
-        self._task = asyncio.create_task(
-            self._recover(opening), name=f"rehydrate:{self._group.key}"
+        if self._waiting is not None:
+            self._waiting.cancel()  # superseded before it began
+        if self._running is not None and self._resting:
+            self._running.cancel()  # waiting to take a failed snapshot again: this one will
+        self._waiting = asyncio.create_task(
+            self._recover(conn, opening, self._running), name=f"rehydrate:{self._group.key}"
         )
         return gap
 
     def received(self, entry: tuple[int, int]) -> None:
         """A data event with this entry id (ms, seq) arrived on the current connection."""
-        if self._first:
-            self._first = False
-            if self._before is not None and entry <= self._before:
-                self._replayed = True  # the vendor resent what we had: it replays
-                if self._gap is not None and self._ledger is not None:
-                    task = asyncio.create_task(self._close_replayed(self._gap))
+        conn = self._conn
+        if conn.first:
+            conn.first = False
+            if conn.before is not None and entry <= conn.before:
+                conn.replayed = True  # the vendor resent what we had: it replays
+                if conn.gap is not None and self._ledger is not None:
+                    task = asyncio.create_task(self._close_replayed(conn.gap))
                     self._closing.add(task)
                     task.add_done_callback(self._closing.discard)
         if self._high is None or entry > self._high:
@@ -133,22 +155,34 @@ class Recovery:
         """The worker stops: its snapshot goes with it (an unscoped gap stays open, and the
         group's next snapshot, here or in its next owner, scopes it), and so does a gap not
         yet recorded (the next owner starts from the committed cursor: its own gap covers)."""
-        tasks = [t for t in (self._task, *self._recording) if t is not None]
+        tasks = [t for t in (self._running, self._waiting, *self._recording) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._task = None
+        self._running = self._waiting = None
 
     # --- the connection's recovery ----------------------------------------------------------
 
-    async def _recover(self, opening: asyncio.Task[int | None] | None) -> None:
+    async def _recover(
+        self,
+        conn: _Connection,
+        opening: asyncio.Task[int | None] | None,
+        running: asyncio.Task[None] | None,
+    ) -> None:
         key = self._group.key
+        me = asyncio.current_task()
         try:
-            await self._snapshots(opening)
+            if running is not None:
+                await asyncio.wait([running])  # its end, without cancelling it if we are
+            self._waiting, self._running = None, me
+            await self._snapshots(conn, opening)
         except Exception:
             # Never fatal to the stream: the next connect tries again.
             self._metrics.rehydrations.labels(key, "crashed").inc()
             log.exception("rehydrate_crashed", group=key)
+        finally:
+            if self._running is me:
+                self._running = None
 
     def _unrepairable(self) -> str | None:
         """Why this group's gaps cannot be repaired, if they cannot."""
@@ -188,7 +222,7 @@ class Recovery:
         )
         return gap_id
 
-    async def _snapshots(self, opening: asyncio.Task[int | None] | None) -> None:
+    async def _snapshots(self, conn: _Connection, opening: asyncio.Task[int | None] | None) -> None:
         """Snapshot until one comes back whole, then scope the group's open gaps with it (this
         connection's once it is recorded)."""
         if self._rehydrator is None:
@@ -198,24 +232,30 @@ class Recovery:
             snapshot = await self._rehydrator.run(self._group, self.epoch)
             if snapshot.complete:
                 break
+            if self._waiting is not None:
+                return  # a newer connection's snapshot takes over now
             log.info("rehydrate_again", group=self._group.key, in_s=delay)
-            if await sleep_or_stop(self._stop, delay):
-                return
+            self._resting = True  # a newer connection cancels it here (nothing in flight)
+            try:
+                if await sleep_or_stop(self._stop, delay):
+                    return
+            finally:
+                self._resting = False
             delay = min(delay * 2, first * RESNAPSHOT_CAP)
         self._snapshot = snapshot
         if self._ledger is None or self._group.stream.kind != "copilot":
             return
         gap_id = await asyncio.shield(opening) if opening is not None else None
-        closed = self._replayed and gap_id is not None
-        if self._replayed and gap_id is not None:
+        closed = conn.replayed and gap_id is not None
+        if conn.replayed and gap_id is not None:
             await self._close_replayed(gap_id)
         # The group's other gaps, whether or not this one was replayed across: after a storm
         # of reconnects (each superseding the last snapshot before it could scope), a replay
         # on the connection that lasts was the last chance, and 1,484 gaps of a soak stayed
         # open with the stream quiet.
         await self._scope(snapshot)
-        self._gap = gap_id
-        if self._replayed and not closed and gap_id is not None:  # came while we scoped
+        conn.gap = gap_id
+        if conn.replayed and not closed and gap_id is not None:  # came while we scoped
             await self._close_replayed(gap_id)
 
     async def _scope(self, snapshot: Snapshot) -> None:

@@ -246,6 +246,45 @@ async def test_a_replayed_connection_still_scopes_the_groups_other_gaps() -> Non
     await recovery.stop()
 
 
+class _GatedRest(FakeRest):
+    """REST answers that wait for ``gate`` (counting the listings asked for)."""
+
+    def __init__(self, fixtures: dict[str, list[dict[str, Any]]]) -> None:
+        super().__init__(fixtures)
+        self.gate = asyncio.Event()
+        self.listings = 0
+
+    async def get_pages(self, path: str, params: list[tuple[str, str]], _: int) -> list[Any]:
+        self.listings += 1
+        await self.gate.wait()
+        return await super().get_pages(path, params, _)
+
+
+async def test_reconnects_during_a_snapshot_queue_one_more_instead_of_cancelling_it() -> None:
+    # Reconnects faster than a snapshot used to cancel each one before it could finish: in
+    # a storm, none did (no gap scoped for 7.5 minutes of a soak). Now the running snapshot
+    # finishes and scopes, and one more (the newest connection's) follows it.
+    (group,) = make_groups([StreamConfig(kind="copilot", sport="basketball", leagues=["NBA"])], 10)
+    rest = _GatedRest({"F1": [odd("o1", fixture_id="F1", ts=10)]})
+    rest_client: Any = rest
+    reader: Any = FakeReader({})
+    rehydrator = Rehydrator(
+        rest_client, reader, asyncio.Queue(), Metrics(), RestSettings(), _nothing
+    )
+    ledger = _ScopeLedger()
+    ledger_port: Any = ledger
+    recovery = Recovery(group, rehydrator, ledger_port, Metrics(), asyncio.Event())
+    recovery.begin(5, Cursor("1796523733046-0", None))
+    for _ in range(3):
+        recovery.connected()
+        await wait_until(lambda: rest.listings == 1, timeout_s=5)
+    rest.gate.set()
+    await wait_until(lambda: len(ledger.scopes) == 2, timeout_s=5)
+    await wait_until(lambda: rest.listings == 2, timeout_s=5)
+    await recovery.stop()
+    assert rest.listings == 2 and len(ledger.scopes) == 2  # the second connection's never ran
+
+
 async def _nothing() -> None:
     """The writer's flushed(): nothing to wait for here."""
 
