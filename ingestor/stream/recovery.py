@@ -159,7 +159,10 @@ class Recovery:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._running = self._waiting = None
+        if self._running in tasks:  # not one a connection opened meanwhile
+            self._running = None
+        if self._waiting in tasks:
+            self._waiting = None
 
     # --- the connection's recovery ----------------------------------------------------------
 

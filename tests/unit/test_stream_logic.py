@@ -16,6 +16,7 @@ from ingestor.metrics import Metrics
 from ingestor.ports import HeldOdd
 from ingestor.stream.recovery import Recovery
 from ingestor.stream.rehydrate import Rehydrator, snapshot_params
+from ingestor.stream.rest import RestError
 from ingestor.stream.worker import Shared, StreamWorker
 from tests.conftest import wait_until
 from tests.support.fakefeed import odd
@@ -278,11 +279,50 @@ async def test_reconnects_during_a_snapshot_queue_one_more_instead_of_cancelling
     for _ in range(3):
         recovery.connected()
         await wait_until(lambda: rest.listings == 1, timeout_s=5)
+        await asyncio.sleep(0)  # a yield: the waiting snapshot starts to wait, then is replaced
     rest.gate.set()
     await wait_until(lambda: len(ledger.scopes) == 2, timeout_s=5)
     await wait_until(lambda: rest.listings == 2, timeout_s=5)
     await recovery.stop()
     assert rest.listings == 2 and len(ledger.scopes) == 2  # the second connection's never ran
+
+
+class _FailingOnceRest(FakeRest):
+    """The fixture listing fails the first time (the snapshot is not whole)."""
+
+    def __init__(self, fixtures: dict[str, list[dict[str, Any]]]) -> None:
+        super().__init__(fixtures)
+        self.listings = 0
+
+    async def get_pages(self, path: str, params: list[tuple[str, str]], _: int) -> list[Any]:
+        self.listings += 1
+        if self.listings == 1:
+            raise RestError("GET /copilot/fixtures: HTTP 503")
+        return await super().get_pages(path, params, _)
+
+
+async def test_a_snapshot_waiting_to_be_taken_again_gives_way_to_a_newer_connection() -> None:
+    # The first snapshot failed and waits an hour to be taken again: a new connection must
+    # not wait behind it, its own snapshot runs at once.
+    (group,) = make_groups([StreamConfig(kind="copilot", sport="basketball", leagues=["NBA"])], 10)
+    rest = _FailingOnceRest({"F1": [odd("o1", fixture_id="F1", ts=10)]})
+    rest_client: Any = rest
+    reader: Any = FakeReader({})
+    settings = RestSettings(rehydrate_retry_s=3600)
+    metrics = Metrics()
+    rehydrator = Rehydrator(rest_client, reader, asyncio.Queue(), metrics, settings, _nothing)
+    ledger = _ScopeLedger()
+    ledger_port: Any = ledger
+    recovery = Recovery(group, rehydrator, ledger_port, metrics, asyncio.Event())
+    recovery.begin(5, Cursor("1796523733046-0", None))
+    recovery.connected()
+    partial = {"group": group.key, "result": "partial"}
+    samples = metrics.registry.get_sample_value
+    await wait_until(lambda: samples("ingestor_rehydrations_total", partial), timeout_s=5)
+    recovery.connected()
+    await wait_until(lambda: ledger.scopes, timeout_s=5)
+    assert rest.listings == 2 and ledger.scopes == [(group.key, 5)]
+    await recovery.stop()
 
 
 async def _nothing() -> None:
