@@ -5,8 +5,9 @@ row (whichever comes first), so that no crash can land between the two."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import uuid4
 
 import asyncpg
@@ -22,6 +23,7 @@ from tests.support.pipeline import SimPipelineFactory
 from tests.support.sim import settle
 
 SINCE = datetime(2026, 12, 6, 1, 0, tzinfo=UTC)
+T = TypeVar("T")
 GAPS = "SELECT group_key, cause, from_ts, until_ts, opened_by, state, detail FROM stream_gaps"
 
 
@@ -171,6 +173,30 @@ async def test_a_snapshot_scopes_gaps_only_while_its_group_is_at_the_snapshots_e
         await ledger.close_pool()
 
 
+CHANGED = {f"odd-{i}": SINCE + timedelta(seconds=1) for i in range(5)}  # after the gap began
+TAKEN = SINCE + timedelta(seconds=5)  # after it ended
+
+
+async def _behind_a_scope(
+    database_url: str, pg: Any, then: Callable[[PgGapLedger, int], Coroutine[Any, Any, T]]
+) -> tuple[int, T]:
+    """A gap, a scope of it held open in a transaction of its own (queuing CHANGED), and
+    ``then`` run against the gap until it waits on the scope's locks; the scope commits."""
+    ledger = PgGapLedger(database_url)
+    first = await asyncpg.connect(database_url)
+    try:
+        gap_id = await ledger.open(GROUP, "reconnect", SINCE, SINCE + timedelta(seconds=3))
+        ids, times = list(CHANGED), list(CHANGED.values())
+        async with first.transaction():
+            await first.fetch(sql.SCOPE_GAPS, GROUP, ids, times, TAKEN, 0)
+            task = asyncio.create_task(then(ledger, gap_id))
+            await wait_until(lambda: _waiting_on_a_lock(pg), timeout_s=10)
+        return gap_id, await asyncio.wait_for(task, 10)
+    finally:
+        await first.close()
+        await ledger.close_pool()
+
+
 async def test_two_scopes_of_a_group_at_once_leave_its_gaps_to_repair(
     database_url: str, pg: Any
 ) -> None:
@@ -178,26 +204,17 @@ async def test_two_scopes_of_a_group_at_once_leave_its_gaps_to_repair(
     # transaction. The second used to wait on the gaps the first had locked, then judge them by
     # what it saw before the first committed: no pairs, none it could add (they conflict), so
     # "no odd changed during it", and the gap closed with its odds never repaired.
-    ledger = PgGapLedger(database_url)
-    first = await asyncpg.connect(database_url)
-    try:
-        gap_id = await ledger.open(GROUP, "reconnect", SINCE, SINCE + timedelta(seconds=3))
-        changed = {f"odd-{i}": SINCE + timedelta(seconds=1) for i in range(5)}
-        ids, times, taken = list(changed), list(changed.values()), SINCE + timedelta(seconds=5)
-        async with first.transaction():
-            await first.fetch(sql.SCOPE_GAPS, GROUP, ids, times, taken, 0)
-            second = asyncio.create_task(ledger.scope(GROUP, changed, taken, 0))
-            await wait_until(lambda: _waiting_on_a_lock(pg), timeout_s=10)
-        assert await asyncio.wait_for(second, 10) == 0  # the first queued them all
-        row = await pg.fetchrow(
-            "SELECT state, detail, odds_to_repair FROM stream_gaps WHERE gap_id = $1", gap_id
-        )
-        assert (row["state"], row["detail"], row["odds_to_repair"]) == ("repairing", None, 5)
-        left = "SELECT count(*) FROM stream_gap_odds WHERE gap_id = $1 AND NOT done"
-        assert await pg.fetchval(left, gap_id) == 5
-    finally:
-        await first.close()
-        await ledger.close_pool()
+    async def second(ledger: PgGapLedger, _: int) -> int:
+        return await ledger.scope(GROUP, CHANGED, TAKEN, 0)
+
+    gap_id, queued = await _behind_a_scope(database_url, pg, second)
+    assert queued == 0  # the first queued them all
+    row = await pg.fetchrow(
+        "SELECT state, detail, odds_to_repair FROM stream_gaps WHERE gap_id = $1", gap_id
+    )
+    assert (row["state"], row["detail"], row["odds_to_repair"]) == ("repairing", None, 5)
+    left = "SELECT count(*) FROM stream_gap_odds WHERE gap_id = $1 AND NOT done"
+    assert await pg.fetchval(left, gap_id) == 5
 
 
 async def test_a_gap_closed_while_a_scope_holds_it_keeps_no_pairs(
@@ -206,23 +223,13 @@ async def test_a_gap_closed_while_a_scope_holds_it_keeps_no_pairs(
     # The vendor replayed across a gap that a scope is queuing odds for: the close waits for
     # the scope, and its DELETE must see the pairs the scope committed (else they stay for
     # ever: the repair reads repairing gaps only, and pruning takes done pairs only).
-    ledger = PgGapLedger(database_url)
-    first = await asyncpg.connect(database_url)
-    try:
-        gap_id = await ledger.open(GROUP, "reconnect", SINCE, SINCE + timedelta(seconds=3))
-        ids, taken = [f"odd-{i}" for i in range(5)], SINCE + timedelta(seconds=5)
-        times = [SINCE + timedelta(seconds=1)] * 5
-        async with first.transaction():
-            await first.fetch(sql.SCOPE_GAPS, GROUP, ids, times, taken, 0)
-            closing = asyncio.create_task(ledger.close([gap_id], "repaired", "replayed"))
-            await wait_until(lambda: _waiting_on_a_lock(pg), timeout_s=10)
-        await asyncio.wait_for(closing, 10)
-        state = "SELECT state, detail FROM stream_gaps WHERE gap_id = $1"
-        assert tuple(await pg.fetchrow(state, gap_id)) == ("repaired", "replayed")
-        assert await pg.fetchval("SELECT count(*) FROM stream_gap_odds") == 0
-    finally:
-        await first.close()
-        await ledger.close_pool()
+    async def close(ledger: PgGapLedger, gap_id: int) -> None:
+        await ledger.close([gap_id], "repaired", "replayed")
+
+    gap_id, _ = await _behind_a_scope(database_url, pg, close)
+    state = "SELECT state, detail FROM stream_gaps WHERE gap_id = $1"
+    assert tuple(await pg.fetchrow(state, gap_id)) == ("repaired", "replayed")
+    assert await pg.fetchval("SELECT count(*) FROM stream_gap_odds") == 0
 
 
 async def _waiting_on_a_lock(pg: Any) -> bool:

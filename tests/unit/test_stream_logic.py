@@ -22,6 +22,7 @@ from tests.conftest import wait_until
 from tests.support.fakefeed import odd
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+GROUP_KEY = "copilot:basketball:NBA"  # the one group of _tracking
 
 
 def _worker(**kw: float) -> StreamWorker:
@@ -203,20 +204,31 @@ class _ScopeLedger:
         self.closed += gap_ids
 
 
-async def test_gap_tracking_scopes_with_the_epoch_its_snapshot_was_queued_under() -> None:
+def _tracking(
+    rest: FakeRest | None = None, settings: RestSettings | None = None
+) -> tuple[Recovery, _ScopeLedger, Metrics]:
+    """Gap tracking of one copilot group, begun under epoch 5 from a committed cursor, its
+    snapshots answered by ``rest`` (one fixture, one odd, by default)."""
     (group,) = make_groups([StreamConfig(kind="copilot", sport="basketball", leagues=["NBA"])], 10)
-    rest_client: Any = FakeRest({"F1": [odd("o1", fixture_id="F1", ts=10)]})
+    rest_client: Any = rest or FakeRest({"F1": [odd("o1", fixture_id="F1", ts=10)]})
     reader: Any = FakeReader({})
+    metrics = Metrics()
+    queue: EventQueue = asyncio.Queue()
     rehydrator = Rehydrator(
-        rest_client, reader, asyncio.Queue(), Metrics(), RestSettings(), _nothing
+        rest_client, reader, queue, metrics, settings or RestSettings(), _nothing
     )
     ledger = _ScopeLedger()
     ledger_port: Any = ledger
-    recovery = Recovery(group, rehydrator, ledger_port, Metrics(), asyncio.Event())
+    recovery = Recovery(group, rehydrator, ledger_port, metrics, asyncio.Event())
     recovery.begin(5, Cursor("1796523733046-0", None))
+    return recovery, ledger, metrics
+
+
+async def test_gap_tracking_scopes_with_the_epoch_its_snapshot_was_queued_under() -> None:
+    recovery, ledger, _ = _tracking()
     assert recovery.connected() is not None  # resumed from a cursor: a gap
     await wait_until(lambda: ledger.scopes, timeout_s=5)
-    assert ledger.scopes == [(group.key, 5)]
+    assert ledger.scopes == [(GROUP_KEY, 5)]
     await recovery.stop()
 
 
@@ -224,16 +236,7 @@ async def test_a_replayed_connection_still_scopes_the_groups_other_gaps() -> Non
     # After a storm of reconnects (no snapshot lasted long enough to scope), the stream
     # settles on a connection the vendor replays: its own gap closes as replayed, and its
     # snapshot must scope the gaps before it, or they stay open until the next reconnect.
-    (group,) = make_groups([StreamConfig(kind="copilot", sport="basketball", leagues=["NBA"])], 10)
-    rest_client: Any = FakeRest({"F1": [odd("o1", fixture_id="F1", ts=10)]})
-    reader: Any = FakeReader({})
-    rehydrator = Rehydrator(
-        rest_client, reader, asyncio.Queue(), Metrics(), RestSettings(), _nothing
-    )
-    ledger = _ScopeLedger()
-    ledger_port: Any = ledger
-    recovery = Recovery(group, rehydrator, ledger_port, Metrics(), asyncio.Event())
-    recovery.begin(5, Cursor("1796523733046-0", None))
+    recovery, ledger, _ = _tracking()
     recovery.connected()
     recovery.received((1796523733050, 0))
     await wait_until(lambda: len(ledger.scopes) == 1, timeout_s=5)
@@ -265,17 +268,8 @@ async def test_reconnects_during_a_snapshot_queue_one_more_instead_of_cancelling
     # Reconnects faster than a snapshot used to cancel each one before it could finish: in
     # a storm, none did (no gap scoped for 7.5 minutes of a soak). Now the running snapshot
     # finishes and scopes, and one more (the newest connection's) follows it.
-    (group,) = make_groups([StreamConfig(kind="copilot", sport="basketball", leagues=["NBA"])], 10)
     rest = _GatedRest({"F1": [odd("o1", fixture_id="F1", ts=10)]})
-    rest_client: Any = rest
-    reader: Any = FakeReader({})
-    rehydrator = Rehydrator(
-        rest_client, reader, asyncio.Queue(), Metrics(), RestSettings(), _nothing
-    )
-    ledger = _ScopeLedger()
-    ledger_port: Any = ledger
-    recovery = Recovery(group, rehydrator, ledger_port, Metrics(), asyncio.Event())
-    recovery.begin(5, Cursor("1796523733046-0", None))
+    recovery, ledger, _ = _tracking(rest)
     for _ in range(3):
         recovery.connected()
         await wait_until(lambda: rest.listings == 1, timeout_s=5)
@@ -304,24 +298,15 @@ class _FailingOnceRest(FakeRest):
 async def test_a_snapshot_waiting_to_be_taken_again_gives_way_to_a_newer_connection() -> None:
     # The first snapshot failed and waits an hour to be taken again: a new connection must
     # not wait behind it, its own snapshot runs at once.
-    (group,) = make_groups([StreamConfig(kind="copilot", sport="basketball", leagues=["NBA"])], 10)
     rest = _FailingOnceRest({"F1": [odd("o1", fixture_id="F1", ts=10)]})
-    rest_client: Any = rest
-    reader: Any = FakeReader({})
-    settings = RestSettings(rehydrate_retry_s=3600)
-    metrics = Metrics()
-    rehydrator = Rehydrator(rest_client, reader, asyncio.Queue(), metrics, settings, _nothing)
-    ledger = _ScopeLedger()
-    ledger_port: Any = ledger
-    recovery = Recovery(group, rehydrator, ledger_port, metrics, asyncio.Event())
-    recovery.begin(5, Cursor("1796523733046-0", None))
+    recovery, ledger, metrics = _tracking(rest, RestSettings(rehydrate_retry_s=3600))
     recovery.connected()
-    partial = {"group": group.key, "result": "partial"}
+    partial = {"group": GROUP_KEY, "result": "partial"}
     samples = metrics.registry.get_sample_value
     await wait_until(lambda: samples("ingestor_rehydrations_total", partial), timeout_s=5)
     recovery.connected()
     await wait_until(lambda: ledger.scopes, timeout_s=5)
-    assert rest.listings == 2 and ledger.scopes == [(group.key, 5)]
+    assert rest.listings == 2 and ledger.scopes == [(GROUP_KEY, 5)]
     await recovery.stop()
 
 
