@@ -249,9 +249,10 @@ class Recovery:
         if self._ledger is None or self._group.stream.kind != "copilot":
             return
         gap_id = await asyncio.shield(opening) if opening is not None else None
-        closed = conn.replayed and gap_id is not None
-        if conn.replayed and gap_id is not None:
+        closed = False
+        if conn.replayed and gap_id is not None:  # closed first: the scope then skips it
             await self._close_replayed(gap_id)
+            closed = True
         # The group's other gaps, whether or not this one was replayed across: after a storm
         # of reconnects (each superseding the last snapshot before it could scope), a replay
         # on the connection that lasts was the last chance, and 1,484 gaps of a soak stayed
