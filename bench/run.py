@@ -1,4 +1,5 @@
-"""The benchmark: COPY ceiling, write path, end to end, latency, naive baseline, stall.
+"""The benchmark: COPY ceiling, write path, end to end, latency, naive baseline, stall; each
+end-to-end run and the stall checked against the feed's truth (``bench/ledger.py``).
 
     .venv/bin/python -m bench.run [--odds 1000000] [--latency-s 10] [--naive-s 15] [--stall-s 30]
                                   [--groups 3] [--e2e-runs 3]
@@ -29,7 +30,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bench import ceiling, history
+from bench import ceiling, history, ledger
 from bench.ceiling import history_records
 from bench.daemon import Daemon, Pace, Run, run_daemon
 from bench.feed import STREAM_PATH, Feed
@@ -65,6 +66,7 @@ class Results:
 
     figures: dict[str, Any] = field(default_factory=dict)
     daemon_logs: dict[str, Any] = field(default_factory=dict)  # warnings and errors, by run
+    ledger: dict[str, list[str]] = field(default_factory=dict)  # the check's problems, by run
 
     def add(self, name: str, **values: Any) -> None:
         self.figures[name] = values
@@ -188,6 +190,14 @@ def _rehydration(run: Run) -> dict[str, Any]:
     }
 
 
+async def _ledger(url: str, w: Workload, r: Results, name: str) -> None:
+    """The run's ledger check (bench/ledger.py): stored is what the feed sent."""
+    started = time.perf_counter()
+    problems = r.ledger[name] = await ledger.check(url, w)
+    took = time.perf_counter() - started
+    print(f"  {name}: ledger check {problems or 'passed'} ({took:.1f} s)", flush=True)
+
+
 def _problems(r: Results, run: Run, name: str) -> None:
     """The daemon's exit code and the warnings and errors it logged, kept for the report."""
     r.daemon_logs[name] = {"exit_code": run.exit_code, **run.log["problems"]}
@@ -206,6 +216,7 @@ async def end_to_end(
     await _truncate(pg_url)
     run = await run_daemon(db_url, pg_url, w, tmp / f"daemon-{name}.log")
     _problems(r, run, name)
+    await _ledger(pg_url, w, r, name)
     elapsed = run.seconds
     r.add(
         name,
@@ -326,6 +337,7 @@ async def stall(pg_url: str, w: Workload, r: Results, tmp: Path, outage_s: float
     finally:
         await proxy.close()
     _problems(r, run, "stall")
+    await _ledger(pg_url, w, r, "stall")
     drained = run.first_write + run.seconds - run.extra["restored"]
     r.add(
         "stall",
@@ -449,13 +461,18 @@ def _report(r: Results, tmp: Path, machine: dict[str, Any]) -> None:
             f["end_to_end_1ms"]["odds_per_s"] / f["naive_1ms"]["odds_per_s"], 1
         ),
     }
-    targets = _targets(f, ratios)
+    wrong = sum(len(p) for p in r.ledger.values())
+    targets = [
+        *_targets(f, ratios),
+        ("ledger check problems (every end-to-end run, the stall)", wrong, "<= 0", wrong == 0),
+    ]
     out = {
         "machine": machine,
         "figures": f,
         "ratios": ratios,
         "targets": [{"target": t, "measured": m, "bound": b, "met": ok} for t, m, b, ok in targets],
         "daemon_logs": r.daemon_logs,
+        "ledger": r.ledger,
     }
     (tmp / "latest.json").write_text(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     lines = [f"Machine: {out['machine']}", "", "| measure | figures |", "|---|---|"]
@@ -467,6 +484,8 @@ def _report(r: Results, tmp: Path, machine: dict[str, Any]) -> None:
     lines += [
         f"- {k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in r.daemon_logs.items()
     ]
+    lines += ["", "Ledger check (bench/ledger.py), by run:"]
+    lines += [f"- {k}: {p or 'passed'}" for k, p in r.ledger.items()]
     text = "\n".join(lines)
     (tmp / "latest.md").write_text(text + "\n")
     print("\n" + text)

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bench import ledger
 from bench.daemon import Pace, run_daemon
 from bench.feed import Feed
 from bench.workload import build
@@ -38,6 +39,36 @@ async def test_bench_end_to_end_commits_every_groups_last_entry(
     assert snapshot > 0
     assert await pg.fetchval("SELECT count(*) FROM fixtures") >= len(w.snapshot)
     assert run.log["problems"] == {}, log
+    # The bench's ledger check: what was stored is the feed's truth.
+    assert await ledger.check(database_url, w) == []
+
+
+@pytest.mark.timeout(60)
+async def test_bench_ledger_check_names_a_wrong_price_and_a_lost_history_row(
+    database_url: str, pg: Any, tmp_path: Path
+) -> None:
+    w = build(2_000, groups=3)
+    run = await run_daemon(
+        database_url, database_url, w, tmp_path / "daemon.log", Pace(idle_timeout_s=20)
+    )
+    assert run.exit_code == 0 and await ledger.check(database_url, w) == []
+    uid = await pg.fetchval("SELECT id FROM odds WHERE status = 'open' ORDER BY id LIMIT 1")
+    await pg.execute("UPDATE odds SET price = price + 1 WHERE id = $1", uid)
+    wrong = [p for p in await ledger.check(database_url, w) if uid in p]
+    assert len(wrong) == 1 and wrong[0].startswith(f"odds: {uid} holds "), wrong
+    assert str(ledger.truth(w).state[uid]) in wrong[0]  # the feed's last state, beside
+    # The newest change of a streamed odd lost from history: not stored, and odds unexplained.
+    odd_key, entry_id = await pg.fetchrow(
+        "SELECT odd_key, entry_id FROM odds WHERE entry_id IS NOT NULL ORDER BY id LIMIT 1"
+    )
+    await pg.execute(
+        "DELETE FROM odds_changes c USING odds o WHERE o.odd_key = $1"
+        " AND c.odd_key = o.odd_key AND c.source_ts = o.source_ts",
+        odd_key,
+    )
+    problems = await ledger.check(database_url, w)
+    assert any(p.startswith("history: (") and entry_id in p and "not stored" in p for p in problems)
+    assert any(p.startswith("odds: ") and "newest history at" in p for p in problems)
 
 
 async def test_feed_answers_rest_as_the_daemon_reads_it() -> None:
