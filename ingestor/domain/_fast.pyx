@@ -57,6 +57,12 @@ cdef object DECODE = _DECODER.decode
 cdef tuple DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError)
 cdef object now = time.time
 cdef long long _LIMIT = _MAX_MICROS
+# Typed, so that the arithmetic below stays in C: Cython makes a literal beyond 32 bits a
+# Python int, and ``micros // 86_400_000_000`` was then two conversions and a Python floor
+# division (800 instructions) per event, ``m > 2**53`` a Python int per number.
+cdef long long DAY_US = 86_400_000_000
+cdef long long HOUR_US = 3_600_000_000
+cdef long long EXACT_BELOW = 9_007_199_254_740_992  # 2**53: beyond it a double is not exact
 cdef double FUTURE_MS = MAX_FUTURE_MS
 
 
@@ -143,17 +149,23 @@ cdef tuple _parsed(str entry):
         return None
 
 
+cdef inline bint _future(tuple entry) except -1:
+    """Whether the entry's time is more than MAX_FUTURE_MS ahead of the clock (in C doubles:
+    an entry's ms is exact in one, and the Python arithmetic per event cost 200 instructions)."""
+    return <double>entry[0] > <double>now() * 1000.0 + FUTURE_MS
+
+
 cdef object _utc(long long micros):
     """``fast.utc_micros`` (0 <= micros < year 10000): the datetime made from its fields."""
-    cdef long long days = micros // 86_400_000_000
-    cdef long long rest = micros - days * 86_400_000_000
+    cdef long long days = micros // DAY_US
+    cdef long long rest = micros - days * DAY_US
     cdef int y, m, d
     civil_from_days(days, &y, &m, &d)
     return datetime_new(
         y,
         m,
         d,
-        <int>(rest // 3_600_000_000),
+        <int>(rest // HOUR_US),
         <int>(rest // 60_000_000 % 60),
         <int>(rest // 1_000_000 % 60),
         <int>(rest % 1_000_000),
@@ -207,7 +219,7 @@ def fast_odds(
         return None
     entry_id = payload.entry_id or event_id
     entry = _parsed(entry_id)
-    if entry is None or entry[0] > now() * 1000 + FUTURE_MS or not payload.data:
+    if entry is None or _future(entry) or not payload.data:
         return None
     # Every field given, in order: the dataclass's keyword and its default factories (a call
     # of list() each) cost 106 instructions per odd (callgrind, the worker's path: 20,674 ->
@@ -537,7 +549,7 @@ cdef object _value(Cursor* c, Py_ssize_t field):
         return None
     if shape == WHOLE:
         return PyLong_FromLongLong(-m if negative else m) if number == 1 else None
-    if m > 9_007_199_254_740_992:  # 2**53: beyond it a double is not exact
+    if m > EXACT_BELOW:
         return None
     if number == 1:  # an integer: msgspec makes it a float, -0 as 0.0
         return PyFloat_FromDouble(<double>(-m if negative else m))
@@ -681,7 +693,7 @@ cdef object _scan(
             else:
                 return None
             entry = _parsed(entry_id)
-            if entry is None or entry[0] > now() * 1000 + FUTURE_MS:
+            if entry is None or _future(entry):
                 return None
             event = DecodedEvent(
                 group_key, event_type, entry_id, event_id, received_at, [], [], True, [], [], 0,
