@@ -4,6 +4,7 @@ from typing import Any
 from ingestor.domain.events import DecodedEvent, Kind
 
 READS_SLOTS: bool
+MAKES_EVENTS: bool
 
 def fast_odds(
     group_key: str,

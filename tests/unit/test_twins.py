@@ -279,6 +279,25 @@ def test_the_compiled_decoder_reads_each_field_of_an_odd_from_its_own_slot() -> 
         assert _fast.READS_SLOTS
 
 
+def test_the_compiled_decoder_makes_each_event_as_its_constructor_does() -> None:
+    odd = {"id": "o1", "price": -110.0, "timestamp": 1_700_000_000.25}
+    data = orjson.dumps({"entry_id": "1700000000000-1", "data": [odd]})
+    now = datetime(2026, 12, 3, tzinfo=UTC)
+    first, second, want = (
+        decode("g", "copilot", "copilot-odds", Kind.ODDS, data, "1-0", now)
+        for decode in (fast.fast_odds, fast.fast_odds, fast.pure_fast_odds)
+    )
+    assert first is not None and second is not None and want is not None
+    assert repr(first) == repr(want) and first.gaps == () and first.epoch == 0
+    # Every event has lists of its own: one filled later never fills another.
+    for name in ("odds", "fixtures", "rejected", "dead_letters"):
+        assert getattr(first, name) is not getattr(second, name), name
+    if not PURE_BUILD:  # its slots are written in C, not through the dataclass's __init__
+        from ingestor.domain import _fast
+
+        assert _fast.MAKES_EVENTS
+
+
 # Escapes the NUL check must find (or pass over) wherever they sit in the event's text.
 escapes = st.sampled_from(["", "\\u0000", "\\\\u0000", "\\n", "\\u00001", "\\"])
 # Plain ones, the C parse's limits (18 digits a part) and past them, and what is no id.
