@@ -134,12 +134,12 @@ cdef inline void _put(object obj, Py_ssize_t i, object value):
 
 
 cdef object _event(str group_key, str event_type, str entry_id, str event_id,
-                   object received_at, tuple entry):
-    """``DecodedEvent(group_key, event_type, entry_id, event_id, received_at, [], [], True, [],
-    [], 0, entry)``, its gaps the default ()."""
+                   object received_at, tuple entry, list odds):
+    """``DecodedEvent(group_key, event_type, entry_id, event_id, received_at, odds, [], True,
+    [], [], 0, entry)``, its gaps the default ()."""
     if not EVENT_BY_OFFSET:
         return DecodedEvent(
-            group_key, event_type, entry_id, event_id, received_at, [], [], True, [], [], 0,
+            group_key, event_type, entry_id, event_id, received_at, odds, [], True, [], [], 0,
             entry,
         )
     event = NEW_OBJECT(EVENT)
@@ -148,7 +148,7 @@ cdef object _event(str group_key, str event_type, str entry_id, str event_id,
     _put(event, 2, entry_id)
     _put(event, 3, event_id)
     _put(event, 4, received_at)
-    _put(event, 5, [])
+    _put(event, 5, odds)
     _put(event, 6, [])
     _put(event, 7, True)
     _put(event, 8, [])
@@ -290,7 +290,7 @@ def fast_odds(
     # Every field given, in order: the dataclass's keyword and its default factories (a call
     # of list() each) cost 106 instructions per odd (callgrind, the worker's path: 20,674 ->
     # 20,568).
-    event = _event(group_key, event_type, entry_id, event_id, received_at, entry)
+    event = _event(group_key, event_type, entry_id, event_id, received_at, entry, [])
     return event if _fill(payload.data, event, kind, stream, entry) else None
 
 
@@ -300,6 +300,8 @@ def rows(list odds, object event, object kind, str stream, tuple entry):
 
 
 @cython.final
+@cython.no_gc  # its fields (strs, ints, a Kind, the event's list, a dict of tuples) never
+# refer back to it: no cycle runs through it, and one tracked object less per event
 cdef class _Event:
     """What every row of one event shares: its kind, entry and ids, and the datetime and order
     key of each timestamp, made once per event (its odds mostly share one)."""
@@ -312,17 +314,24 @@ cdef class _Event:
     cdef int rank
     cdef long long ems, eseq, last
 
-    def __cinit__(self, object event, object kind, str stream, tuple entry):
-        self.kind, self.stream = kind, stream
-        self.settled = kind is SETTLED
-        self.rank = kind
-        self.carries = not self.settled
-        self.ems, self.eseq = entry[0], entry[1]
-        self.entry_id, self.event_id = event.entry_id, event.event_id
-        self.out = event.odds
-        self.times = {}
-        self.made = None
-        self.last = -1
+
+
+cdef _Event _shared(list out, object entry_id, object event_id, object kind, str stream,
+                    tuple entry):
+    """The shared part of an event whose rows go to ``out`` (made in C: a constructor's
+    argument parsing and three attribute reads of the event were 900 instructions each)."""
+    cdef _Event ev = _Event.__new__(_Event)
+    ev.kind, ev.stream = kind, stream
+    ev.settled = kind is SETTLED
+    ev.rank = kind
+    ev.carries = not ev.settled
+    ev.ems, ev.eseq = entry[0], entry[1]
+    ev.entry_id, ev.event_id = entry_id, event_id
+    ev.out = out
+    ev.times = {}
+    ev.made = None
+    ev.last = -1
+    return ev
 
 
 cdef inline object _v(PyObject** v, Py_ssize_t field):
@@ -393,7 +402,7 @@ cdef int _row(PyObject** v, _Event ev) except -1:
 
 
 cdef bint _fill(list odds, object event, object kind, str stream, tuple entry) except -1:
-    cdef _Event ev = _Event(event, kind, stream, entry)
+    cdef _Event ev = _shared(event.odds, event.entry_id, event.event_id, kind, stream, entry)
     cdef PyObject* v[NF]
     cdef Py_ssize_t i
     cdef bint direct
@@ -737,6 +746,7 @@ cdef object _scan(
     cdef Py_ssize_t n
     cdef Span span
     cdef object event = None
+    cdef list odds = None
     cdef bint entry_seen = False
     c.p = <const unsigned char*>PyBytes_AS_STRING(data)
     c.end = c.p + PyBytes_GET_SIZE(data)
@@ -759,11 +769,12 @@ cdef object _scan(
             entry = _parsed(entry_id)
             if entry is None or _future(entry):
                 return None
-            event = _event(group_key, event_type, entry_id, event_id, received_at, entry)
+            odds = []
+            event = _event(group_key, event_type, entry_id, event_id, received_at, entry, odds)
         elif n == 4 and ingestor_same(key, b"data", 4):
-            if event is None or event.odds:  # no entry yet, or a second "data"
+            if event is None or odds:  # no entry yet, or a second "data"
                 return None
-            if not _odds(&c, _Event(event, kind, stream, event.entry)):
+            if not _odds(&c, _shared(odds, entry_id, event_id, kind, stream, entry)):
                 return None
         elif not _skip(&c):
             return None
@@ -772,7 +783,7 @@ cdef object _scan(
         if not _next(&c, 44):
             return None
     _ws(&c)
-    return event if c.p == c.end and event is not None and event.odds else None
+    return event if c.p == c.end and event is not None and odds else None
 
 
 def scanned(bytes data, str event_id="1-0"):
