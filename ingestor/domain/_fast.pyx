@@ -75,19 +75,23 @@ cdef Py_ssize_t OFFSETS[32]
 cdef object ODD = _Odd
 
 
-cdef bint _offsets() except -1:
+cdef bint _slots(object cls, object names, Py_ssize_t* offsets) except -1:
+    """Where each of ``names`` lives in an instance of ``cls``: False unless every one is a
+    plain object slot (a member descriptor)."""
     cdef PyMemberDescrObject* member
-    if len(FIELDS) > 32:
-        return False
-    for i, name in enumerate(FIELDS):
-        descr = ODD.__dict__.get(name)
+    for i, name in enumerate(names):
+        descr = cls.__dict__.get(name)
         if type(descr) is not MemberDescriptorType:
             return False
         member = <PyMemberDescrObject*>descr
         if member.d_member.type != T_OBJECT_EX and member.d_member.type != T_OBJECT:
             return False
-        OFFSETS[i] = member.d_member.offset
+        offsets[i] = member.d_member.offset
     return True
+
+
+cdef bint _offsets() except -1:
+    return len(FIELDS) <= 32 and _slots(ODD, FIELDS, OFFSETS)
 
 
 cdef bint BY_OFFSET = _offsets()
@@ -106,20 +110,11 @@ cdef object NEW_OBJECT = object.__new__
 
 
 cdef bint _event_offsets() except -1:
-    cdef PyMemberDescrObject* member
     if tuple([f.name for f in dataclass_fields(EVENT)]) != EVENT_FIELDS:
         return False
     if EVENT.__new__ is not NEW_OBJECT or hasattr(EVENT, "__post_init__"):
         return False
-    for i, name in enumerate(EVENT_FIELDS):
-        descr = EVENT.__dict__.get(name)
-        if type(descr) is not MemberDescriptorType:
-            return False
-        member = <PyMemberDescrObject*>descr
-        if member.d_member.type != T_OBJECT_EX and member.d_member.type != T_OBJECT:
-            return False
-        EVENT_OFFSETS[i] = member.d_member.offset
-    return True
+    return _slots(EVENT, EVENT_FIELDS, EVENT_OFFSETS)
 
 
 cdef bint EVENT_BY_OFFSET = _event_offsets()

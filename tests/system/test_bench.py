@@ -11,21 +11,27 @@ import aiohttp
 import pytest
 
 from bench import ledger
-from bench.daemon import Pace, run_daemon
+from bench.daemon import Pace, Run, run_daemon
 from bench.feed import Feed
-from bench.workload import build
+from bench.workload import Workload, build
 
 pytestmark = pytest.mark.e2e
+
+
+async def _small_run(database_url: str, tmp_path: Path) -> tuple[Workload, Run]:
+    """The bench's daemon against its feed, 2,000 odds over three groups, to the last commit."""
+    w = build(2_000, groups=3)
+    run = await run_daemon(
+        database_url, database_url, w, tmp_path / "daemon.log", Pace(idle_timeout_s=20)
+    )
+    return w, run
 
 
 @pytest.mark.timeout(60)
 async def test_bench_end_to_end_commits_every_groups_last_entry(
     database_url: str, pg: Any, tmp_path: Path
 ) -> None:
-    w = build(2_000, groups=3)
-    run = await run_daemon(
-        database_url, database_url, w, tmp_path / "daemon.log", Pace(idle_timeout_s=20)
-    )
+    w, run = await _small_run(database_url, tmp_path)
     log = (tmp_path / "daemon.log").read_text()
     assert run.exit_code == 0, log
     cursors = dict(await pg.fetch("SELECT group_key, last_entry_id FROM stream_cursors"))
@@ -47,10 +53,7 @@ async def test_bench_end_to_end_commits_every_groups_last_entry(
 async def test_bench_ledger_check_names_a_wrong_price_and_a_lost_history_row(
     database_url: str, pg: Any, tmp_path: Path
 ) -> None:
-    w = build(2_000, groups=3)
-    run = await run_daemon(
-        database_url, database_url, w, tmp_path / "daemon.log", Pace(idle_timeout_s=20)
-    )
+    w, run = await _small_run(database_url, tmp_path)
     assert run.exit_code == 0 and await ledger.check(database_url, w) == []
     uid = await pg.fetchval("SELECT id FROM odds WHERE status = 'open' ORDER BY id LIMIT 1")
     await pg.execute("UPDATE odds SET price = price + 1 WHERE id = $1", uid)
