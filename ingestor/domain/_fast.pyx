@@ -152,6 +152,8 @@ cdef object _event(str group_key, str event_type, str entry_id, str event_id,
     _put(event, 11, entry)
     _put(event, 12, ())
     return event
+
+
 cdef Py_ssize_t ID = FIELDS.index("id"), ODD_ID = FIELDS.index("odd_id")
 cdef Py_ssize_t SPORTSBOOK = FIELDS.index("sportsbook"), FIXTURE = FIELDS.index("fixture_id")
 cdef Py_ssize_t GAME = FIELDS.index("game_id"), SPORT = FIELDS.index("sport")
@@ -308,7 +310,6 @@ cdef class _Event:
     cdef bint settled
     cdef int rank
     cdef long long ems, eseq, last
-
 
 
 cdef _Event _shared(list out, object entry_id, object event_id, object kind, str stream,
