@@ -153,9 +153,12 @@ class Recovery:
 
     async def stop(self) -> None:
         """The worker stops: its snapshot goes with it (an unscoped gap stays open, and the
-        group's next snapshot, here or in its next owner, scopes it), and so does a gap not
-        yet recorded (the next owner starts from the committed cursor: its own gap covers)."""
-        tasks = [t for t in (self._running, self._waiting, *self._recording) if t is not None]
+        group's next snapshot, here or in its next owner, scopes it), so does a gap not yet
+        recorded (the next owner starts from the committed cursor: its own gap covers), and
+        so does the close of a replayed gap in flight (the gap stays open: the next snapshot
+        scopes it and the repair finds nothing missing, the long way)."""
+        running = (self._running, self._waiting, *self._recording, *self._closing)
+        tasks = [t for t in running if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -190,6 +190,9 @@ class _ScopeLedger:
         self.opened = 0
         self.gate = asyncio.Event()
         self.gate.set()
+        self.close_gate = asyncio.Event()  # closes wait for it
+        self.close_gate.set()
+        self.closing = self.close_cancelled = 0
 
     async def open(self, *args: object, **kwargs: object) -> int:
         await self.gate.wait()
@@ -201,6 +204,12 @@ class _ScopeLedger:
         return 0
 
     async def close(self, gap_ids: Sequence[int], state: str, detail: str) -> None:
+        self.closing += 1
+        try:
+            await self.close_gate.wait()
+        except asyncio.CancelledError:
+            self.close_cancelled += 1
+            raise
         self.closed += gap_ids
 
 
@@ -248,6 +257,23 @@ async def test_a_replayed_connection_still_scopes_the_groups_other_gaps() -> Non
     await wait_until(lambda: len(ledger.scopes) == 2, timeout_s=5)
     assert ledger.closed == [2]  # its own gap, once
     await recovery.stop()
+
+
+async def test_stopping_cancels_the_close_of_a_replayed_gap_still_in_flight() -> None:
+    # Stopped while it tells the ledger that its connection was replayed, gap tracking leaves
+    # no task behind: the close goes with the rest (the gap stays open; the next snapshot
+    # scopes it and its repair finds nothing missing).
+    recovery, ledger, _ = _tracking()
+    recovery.connected()
+    recovery.received((1796523733050, 0))
+    await wait_until(lambda: len(ledger.scopes) == 1, timeout_s=5)
+    recovery.connected()
+    await wait_until(lambda: len(ledger.scopes) == 2, timeout_s=5)  # its gap recorded, scoped
+    ledger.close_gate.clear()
+    recovery.received((1796523733049, 0))  # one received before: the vendor replays
+    await wait_until(lambda: ledger.closing == 1, timeout_s=5)
+    await recovery.stop()
+    assert ledger.close_cancelled == 1 and ledger.closed == []
 
 
 class _GatedRest(FakeRest):
