@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bench.workload import Workload
+from bench.workload import Workload, split_frame
 
 TABLE = "copy_ceiling"
 CREATE = f"""
@@ -87,8 +87,8 @@ def history_records(w: Workload) -> list[tuple[Any, ...]]:
     out: list[tuple[Any, ...]] = []
     for g in w.groups:
         for frame, entry in zip(g.frames, g.entry_ids, strict=True):
-            head, _, data = frame.partition(b"\ndata: ")
-            kind, status = KINDS[head.split(b"\n", 1)[0].removeprefix(b"event: ").decode()]
+            event_type, data = split_frame(frame)
+            kind, status = KINDS[event_type]
             for odd in orjson.loads(data)["data"]:
                 out.append(
                     (

@@ -22,14 +22,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from bench.workload import Workload
+from bench.ceiling import KINDS
+from bench.workload import Workload, split_frame
 
-KINDS = {
-    b"copilot-odds": "odds",
-    b"copilot-locked-odds": "locked",
-    b"copilot-settled-odds": "settled",
-}
-STATUS = {"odds": "open", "locked": "locked", "settled": "settled"}
 SHOWN = 5  # problems shown of each sort
 
 # The odds whose time is not their newest history row's, or that have no history row of their
@@ -49,14 +44,13 @@ LIMIT 5
 """
 
 
-def _frame(frame: bytes) -> tuple[str, str, list[dict[str, Any]]] | None:
-    """(kind, entry id, odds) of an odds frame; None for any other."""
-    head, _, data = frame.partition(b"\ndata: ")
-    kind = KINDS.get(head.split(b"\n", 1)[0].removeprefix(b"event: "))
-    if kind is None:
+def _frame(frame: bytes) -> tuple[str, str, str, list[dict[str, Any]]] | None:
+    """(kind, status, entry id, odds) of an odds frame; None for any other."""
+    event_type, data = split_frame(frame)
+    if event_type not in KINDS:
         return None
     body = orjson.loads(data)
-    return kind, body["entry_id"], body["data"]
+    return (*KINDS[event_type], body["entry_id"], body["data"])
 
 
 @dataclass
@@ -84,11 +78,11 @@ def truth(w: Workload) -> Truth:
             parsed = _frame(frame)
             if parsed is None:
                 continue
-            kind, entry_id, odds = parsed
+            kind, status, entry_id, odds = parsed
             for o in odds:
                 t.sent[(o["id"], entry_id, kind)] += 1
                 price, points = (o["price"], o["points"]) if kind == "odds" else (None, None)
-                t.state[o["id"]] = (STATUS[kind], o.get("settlement"), price, points)
+                t.state[o["id"]] = (status, o.get("settlement"), price, points)
     return t
 
 
@@ -129,14 +123,13 @@ def _current(t: Truth, held: dict[str, Any]) -> list[str]:
     problems += [f"odds: {i} never sent" for i in held.keys() - t.state.keys()][:SHOWN]
     wrong = []
     for uid in t.state.keys() & held.keys():
-        status, settlement, price, points = t.state[uid]
+        want = t.state[uid]
         r = held[uid]
-        got = (r["status"], r["settlement"])
-        if status == "open":
-            if got == ("locked", None) and uid not in t.listed:
-                got = ("open", None)  # the lock inferred from the stale snapshot
-            if (*got, r["price"], r["points"]) != (status, settlement, price, points):
-                wrong.append(f"odds: {uid} holds {dict(r)}, the feed's last {t.state[uid]}")
-        elif got != (status, settlement):
+        got: tuple[Any, ...] = (r["status"], r["settlement"], r["price"], r["points"])
+        if want[0] != "open":  # a price and line are compared while open only
+            got, want = got[:2], want[:2]
+        elif got[:2] == ("locked", None) and uid not in t.listed:
+            got = ("open", *got[1:])  # the lock inferred from the stale snapshot
+        if got != want:
             wrong.append(f"odds: {uid} holds {dict(r)}, the feed's last {t.state[uid]}")
     return problems + wrong[:SHOWN]

@@ -34,7 +34,7 @@ from bench import ceiling, history, ledger
 from bench.ceiling import history_records
 from bench.daemon import Daemon, Pace, Run, run_daemon
 from bench.feed import STREAM_PATH, Feed
-from bench.workload import Workload, build
+from bench.workload import Workload, build, split_frame
 from ingestor.config import WriterSettings
 from ingestor.domain.decode import decode_event
 from ingestor.logs import configure as configure_logs
@@ -101,9 +101,8 @@ def _decode(w: Workload) -> list[Any]:
     out = []
     for g in w.groups:
         for frame, entry in zip(g.frames, g.entry_ids, strict=True):
-            head, _, data = frame.partition(b"\ndata: ")
-            etype = head.split(b"\n", 1)[0].removeprefix(b"event: ").decode()
-            out.append(decode_event(g.key, "copilot", etype, data.rstrip(b"\n"), entry, now))
+            etype, data = split_frame(frame)
+            out.append(decode_event(g.key, "copilot", etype, data, entry, now))
     return out
 
 

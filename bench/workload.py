@@ -407,6 +407,12 @@ def _frame(kind: str, entry: str, items: list[dict[str, Any]]) -> bytes:
     return b"event: %s\nid: %s\nretry: 5000\ndata: %s\n\n" % (kind.encode(), entry.encode(), data)
 
 
+def split_frame(frame: bytes) -> tuple[str, bytes]:
+    """The event type and the data of a frame as ``_frame`` makes it."""
+    head, _, data = frame.partition(b"\ndata: ")
+    return head.split(b"\n", 1)[0].removeprefix(b"event: ").decode(), data.rstrip(b"\n")
+
+
 def build(
     target_odds: int,
     seed: int = 1,
