@@ -182,7 +182,7 @@ async def test_a_snapshot_never_has_two_chunks_queued_and_uncommitted() -> None:
 
 class _ScopeLedger:
     """A ledger that records gaps (each once ``gate`` is open, numbered from 1) and notes
-    every scope and close it is asked for."""
+    every scope and close it is asked for (a close waits for ``close_gate``)."""
 
     def __init__(self) -> None:
         self.scopes: list[tuple[str, int]] = []
@@ -241,14 +241,19 @@ async def test_gap_tracking_scopes_with_the_epoch_its_snapshot_was_queued_under(
     await recovery.stop()
 
 
+async def _first_connection(recovery: Recovery, ledger: _ScopeLedger) -> None:
+    """A connection that received one event (the vendor's newest) and scoped its gap."""
+    recovery.connected()
+    recovery.received((1796523733050, 0))
+    await wait_until(lambda: len(ledger.scopes) == 1, timeout_s=5)
+
+
 async def test_a_replayed_connection_still_scopes_the_groups_other_gaps() -> None:
     # After a storm of reconnects (no snapshot lasted long enough to scope), the stream
     # settles on a connection the vendor replays: its own gap closes as replayed, and its
     # snapshot must scope the gaps before it, or they stay open until the next reconnect.
     recovery, ledger, _ = _tracking()
-    recovery.connected()
-    recovery.received((1796523733050, 0))
-    await wait_until(lambda: len(ledger.scopes) == 1, timeout_s=5)
+    await _first_connection(recovery, ledger)
     ledger.gate.clear()  # the next gap is recorded only after the replay is seen
     recovery.connected()
     recovery.received((1796523733049, 0))  # one received before: the vendor replays
@@ -264,9 +269,7 @@ async def test_stopping_cancels_the_close_of_a_replayed_gap_still_in_flight() ->
     # no task behind: the close goes with the rest (the gap stays open; the next snapshot
     # scopes it and its repair finds nothing missing).
     recovery, ledger, _ = _tracking()
-    recovery.connected()
-    recovery.received((1796523733050, 0))
-    await wait_until(lambda: len(ledger.scopes) == 1, timeout_s=5)
+    await _first_connection(recovery, ledger)
     recovery.connected()
     await wait_until(lambda: len(ledger.scopes) == 2, timeout_s=5)  # its gap recorded, scoped
     ledger.close_gate.clear()
